@@ -1,0 +1,57 @@
+"""Convolutional net: [conv -> BatchNorm? -> activation -> pool] x N, then a fully connected head.
+
+The default is LeNet-5-like: 6 and 16 channels, 5x5 kernels (padded so 8x8 digits fit), head 120-84.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import nn
+
+from dltrain.models import MODELS
+from dltrain.models.layers import activation as make_activation
+from dltrain.models.layers import init_weights
+from dltrain.registry import check
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+@MODELS.register("cnn")
+def build_cnn(*, in_shape: tuple[int, ...], num_outputs: int, channels: list[int], kernel_size: int = 5,
+              stride: int = 1, padding: int = 2, pool: Literal["max", "avg", "none"] = "max", pool_size: int = 2,
+              head: list[int] | None = None, activation: str = "relu", slope: float = 0.01, dropout: float = 0.0,
+              batch_norm: bool = False, init: str = "default", init_args: dict | None = None) -> nn.Module:
+    """Conv blocks with `channels[i]` output channels each; `head` lists the hidden widths of the head."""
+    check(len(in_shape) == 3, f"model=cnn needs image inputs (channels, height, width); the data gives {in_shape}")
+    check(len(channels) > 0 and all(c > 0 for c in channels), f"model.channels must be positive widths, got {channels}")
+    check(0.0 <= dropout < 1.0, f"model.dropout={dropout} must be in [0, 1)")
+    layers: list[nn.Module] = []
+    c, h, w = in_shape
+    for i, out in enumerate(channels):
+        layers.append(nn.Conv2d(c, out, kernel_size, stride, padding, bias=not batch_norm))
+        h, w = _conv_out(h, kernel_size, stride, padding), _conv_out(w, kernel_size, stride, padding)
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out))
+        layers.append(make_activation(activation, slope))
+        if pool != "none":
+            layers.append(nn.MaxPool2d(pool_size) if pool == "max" else nn.AvgPool2d(pool_size))
+            h, w = h // pool_size, w // pool_size
+        check(h > 0 and w > 0, f"model=cnn: a {in_shape[1]}x{in_shape[2]} input shrinks to nothing after conv block "
+              f"{i + 1}; use fewer blocks, a smaller kernel_size/pool_size or more padding")
+        c = out
+    layers.append(nn.Flatten())
+    width = c * h * w
+    for size in head if head is not None else [120, 84]:
+        layers += [nn.Linear(width, size), make_activation(activation, slope)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = size
+    layers.append(nn.Linear(width, num_outputs))
+    model = nn.Sequential(*layers)
+    init_weights(model, init, init_args)
+    model.channels_last = True  # conv nets run faster in NHWC on GPUs
+    return model
+
+
