@@ -1,0 +1,102 @@
+"""The `dltrain` command. Named sub-commands (board, runs, ...) go to typer; anything else (overrides such as
+`model=cnn`, `-m` sweeps, Hydra's own flags) goes to Hydra's entry point, which owns run directories and
+multirun. The first argument decides. Nothing here imports torch before it is needed.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+SUBCOMMANDS = ("board", "runs", "eval", "export", "generate")
+HELP_FLAGS = ("-h", "--help")
+failed_jobs: list[str] = []  # multirun jobs that failed: the sweep carries on, the exit code says so
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if args and (args[0] in SUBCOMMANDS or args[0] in HELP_FLAGS):
+        from dltrain.commands import app
+
+        app(prog_name="dltrain")
+    else:
+        run_hydra(args)
+
+
+def resume_into_same_dir(args: list[str]) -> list[str]:
+    """`trainer.resume=DIR` continues in DIR itself (same run folder, same TensorBoard run)."""
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    resume = [a.split("=", 1)[1] for a in args if a.startswith("trainer.resume=")]
+    if multirun or not resume or resume[-1] in ("null", "") or any(a.startswith("hydra.run.dir=") for a in args):
+        return args
+    target = Path(resume[-1]).expanduser()
+    run_dir = target if target.is_dir() else target.parent
+    return [*args, f"hydra.run.dir='{run_dir}'"]
+
+
+def run_hydra(args: list[str]) -> None:
+    import hydra
+
+    from dltrain.config import config_dir
+
+    sys.argv = [sys.argv[0], *resume_into_same_dir(args)]
+    hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(hydra_job)()
+    if failed_jobs:
+        print(f"dltrain: {len(failed_jobs)} job(s) failed: {', '.join(failed_jobs)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def hydra_job(cfg: Any) -> Any:
+    """The function Hydra calls once per job (once per sweep point with -m)."""
+    import json
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from dltrain.registry import ConfigError
+
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    done = run_dir / "metrics.json"
+    if multirun and done.is_file() and json.loads(done.read_text()).get("status") == "completed":
+        print(f"dltrain: {run_dir} already finished; skipped")  # re-running a sweep resumes it
+        return None
+    try:
+        from dltrain.config import to_plain
+        from dltrain.train import run_job
+
+        return run_job(to_plain(cfg), run_dir, overrides)
+    except ConfigError as err:
+        return job_failed(f"error: {err}", run_dir, overrides, multirun, code=2)
+    except Exception as err:  # noqa: BLE001  (a crashed trial must not kill the sweep)
+        if not multirun and not is_worker_failure(err):
+            raise
+        return job_failed(f"error: {one_line(err)}", run_dir, overrides, multirun, code=1)
+
+
+def is_worker_failure(err: BaseException) -> bool:
+    return type(err).__name__ == "ChildFailedError"
+
+
+def one_line(err: BaseException) -> str:
+    if is_worker_failure(err):
+        failures = getattr(err, "failures", {})
+        ranks = ", ".join(f"rank {f.local_rank} exit code {f.exitcode}" for f in failures.values())
+        return f"a DDP worker failed ({ranks}); the run was stopped, see the worker's output above"
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
+def job_failed(message: str, run_dir: Path, overrides: list[str], multirun: bool, code: int) -> None:
+    """Print one line; in a sweep record the failure in the job's metrics.json and carry on."""
+    import json
+
+    print(f"dltrain: {message}", file=sys.stderr, flush=True)
+    if not multirun:
+        sys.exit(code)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"status": "failed", "error": message,
+                                                      "overrides": overrides}, indent=2) + "\n")
+    failed_jobs.append(",".join(overrides) or str(run_dir))

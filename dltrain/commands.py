@@ -1,0 +1,89 @@
+"""Named sub-commands of `dltrain` (typer). Training itself is `dltrain [OVERRIDES...]`, handled by Hydra."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from dltrain.config import groups
+
+
+def help_text() -> str:
+    """The top-level help; '\\b' keeps click from re-wrapping a paragraph."""
+    usage = ["\b", "Train: dltrain [GROUP=CHOICE | KEY=VALUE ...]    e.g. dltrain model=cnn optim=adam optim.lr=0.01",
+             "Sweep: dltrain -m optim=sgd,adam sched=step,exponential",
+             "Show the composed config: dltrain --cfg job [OVERRIDES]    Hydra's own flags: dltrain --hydra-help"]
+    listing = ["\b", "Config groups and their choices:"]
+    listing += [f"  {name:15s} {', '.join(choices) or '-'}" for name, choices in groups().items()]
+    return "\n\n".join(["dltrain: config-driven deep-learning runs.", "\n".join(usage), "\n".join(listing)])
+
+
+app = typer.Typer(help=help_text(), add_completion=False, no_args_is_help=True, rich_markup_mode=None)
+
+
+def newest_run_root() -> Path:
+    """The newest run or sweep folder under ./multirun or ./outputs."""
+    candidates = [p for base in ("multirun", "outputs") for p in Path(base).glob("*/*") if p.is_dir()]
+    if not candidates:
+        raise typer.BadParameter("no runs under ./outputs or ./multirun; pass a directory")
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def load_reports(root: Path) -> list[tuple[Path, dict[str, Any]]]:
+    reports = []
+    for path in sorted(root.rglob("metrics.json")):
+        try:
+            reports.append((path.parent, json.loads(path.read_text())))
+        except (OSError, json.JSONDecodeError):
+            reports.append((path.parent, {"status": "unreadable"}))
+    return reports
+
+
+def sort_key(report: dict[str, Any]) -> float:
+    best = report.get("best")
+    if not isinstance(best, (int, float)) or not math.isfinite(best):
+        return math.inf
+    return best if report.get("mode", "min") == "min" else -best
+
+
+def fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+
+@app.command()
+def runs(directory: Path = typer.Argument(None, help="run or sweep directory (default: the newest)")) -> None:
+    """A table of the runs under DIRECTORY, best monitored metric first."""
+    root = directory or newest_run_root()
+    reports = load_reports(root)
+    if not reports:
+        typer.echo(f"no metrics.json under {root}", err=True)
+        raise typer.Exit(1)
+    reports.sort(key=lambda item: sort_key(item[1]))
+    header = ["run", "status", "best", "best_ep", "val/loss", "val/acc", "test/loss", "test/acc", "epochs", "wall_s",
+              "stopped"]
+    rows = [header]
+    for run_dir, r in reports:
+        final, test = r.get("final", {}), r.get("test", {})
+        name = ",".join(r.get("overrides") or []) or (str(run_dir.relative_to(root)) if run_dir != root else root.name)
+        rows.append([name, r.get("status", "?"), fmt(r.get("best")), fmt(r.get("best_epoch")),
+                     fmt(final.get("val/loss")), fmt(final.get("val/acc")), fmt(test.get("test/loss")),
+                     fmt(test.get("test/acc")), fmt(r.get("epochs")), fmt(r.get("train_seconds")),
+                     r.get("stop_reason") or r.get("error", "")])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    typer.echo(f"runs under {root} (best = {reports[0][1].get('monitor', 'monitored metric')})")
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+
+
+@app.command()
+def board(directory: Path = typer.Argument(None, help="run or sweep directory (default: the newest)"),
+          port: int = typer.Option(6006, help="port to serve on")) -> None:
+    """Start TensorBoard on a run or sweep directory (each job shows as a run named by its overrides)."""
+    root = directory or newest_run_root()
+    typer.echo(f"TensorBoard on {root} at http://localhost:{port}")
+    sys.exit(subprocess.call([sys.executable, "-m", "tensorboard.main", "--logdir", str(root), "--port", str(port)]))

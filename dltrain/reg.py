@@ -1,0 +1,31 @@
+"""Explicit weight penalties added to the loss: L1 = l1 * sum|w|, L2 = l2 / 2 * sum w^2.
+
+Only weights count: parameters with two or more dimensions (linear, conv, embedding, recurrent matrices);
+biases and normalization parameters are one-dimensional and excluded.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dltrain.registry import check
+
+
+def penalized_weights(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.dim() >= 2 and p.requires_grad]
+
+
+def check_reg(l1: float, l2: float, grad_clip: float | None) -> None:
+    check(l1 >= 0, f"reg.l1={l1} must be >= 0")
+    check(l2 >= 0, f"reg.l2={l2} must be >= 0")
+    check(grad_clip is None or grad_clip > 0, f"reg.grad_clip={grad_clip} must be > 0 or null")
+
+
+def penalty(weights: list[torch.Tensor], l1: float, l2: float) -> torch.Tensor | float:
+    """The explicit penalty term; 0.0 (a float, no kernels launched) when both lambdas are zero."""
+    total: torch.Tensor | float = 0.0
+    if l1 > 0:
+        total = total + l1 * sum(w.abs().sum() for w in weights)
+    if l2 > 0:
+        total = total + 0.5 * l2 * sum(w.pow(2).sum() for w in weights)
+    return total
