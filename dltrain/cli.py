@@ -39,11 +39,47 @@ def run_hydra(args: list[str]) -> None:
 
     from dltrain.config import config_dir
 
+    problem = None if any(a.startswith("-") for a in args) else check_overrides(args)  # -m, --cfg, ...: Hydra's
+    if problem:
+        print(f"dltrain: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     sys.argv = [sys.argv[0], *resume_into_same_dir(args)]
     hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(hydra_job)()
     if failed_jobs:
         print(f"dltrain: {len(failed_jobs)} job(s) failed: {', '.join(failed_jobs)}", file=sys.stderr)
         sys.exit(1)
+
+
+def check_overrides(args: list[str]) -> str | None:
+    """Compose once up front so an unknown choice or key is one line (Hydra's own report spans many)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
+    from omegaconf import DictConfig, OmegaConf
+
+    from dltrain.config import config_dir
+
+    overrides = [a for a in args if not a.lstrip("+~").startswith("hydra.")]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        try:
+            compose("config", overrides=overrides)
+        except MissingConfigException as err:
+            group, _, choice = (err.missing_cfg_file or "").rpartition("/")
+            return f"unknown {group} '{choice}'; valid: {', '.join(err.options or [])}"
+        except ConfigCompositionException as err:
+            bad = next((o for o in overrides if f"'{o.split('=')[0]}'" in str(err)), None)
+            if bad is None:
+                return str(err).strip().splitlines()[0]
+            key = bad.split("=")[0]
+            parent, _, leaf = key.rpartition(".")
+            node = compose("config", overrides=[o for o in overrides if o != bad])
+            found = OmegaConf.select(node, parent) if parent else node
+            if not isinstance(found, DictConfig):
+                return str(err).strip().splitlines()[0]
+            where = f"{parent}={found.name}" if "name" in found else (parent or "the config")
+            return f"{key} is not an option of {where}; valid: {', '.join(str(k) for k in found if k != 'name')}"
+        except HydraException as err:
+            return str(err).strip().splitlines()[0]
+    return None
 
 
 def hydra_job(cfg: Any) -> Any:

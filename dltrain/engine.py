@@ -123,8 +123,9 @@ def train_epoch(state: State, task: Task, train: Split, s: Settings, callbacks: 
         seen += batch_count
         state.step += 1
         if s.log_every_n_steps and state.step % s.log_every_n_steps == 0:
+            running = read(sums, seen, "train")  # on every rank: it is a collective
             for cb in callbacks:
-                cb.on_train_log(state, read(sums, seen, "train"))
+                cb.on_train_log(state, running)
     state.samples_seen += seen
     return read(sums, seen, "train")
 
