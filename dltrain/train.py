@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,8 @@ def run_job(cfg: dict[str, Any], run_dir: Path, overrides: list[str]) -> dict[st
 
 def worker(cfg: dict[str, Any], run_dir: str, overrides: list[str]) -> None:
     """Entry point of each DDP worker process (module level so that spawn can pickle it)."""
+    if os.environ.get("DLTRAIN_FAIL_RANK") == os.environ.get("RANK"):  # fault injection for the tests
+        os._exit(3)
     train(cfg, Path(run_dir), overrides)
 
 

@@ -1,0 +1,72 @@
+"""Checkpoints: resuming an interrupted run ends where an uninterrupted one does; writes are atomic;
+bad files give one clear error."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dltrain import checkpoint
+from dltrain.registry import ConfigError
+from tests.conftest import cli, load_scalars, run
+
+# dropout makes the global RNG state matter; a step schedule makes the epoch counter matter
+RUN = ["model.hidden=[32]", "model.dropout=0.2", "optim=adam", "sched=step", "sched.boundaries=[2]",
+       "trainer.log_every_n_steps=0", "early_stopping.patience=100"]
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path) -> None:
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    run([*RUN, "trainer.max_epochs=4"], straight)
+    run([*RUN, "trainer.max_epochs=2"], interrupted)  # "interrupted" after epoch 2
+    report = run([*RUN, "trainer.max_epochs=4", f"trainer.resume={interrupted}"], interrupted)
+    assert report["epochs"] == 4
+    a = checkpoint.load(straight / "last.pt")["model"]
+    b = checkpoint.load(interrupted / "last.pt")["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    steps = [s for s, _ in load_scalars(interrupted)["val/loss"]]
+    assert sorted(set(steps)) == [1, 2, 3, 4]  # one TensorBoard run continued, not a new one
+
+
+def test_cli_resume_continues_in_the_same_run_dir(tmp_path) -> None:
+    first = cli([*RUN, "trainer.max_epochs=1", "hydra.run.dir=run1"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = cli([*RUN, "trainer.max_epochs=2", "trainer.resume=run1"], cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "epoch 2/2" in second.stdout and "epoch 1/2" not in second.stdout
+    assert checkpoint.load(tmp_path / "run1" / "last.pt")["epoch"] == 2
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_save_is_atomic_when_the_write_fails(tmp_path, monkeypatch) -> None:
+    target = tmp_path / "last.pt"
+    checkpoint.save_atomic({"format": 1, "model": {"w": torch.ones(2)}}, target)
+
+    def broken_save(obj, handle):
+        handle.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        checkpoint.save_atomic({"format": 1, "model": {"w": torch.zeros(2)}}, target)
+    monkeypatch.undo()
+    assert torch.equal(checkpoint.load(target)["model"]["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a checkpoint", "is not a readable dltrain checkpoint"),
+    (None, "no checkpoint at"),
+])
+def test_bad_checkpoint_files_are_one_line_errors(tmp_path, content, message) -> None:
+    path = tmp_path / "last.pt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        checkpoint.load(tmp_path)
+
+
+def test_foreign_pickle_is_refused(tmp_path) -> None:
+    torch.save({"format": 1, "model": {}, "evil": object()}, tmp_path / "x.pt")
+    with pytest.raises(ConfigError, match="not a readable dltrain checkpoint"):
+        checkpoint.load(tmp_path / "x.pt")

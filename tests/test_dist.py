@@ -1,0 +1,35 @@
+"""Real multi-process DDP (gloo on CPU): the same global batch gives the same trajectory."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from dltrain import checkpoint
+from tests.conftest import cli, run
+
+SAME = ["model.hidden=[32,16]", "optim=sgd", "optim.lr=0.2", "data.batch_size=50", "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=7", "trainer.device=cpu"]
+
+
+def test_two_processes_equal_one(tmp_path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = run(SAME, one)
+    double = run([*SAME, "trainer.devices=2"], two)
+    assert double["world_size"] == 2 and single["world_size"] == 1
+    a, b = checkpoint.load(one / "last.pt")["model"], checkpoint.load(two / "last.pt")["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)  # up to float reduction order
+    assert abs(single["final"]["val/loss"] - double["final"]["val/loss"]) < 1e-5
+    assert abs(single["test"]["test/acc"] - double["test"]["test/acc"]) < 1e-9
+    assert sorted(p.name for p in two.iterdir() if p.suffix == ".pt") == ["best.pt", "last.pt"]
+    assert len(list(two.glob("events.out.tfevents.*"))) == 1  # only rank 0 logs
+
+
+def test_a_dead_worker_fails_the_run_without_hanging(tmp_path) -> None:
+    result = cli([*SAME, "trainer.devices=2", "hydra.run.dir=run"], cwd=tmp_path, timeout=120,
+                 env={"DLTRAIN_FAIL_RANK": "1"})
+    assert result.returncode != 0
+    assert "a DDP worker failed" in result.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists() or \
+        json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] != "completed"

@@ -1,0 +1,60 @@
+"""Regularizers change the loss by exactly their formula; dropout scales survivors by 1/(1-p)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dltrain.models import MODELS
+from dltrain.reg import penalized_weights, penalty
+
+
+def test_l1_l2_penalties_are_exact_and_skip_biases_and_norms() -> None:
+    torch.manual_seed(0)
+    model = MODELS.build({"name": "mlp", "hidden": [5], "batch_norm": True}, in_shape=(3,), num_outputs=2)
+    weights = [w.detach() for w in penalized_weights(model)]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [w.shape for w in weights] == [m.weight.shape for m in linears]  # no bias, no BatchNorm weight
+    l1 = sum(m.weight.abs().sum() for m in linears).item()
+    l2 = sum((m.weight ** 2).sum() for m in linears).item()
+    assert float(penalty(weights, 0.01, 0.0)) == pytest.approx(0.01 * l1)
+    assert float(penalty(weights, 0.0, 0.1)) == pytest.approx(0.5 * 0.1 * l2)
+    assert float(penalty(weights, 0.01, 0.1)) == pytest.approx(0.01 * l1 + 0.05 * l2)
+    assert penalty(weights, 0.0, 0.0) == 0.0
+
+
+def test_penalty_enters_the_gradient_step(tmp_path) -> None:
+    """One SGD step of a run with reg.l2 equals the plain step plus lr * l2 * w (weights only)."""
+    from dltrain.engine import Settings, State, train_epoch
+    from dltrain.data import Split
+    from dltrain.tasks import Classification
+
+    def one_step(l2: float) -> nn.Module:
+        torch.manual_seed(0)
+        model = nn.Linear(4, 3)
+        state = State(model=model, raw_model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.5),
+                      scaler=torch.amp.GradScaler("cpu", enabled=False))
+        data = Split(torch.randn(8, 4, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 3)
+        train_epoch(state, Classification(), data, Settings(max_epochs=1, batch_size=8, lr_at=lambda t: 0.5,
+                                                                  lr_per_step=False, l2=l2), [])
+        return model
+
+    plain, decayed = one_step(0.0), one_step(0.2)
+    torch.manual_seed(0)
+    start = nn.Linear(4, 3)
+    assert torch.allclose(decayed.weight, plain.weight - 0.5 * 0.2 * start.weight, atol=1e-6)
+    assert torch.allclose(decayed.bias, plain.bias)  # biases are not penalized
+
+
+def test_dropout_scales_survivors_in_training_and_is_identity_in_eval() -> None:
+    model = MODELS.build({"name": "mlp", "hidden": [2000], "dropout": 0.25, "activation": "identity"},
+                         in_shape=(1,), num_outputs=1)
+    dropout = next(m for m in model.modules() if isinstance(m, nn.Dropout))
+    x = torch.ones(1, 2000)
+    dropout.train()
+    out = dropout(x)
+    survivors = out[out != 0]
+    assert torch.allclose(survivors, torch.full_like(survivors, 1 / 0.75))
+    assert 0.65 < survivors.numel() / 2000 < 0.85
+    dropout.eval()
+    assert torch.equal(dropout(x), x)

@@ -1,0 +1,82 @@
+"""End-to-end runs of the engine on real data (scikit-learn digits): what a run writes and logs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from dltrain import checkpoint
+from dltrain.optim import OPTIMIZERS
+from dltrain.train import build
+from tests.conftest import compose, load_scalars, run
+
+
+def test_default_run_learns_and_reports(tmp_path, fast) -> None:
+    report = run(fast, tmp_path)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert saved["status"] == "completed" and saved["epochs"] == 3 and saved["world_size"] == 1
+    assert saved["stop_reason"] == "max_epochs reached"
+    assert saved["test"]["test/acc"] > 0.7  # 3 epochs of SGD on digits; chance is 0.1
+    assert saved["final"]["val/loss"] < 1.5 < 2.3  # started near ln(10) = 2.30
+    for key in ("best", "best_epoch", "train_seconds", "samples_per_sec", "monitor", "git_commit"):
+        assert key in saved
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert config["model"]["hidden"] == [32]
+
+
+def test_tensorboard_scalars_have_the_fixed_tags(tmp_path, fast) -> None:
+    run(fast, tmp_path)
+    scalars = load_scalars(tmp_path)
+    for tag in ("train/loss", "val/loss", "val/acc", "lr", "test/loss", "test/acc", "throughput/samples_per_sec"):
+        assert tag in scalars, tag
+    assert [step for step, _ in scalars["val/loss"]] == [1, 2, 3]
+    losses = [v for _, v in scalars["train/loss"]]
+    assert losses[-1] < losses[0]
+
+
+def test_checkpoints_hold_everything_to_resume(tmp_path, fast) -> None:
+    run(fast, tmp_path)
+    saved = checkpoint.load(tmp_path / "last.pt")
+    assert saved["epoch"] == 3 and saved["step"] == 3 * 17  # 1078 train samples at batch 64
+    assert {"model", "optimizer", "scaler", "early_stopping", "rng", "config", "git_commit"} <= set(saved)
+    assert yaml.safe_load(saved["config"])["trainer"]["max_epochs"] == 3
+    assert (tmp_path / "best.pt").is_file()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_override_reaches_the_object_it_configures() -> None:
+    cfg = compose(["model.hidden=[7,5]", "model.activation=tanh", "optim=momentum", "optim.lr=0.03",
+                   "optim.momentum=0.7", "optim.nesterov=true"])
+    parts = build(cfg)
+    linears = [m for m in parts.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [7, 5, 10]
+    assert any(isinstance(m, torch.nn.Tanh) for m in parts.model.modules())
+    opt = OPTIMIZERS.build(cfg["optim"], params=parts.model.parameters())
+    group = opt.param_groups[0]
+    assert isinstance(opt, torch.optim.SGD) and (group["lr"], group["momentum"], group["nesterov"]) == (0.03, 0.7, True)
+
+
+def test_early_stopping_ends_the_run_and_restores_best(tmp_path) -> None:
+    # a huge learning rate makes val/loss worse after the first epochs: the run must stop early
+    report = run(["trainer.max_epochs=30", "model.hidden=[32]", "optim.lr=3.0", "early_stopping.patience=2",
+                  "trainer.log_every_n_steps=0"], tmp_path)
+    assert report["epochs"] < 30
+    assert report["stop_reason"].startswith(("early stopping", "non-finite"))
+    if report["stop_reason"].startswith("early stopping"):
+        assert report["epochs"] == report["best_epoch"] + 2
+
+
+@pytest.mark.parametrize("precision", ["bf16"])
+def test_cpu_autocast_runs(tmp_path, fast, precision: str) -> None:
+    report = run([*fast, f"trainer.precision={precision}"], tmp_path)
+    assert report["test"]["test/acc"] > 0.5
+
+
+def test_cnn_with_batch_norm_and_dropout_trains(tmp_path) -> None:
+    report = run(["model=cnn", "model.batch_norm=true", "model.dropout=0.2", "optim=adam", "trainer.max_epochs=2",
+                  "trainer.log_every_n_steps=5"], tmp_path)
+    assert report["test"]["test/acc"] > 0.7
+    assert "train/loss_step" in load_scalars(tmp_path)
