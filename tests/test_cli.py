@@ -1,0 +1,112 @@
+"""The `dltrain` command as users type it: help, sweeps, the runs table, and one-line errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, cli
+
+QUICK = ["trainer.max_epochs=2", "model.hidden=[16]", "trainer.log_every_n_steps=0"]
+
+
+def test_help_lists_subcommands_and_groups_without_importing_torch() -> None:
+    code = ("import sys; sys.argv = ['dltrain', '--help']\nfrom dltrain.cli import main\ntry:\n    main()\n"
+            "except SystemExit:\n    pass\nprint('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert out.strip().endswith("NO-TORCH")
+    for word in ("runs", "board", "optim", "adamw", "inverse_time", "early_stopping", "digits"):
+        assert word in out
+
+
+def hparams_of(run_dir: Path) -> tuple[dict, list[str]]:
+    """The HParams plugin's session (hyper-parameters) and the metric tags of the experiment."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    def content(tag: str):
+        return plugin_data_pb2.HParamsPluginData.FromString(acc.SummaryMetadata(tag).plugin_data.content)
+    start = content("_hparams_/session_start_info").session_start_info
+    experiment = content("_hparams_/experiment").experiment
+    values = {k: v.string_value or v.number_value or v.bool_value for k, v in start.hparams.items()}
+    return values, [m.name.tag for m in experiment.metric_infos]
+
+
+def test_sweep_makes_one_named_tensorboard_run_per_job(tmp_path) -> None:
+    result = cli(["-m", "optim=sgd,adam", "sched=step,exponential", *QUICK, "hydra.sweep.dir=sweep"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert jobs == [f"model.hidden=[16],optim={o},sched={s},trainer.log_every_n_steps=0,trainer.max_epochs=2"
+                    for o in ("adam", "sgd") for s in ("exponential", "step")]
+    metric_sets = set()
+    for job in jobs:
+        values, metrics = hparams_of(tmp_path / "sweep" / job)
+        assert values["optim.name"] in job and values["sched.name"] in job
+        metric_sets.add(tuple(sorted(metrics)))
+    assert len(metric_sets) == 1  # the same metric keys in every run: the HParams table lines up
+    assert {"best/val/loss", "test/acc", "final/val/loss", "epochs"} <= set(next(iter(metric_sets)))
+
+    table = cli(["runs", "sweep"], cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.strip().splitlines()
+    assert len(lines) == 2 + 4 and "optim=adam" in table.stdout
+    best_column = [float(line.split()[2]) for line in lines[2:]]
+    assert best_column == sorted(best_column)  # sorted by the monitored metric, best first
+
+
+def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path) -> None:
+    result = cli(["-m", "optim.lr=0.1,-1", *QUICK, "hydra.sweep.dir=sweep"], cwd=tmp_path)
+    assert result.returncode == 1
+    assert "optim.lr=-1 must be >= 0" in result.stderr and "1 job(s) failed" in result.stderr
+    reports = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "sweep").rglob("metrics.json")}
+    statuses = sorted(r["status"] for r in reports.values())
+    assert statuses == ["completed", "failed"]
+    rerun = cli(["-m", "optim.lr=0.1,-1", *QUICK, "hydra.sweep.dir=sweep"], cwd=tmp_path)
+    assert "already finished; skipped" in rerun.stdout  # a re-run skips finished jobs
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model=transformer"], "unknown model 'transformer'; valid: "),
+    (["optim=sgd", "optim.momentum=0.9"], "optim.momentum is not an option of optim=sgd; valid: lr, weight_decay"),
+    (["optim.lr=-0.1"], "optim.lr=-0.1 must be >= 0"),
+    (["optim.lr=fast"], "optim.lr='fast' has the wrong type for optim=sgd: expected float"),
+    (["model.dropout=1.0"], "model.dropout=1.0 must be in [0, 1)"),
+    (["early_stopping.patience=-1"], "early_stopping.patience=-1 must be >= 0"),
+    (["early_stopping.monitor=val/f1"], "early_stopping.monitor=val/f1 is not a metric of this run"),
+    (["model.hidden=[]"], "model.hidden must list at least one layer width"),
+    (["sched=step", "sched.values=[0.1,0.01]"], "needs len(boundaries) + 1 = 3"),
+    (["sched=exponential", "sched.decay_steps=0"], "sched.decay_steps=0 must be > 0"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0 must be >= 1"),
+    (["data.batch_size=0"], "data.batch_size=0 must be an integer >= 1"),
+    (["model=cnn", "data=synthetic", "data.shape=[64]"], "model=cnn needs image inputs"),
+    (["model=cnn", "model.channels=[6,16,32,64]", "model.padding=0"], "shrinks to nothing"),
+    (["trainer.resume=nowhere"], "no checkpoint at nowhere"),
+])
+def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, message) -> None:
+    result = cli(args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.rglob("metrics.json"))  # nothing trained
+
+
+@pytest.mark.slow
+def test_non_editable_install_runs_from_any_folder(tmp_path) -> None:
+    """`pip install .` (a real wheel, no source tree on the path) finds conf/ inside the package."""
+    site = tmp_path / "site"
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                            "--target", str(site), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    assert (site / "dltrain" / "conf" / "config.yaml").is_file()
+    assert (site / "dltrain" / "conf" / "model" / "mlp.yaml").is_file()
+    code = ("import sys; from dltrain.cli import main; from dltrain.config import config_dir; "
+            "print('CONF', config_dir()); sys.argv = ['dltrain', 'trainer.max_epochs=1', 'hydra.run.dir=r']; main()")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert f"CONF {site}" in out.stdout and (tmp_path / "r" / "metrics.json").is_file()
