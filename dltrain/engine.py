@@ -163,6 +163,7 @@ def fit(state: State, task: Task, train: Split, val: Split, test: Split, s: Sett
         seconds = time.perf_counter() - started  # read() above synced the device
         state.train_seconds += seconds
         metrics.update(evaluate(state.model, task, val, s.batch_size, "val", s.autocast_dtype))
+        metrics.update(task.derived(metrics))
         metrics.update({"lr": lr, "throughput/samples_per_sec": len(train) / seconds, "time/epoch_sec": seconds})
         state.epoch += 1
         state.metrics = metrics
@@ -171,6 +172,7 @@ def fit(state: State, task: Task, train: Split, val: Split, test: Split, s: Sett
     for cb in callbacks:
         cb.on_train_end(state)
     state.final = evaluate(state.model, task, test, s.batch_size, "test", s.autocast_dtype)
+    state.final.update(task.derived(state.final))
     for cb in callbacks:
         cb.on_fit_end(state)
     return state

@@ -1,10 +1,12 @@
 """Tasks: what one batch's loss and metrics are. The engine's loop is the same for every task.
 
-A task's `step(model, x, y)` returns the batch's *summed* loss (the engine divides by the global batch size,
-which keeps DDP exact) and a dict of per-batch metric sums; every metric is reported as sum / samples.
+A task's `step(model, x, y)` returns the batch's loss *summed over samples* (the engine divides by the global
+batch size, which keeps DDP exact) and a dict of per-batch metric sums; the engine reports each metric as
+sum / samples, then `derived()` may add metrics that are not averages (perplexity).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Protocol
 
@@ -15,40 +17,159 @@ from torch import nn
 from dltrain.registry import ConfigError, Registry, check
 
 TASKS = Registry("task")
+Sums = dict[str, torch.Tensor]
+REGRESSION_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss, "huber": F.huber_loss}
 
 
 class Task(Protocol):
     metric_names: tuple[str, ...]  # what step() sums besides the loss, e.g. ("acc",)
 
-    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        ...
+    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Sums]: ...
+    def derived(self, means: dict[str, float]) -> dict[str, float]: ...
 
 
 class Classification:
-    """Logits (N, C) against class indices (N,): cross entropy (optionally smoothed) and accuracy."""
+    """Logits (N, C) against class indices (N,): cross entropy (optionally smoothed) and accuracy.
+    With loss=bce the model has one output: a logit for class 1 against 0/1 targets."""
 
-    metric_names = ("acc",)
+    def __init__(self, loss: str = "cross_entropy", label_smoothing: float = 0.0) -> None:
+        self.loss, self.label_smoothing = loss, label_smoothing
+        self.metric_names = ("acc",)
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
-        self.label_smoothing = label_smoothing
-
-    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=self.label_smoothing)
-        correct = (logits.argmax(dim=1) == y).sum()
+    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Sums]:
+        logits = model(x).float()
+        if self.loss == "bce":
+            logits = logits.reshape(-1)
+            loss = F.binary_cross_entropy_with_logits(logits, y.float(), reduction="sum")
+            correct = ((logits > 0).long() == y).sum()
+        else:
+            loss = F.cross_entropy(logits, y, reduction="sum", label_smoothing=self.label_smoothing)
+            correct = (logits.argmax(dim=1) == y).sum()
         return loss, {"loss": loss.detach(), "acc": correct}
+
+    def derived(self, means: dict[str, float]) -> dict[str, float]:
+        return {}
+
+
+class Regression:
+    """Outputs against float targets of the same shape; reports MSE and MAE whatever the loss."""
+
+    def __init__(self, loss: str = "mse") -> None:
+        self.loss_fn = REGRESSION_LOSSES[loss]
+        self.metric_names = ("mse", "mae")
+
+    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Sums]:
+        out = model(x).float().reshape(y.shape)
+        per_sample = max(y[0].numel(), 1) if len(y) else 1  # average over target dims, sum over samples
+        loss = self.loss_fn(out, y, reduction="sum") / per_sample
+        err = (out - y).detach()
+        return loss, {"loss": loss.detach(), "mse": err.pow(2).sum() / per_sample, "mae": err.abs().sum() / per_sample}
+
+    def derived(self, means: dict[str, float]) -> dict[str, float]:
+        return {}
+
+
+class Reconstruction:
+    """The model rebuilds its input (targets are ignored). `noise` > 0 trains a denoising autoencoder:
+    Gaussian noise of that std is added to the training input only; the target stays clean."""
+
+    def __init__(self, loss: str = "mse", noise: float = 0.0) -> None:
+        self.loss, self.noise = loss, noise
+        self.metric_names = ("mse",)
+
+    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Sums]:
+        noisy = x + self.noise * torch.randn_like(x) if self.noise > 0 and model.training else x
+        out = model(noisy).float()
+        per_sample = max(x[0].numel(), 1) if len(x) else 1
+        if self.loss == "bce":  # targets in [0, 1], outputs are logits
+            loss = F.binary_cross_entropy_with_logits(out, x.float(), reduction="sum") / per_sample
+            mse = (torch.sigmoid(out) - x).pow(2).sum() / per_sample
+        else:
+            loss = F.mse_loss(out, x.float(), reduction="sum") / per_sample
+            mse = loss
+        return loss, {"loss": loss.detach(), "mse": mse.detach()}
+
+    def derived(self, means: dict[str, float]) -> dict[str, float]:
+        return {}
+
+
+class LanguageModel:
+    """Next-token prediction: logits (N, T, V) against tokens (N, T). Loss and accuracy per token;
+    perplexity = exp(loss)."""
+
+    def __init__(self) -> None:
+        self.metric_names = ("acc", "ppl")
+
+    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Sums]:
+        logits = model(x).float()
+        tokens = y.shape[1]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum") / tokens
+        correct = (logits.argmax(dim=-1) == y).sum() / tokens
+        return loss, {"loss": loss.detach(), "acc": correct}
+
+    def derived(self, means: dict[str, float]) -> dict[str, float]:
+        return {k.replace("/loss", "/ppl"): math.exp(min(v, 50.0)) for k, v in means.items() if k.endswith("/loss")}
+
+
+class Adversarial:
+    """GAN training in one step of the shared loop. The model's forward(x) returns discriminator logits for
+    real samples, for detached fakes (the discriminator's loss) and for fakes through a frozen copy of the
+    discriminator's weights (the generator's loss). The sum of both losses then gives each network exactly
+    its own gradient; generator and discriminator are separate parameter groups with their own lr/betas."""
+
+    def __init__(self) -> None:
+        self.metric_names = ("d_loss", "g_loss")
+
+    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Sums]:
+        real, fake_for_d, fake_for_g = (t.float().reshape(-1) for t in model(x))
+        bce = F.binary_cross_entropy_with_logits
+        d_loss = bce(real, torch.ones_like(real), reduction="sum") + bce(fake_for_d, torch.zeros_like(fake_for_d),
+                                                                         reduction="sum")
+        g_loss = bce(fake_for_g, torch.ones_like(fake_for_g), reduction="sum")  # non-saturating loss
+        loss = d_loss + g_loss
+        return loss, {"loss": loss.detach(), "d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+
+    def derived(self, means: dict[str, float]) -> dict[str, float]:
+        return {}
 
 
 @TASKS.register("classification")
-def classification(*, loss: str | None = None, label_smoothing: float = 0.0) -> Task:
-    check(loss in (None, "cross_entropy"), f"loss={loss} does not fit task=classification; valid: cross_entropy")
+def classification(*, loss: str | None = None, label_smoothing: float = 0.0, noise: float = 0.0) -> Task:
+    check(loss in (None, "cross_entropy", "bce"), f"loss={loss} does not fit task=classification; "
+          "valid: cross_entropy, bce (binary, one output)")
     check(0.0 <= label_smoothing < 1.0, f"label_smoothing={label_smoothing} must be in [0, 1)")
-    return Classification(label_smoothing)
+    return Classification(loss or "cross_entropy", label_smoothing)
 
 
-def build_task(name: str, loss: str | None, label_smoothing: float) -> Task:
+@TASKS.register("regression")
+def regression(*, loss: str | None = None, label_smoothing: float = 0.0, noise: float = 0.0) -> Task:
+    check(loss is None or loss in REGRESSION_LOSSES,
+          f"loss={loss} does not fit task=regression; valid: {', '.join(REGRESSION_LOSSES)}")
+    return Regression(loss or "mse")
+
+
+@TASKS.register("reconstruction")
+def reconstruction(*, loss: str | None = None, label_smoothing: float = 0.0, noise: float = 0.0) -> Task:
+    check(loss in (None, "mse", "bce"), f"loss={loss} does not fit task=reconstruction; valid: mse, bce")
+    check(noise >= 0, f"noise={noise} must be >= 0 (std of the denoising input noise)")
+    return Reconstruction(loss or "mse", noise)
+
+
+@TASKS.register("language_model")
+def language_model(*, loss: str | None = None, label_smoothing: float = 0.0, noise: float = 0.0) -> Task:
+    check(loss in (None, "cross_entropy"), f"loss={loss} does not fit task=language_model; valid: cross_entropy")
+    return LanguageModel()
+
+
+@TASKS.register("adversarial")
+def adversarial(*, loss: str | None = None, label_smoothing: float = 0.0, noise: float = 0.0) -> Task:
+    check(loss in (None, "bce"), f"loss={loss} does not fit task=adversarial; valid: bce")
+    return Adversarial()
+
+
+def build_task(name: str, loss: str | None, label_smoothing: float, noise: float = 0.0) -> Task:
     try:
         builder: Callable[..., Task] = TASKS.get(name)
     except ConfigError:
         raise ConfigError(f"unknown task '{name}'; valid: {', '.join(TASKS.names())}") from None
-    return builder(loss=loss, label_smoothing=label_smoothing)
+    return builder(loss=loss, label_smoothing=label_smoothing, noise=noise)

@@ -54,7 +54,8 @@ def build(cfg: dict[str, Any]) -> Parts:
     batch_size = check_batch_size(cfg["data"])
     torch.manual_seed(trainer.seed)
     data = DATASETS.build(cfg["data"], skip=("batch_size", "augment"), seed=trainer.seed)
-    task = build_task(cfg.get("task") or data.task, cfg.get("loss"), cfg.get("label_smoothing", 0.0))
+    task = build_task(cfg.get("task") or data.task, cfg.get("loss"), cfg.get("label_smoothing", 0.0),
+                      cfg.get("denoise", 0.0))
     model_args = data.meta.get("model_args", {})
     missing = set(model_args) - set(MODELS.config_keys(cfg["model"].get("name", "")))
     check(not missing, f"model={cfg['model']['name']} cannot take data={cfg['data']['name']} "
@@ -129,7 +130,7 @@ def _train(cfg: dict[str, Any], run_dir: Path, device: torch.device, overrides: 
     model, channels_last = wrap_model(parts, device)
     train_split, val, test = (to_device(s, device, channels_last) for s in (parts.data.train, parts.data.val,
                                                                               parts.data.test))
-    optimizer = OPTIMIZERS.build(cfg["optim"], params=parts.model.parameters())
+    optimizer = OPTIMIZERS.build(cfg["optim"], params=param_groups(parts.model))
     per_step = cfg["sched"].get("interval", "epoch") == "step"
     steps_per_epoch = math.ceil(len(train_split) / parts.batch_size)
     total = trainer.max_epochs * (steps_per_epoch if per_step else 1)
@@ -148,6 +149,11 @@ def _train(cfg: dict[str, Any], run_dir: Path, device: torch.device, overrides: 
     if dist.is_main():
         (run_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def param_groups(model: nn.Module) -> Any:
+    """A model may split its parameters into groups with their own `lr_scale` (a GAN's two networks)."""
+    return model.param_groups() if hasattr(model, "param_groups") else model.parameters()
 
 
 def build_augment(node: dict | None) -> Any:
