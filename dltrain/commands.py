@@ -87,3 +87,50 @@ def board(directory: Path = typer.Argument(None, help="run or sweep directory (d
     root = directory or newest_run_root()
     typer.echo(f"TensorBoard on {root} at http://localhost:{port}")
     sys.exit(subprocess.call([sys.executable, "-m", "tensorboard.main", "--logdir", str(root), "--port", str(port)]))
+
+
+def user_errors(action):  # noqa: ANN001, ANN201
+    """Run `action`; a ConfigError becomes one line and exit code 2, like training's errors."""
+    from dltrain.registry import ConfigError
+
+    try:
+        return action()
+    except ConfigError as err:
+        typer.echo(f"dltrain: error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("eval")
+def eval_command(run: Path = typer.Argument(..., help="run directory (uses best.pt, else last.pt) or checkpoint"),
+                 last: bool = typer.Option(False, "--last", help="use last.pt even when best.pt exists")) -> None:
+    """Test metrics of a checkpoint; classification adds per-class accuracy and a confusion matrix
+    (also written to TensorBoard in the run directory as the image test/confusion_matrix)."""
+    from dltrain.evaluation import describe, evaluate_run, load_run
+
+    loaded = user_errors(lambda: load_run(run, prefer_best=not last))
+    typer.echo(f"{loaded.path}:")
+    typer.echo(describe(evaluate_run(loaded, log_dir=loaded.path.parent)))
+
+
+@app.command("export")
+def export_command(run: Path = typer.Argument(..., help="run directory or checkpoint"),
+                   out: Path = typer.Option(None, help="output folder (default: RUN/export)")) -> None:
+    """Write the model as TorchScript (model.ts) and, when the onnx package is installed, ONNX (model.onnx)."""
+    from dltrain.evaluation import export, load_run
+
+    loaded = user_errors(lambda: load_run(run))
+    for kind, path in export(loaded, out or loaded.path.parent / "export").items():
+        typer.echo(f"{kind}: {path}")
+
+
+@app.command("generate")
+def generate_command(run: Path = typer.Argument(..., help="run directory or checkpoint of a data=text run"),
+                     prompt: str = typer.Option("", help="text to continue"),
+                     length: int = typer.Option(200, help="characters to sample"),
+                     temperature: float = typer.Option(0.8, help="softmax temperature (> 0; lower is greedier)"),
+                     seed: int = typer.Option(0, help="sampling seed")) -> None:
+    """Sample text from a character-level language model checkpoint."""
+    from dltrain.evaluation import generate, load_run
+
+    loaded = user_errors(lambda: load_run(run))
+    typer.echo(user_errors(lambda: generate(loaded, prompt, length, temperature, seed)))

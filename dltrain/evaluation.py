@@ -1,0 +1,123 @@
+"""Working with a finished run's checkpoint: test metrics with a confusion matrix, export for deployment
+(TorchScript; ONNX when the onnx package is installed), and text generation from a language model.
+
+A checkpoint holds its resolved config, so the model and data are rebuilt exactly as trained.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from dltrain import checkpoint
+from dltrain.engine import evaluate
+from dltrain.registry import check
+from dltrain.train import Parts, build
+
+
+@dataclass
+class Loaded:
+    path: Path  # the checkpoint file
+    cfg: dict[str, Any]
+    parts: Parts  # model (with the checkpoint's weights), data, task
+
+
+def load_run(where: str | Path, prefer_best: bool = True) -> Loaded:
+    """A run directory (its best.pt, else last.pt) or a checkpoint file, rebuilt on the CPU."""
+    where = Path(where).expanduser()
+    if where.is_dir() and prefer_best and (where / "best.pt").is_file():
+        where = where / "best.pt"
+    path = checkpoint.find(where)
+    saved = checkpoint.load(path)
+    cfg = yaml.safe_load(saved["config"])
+    parts = build(cfg)
+    parts.model.load_state_dict(saved["model"])
+    parts.model.eval()
+    return Loaded(path, cfg, parts)
+
+
+def confusion_matrix(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int,
+                     batch_size: int = 512) -> torch.Tensor:
+    """counts[i, j] = test samples of class i predicted as j."""
+    counts = torch.zeros(classes, classes, dtype=torch.long)
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            pred = model(x[start:start + batch_size]).argmax(dim=1)
+            counts += torch.bincount(y[start:start + batch_size] * classes + pred,
+                                     minlength=classes * classes).reshape(classes, classes)
+    return counts
+
+
+def matrix_image(counts: torch.Tensor, cell: int = 16) -> torch.Tensor:
+    """A (3, H, W) heat map of row-normalized counts for TensorBoard: white = 0, dark blue = the whole row."""
+    share = counts.float() / counts.sum(dim=1, keepdim=True).clamp_min(1)
+    big = share.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
+    return torch.stack([1 - big, 1 - 0.7 * big, 1 - 0.3 * big]).clamp(0, 1)
+
+
+def evaluate_run(loaded: Loaded, log_dir: Path | None = None) -> dict[str, Any]:
+    """Test metrics; for classification also per-class accuracy and the confusion matrix (also logged to
+    TensorBoard as an image under `log_dir`)."""
+    parts = loaded.parts
+    test = parts.data.test
+    result: dict[str, Any] = evaluate(parts.model, parts.task, test, parts.batch_size, "test")
+    result.update(parts.task.derived(result))
+    if parts.data.task == "classification" and test.y.dim() == 1 and parts.data.num_outputs > 1:
+        counts = confusion_matrix(parts.model, test.x, test.y, parts.data.num_outputs)
+        result["per_class_acc"] = (counts.diag().float() / counts.sum(dim=1).clamp_min(1)).tolist()
+        result["confusion_matrix"] = counts.tolist()
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            with SummaryWriter(log_dir=str(log_dir)) as writer:
+                writer.add_image("test/confusion_matrix", matrix_image(counts), 0)
+    return result
+
+
+def export(loaded: Loaded, out_dir: Path) -> dict[str, Path]:
+    """TorchScript (always) and ONNX (when `onnx` is importable) traced on one test-shaped sample."""
+    model, example = loaded.parts.model, loaded.parts.data.train.x[:2]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {"torchscript": out_dir / "model.ts"}
+    traced = torch.jit.trace(model, example)
+    traced.save(str(written["torchscript"]))
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        return written
+    written["onnx"] = out_dir / "model.onnx"
+    torch.onnx.export(model, (example,), str(written["onnx"]), input_names=["input"], output_names=["output"],
+                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    return written
+
+
+def generate(loaded: Loaded, prompt: str, length: int, temperature: float, seed: int = 0) -> str:
+    """Sample `length` characters after `prompt` from a character-level language model."""
+    vocab: list[str] = loaded.parts.data.meta.get("vocab") or []
+    check(bool(vocab) and loaded.parts.data.task == "language_model",
+          f"{loaded.path} is not a language model run (data=text); generate needs one")
+    check(temperature > 0, f"--temperature={temperature} must be > 0")
+    index = {ch: i for i, ch in enumerate(vocab)}
+    unknown = sorted({ch for ch in prompt if ch not in index})
+    check(not unknown, f"the prompt has characters the model never saw: {''.join(unknown)!r}")
+    tokens = [index[ch] for ch in prompt] or [0]
+    window = loaded.parts.data.train.x.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _ in range(length):
+            context = torch.tensor(tokens[-window:]).unsqueeze(0)
+            logits = loaded.parts.model(context)[0, -1].float() / temperature
+            tokens.append(int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen)))
+    return "".join(vocab[t] for t in tokens)
+
+
+def describe(result: dict[str, Any]) -> str:
+    lines = [f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)]
+    if "per_class_acc" in result:
+        lines.append("per-class accuracy: " + "  ".join(f"{i}:{a:.3f}" for i, a in enumerate(result["per_class_acc"])))
+        lines.append("confusion matrix (rows: true class, columns: predicted):")
+        lines += ["  " + " ".join(f"{c:5d}" for c in row) for row in result["confusion_matrix"]]
+    return "\n".join(lines)

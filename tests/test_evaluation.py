@@ -1,0 +1,66 @@
+"""dltrain eval / export / generate on real finished runs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dltrain.evaluation import confusion_matrix, evaluate_run, export, load_run
+from tests.conftest import cli, load_scalars, run
+
+QUICK = ["trainer.max_epochs=2", "model.hidden=[32]", "trainer.log_every_n_steps=0"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    run(QUICK, run_dir)
+    return run_dir
+
+
+def test_eval_matches_the_runs_test_metrics_and_counts_every_sample(finished) -> None:
+    report = json.loads((finished / "metrics.json").read_text())
+    result = evaluate_run(load_run(finished), log_dir=finished)
+    assert result["test/acc"] == pytest.approx(report["test"]["test/acc"])
+    counts = torch.tensor(result["confusion_matrix"])
+    assert counts.sum() == 359 and counts.diag().sum() / 359 == pytest.approx(result["test/acc"])
+    per_class = counts.diag().float() / counts.sum(dim=1)
+    assert result["per_class_acc"] == pytest.approx(per_class.tolist())
+
+
+def test_confusion_matrix_counts_pairs() -> None:
+    model = torch.nn.Identity()  # "logits" are one-hot predictions
+    pred = torch.tensor([0, 1, 1, 2])
+    counts = confusion_matrix(model, torch.eye(3)[pred], torch.tensor([0, 1, 2, 2]), 3)
+    assert counts.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+
+
+def test_eval_command_prints_and_logs_the_matrix(finished) -> None:
+    result = cli(["eval", str(finished)], cwd=finished)
+    assert result.returncode == 0, result.stderr
+    assert "confusion matrix" in result.stdout and "per-class accuracy" in result.stdout
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(finished))
+    acc.Reload()
+    assert "test/confusion_matrix" in acc.Tags()["images"]
+    assert "test/acc" in load_scalars(finished)
+
+
+def test_torchscript_export_round_trips(finished, tmp_path) -> None:
+    loaded = load_run(finished)
+    written = export(loaded, tmp_path)
+    scripted = torch.jit.load(str(written["torchscript"]))
+    x = loaded.parts.data.test.x[:16]
+    torch.testing.assert_close(scripted(x), loaded.parts.model(x))
+    if "onnx" in written:
+        ort = pytest.importorskip("onnxruntime")
+        session = ort.InferenceSession(str(written["onnx"]))
+        (out,) = session.run(None, {"input": x.numpy()})
+        torch.testing.assert_close(torch.from_numpy(out), loaded.parts.model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_eval_of_a_missing_run_is_one_line(tmp_path) -> None:
+    result = cli(["eval", str(tmp_path / "nope")], cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().startswith("dltrain: error: no checkpoint at")
