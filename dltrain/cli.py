@@ -34,6 +34,20 @@ def resume_into_same_dir(args: list[str]) -> list[str]:
     return [*args, f"hydra.run.dir='{run_dir}'"]
 
 
+def under_torchrun(args: list[str]) -> list[str]:
+    """Under an external torchrun every rank runs Hydra: give them one shared run directory (named by the
+    rendezvous id, the same on all ranks) and let only rank 0 write Hydra's files."""
+    import os
+
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if not run_id or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return []
+    extra = [] if any(a.startswith("hydra.run.dir=") for a in args) else [f"hydra.run.dir=outputs/torchrun-{run_id}"]
+    if os.environ.get("RANK", "0") != "0":
+        extra += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    return extra
+
+
 def run_hydra(args: list[str]) -> None:
     import hydra
 
@@ -43,7 +57,7 @@ def run_hydra(args: list[str]) -> None:
     if problem:
         print(f"dltrain: error: {problem}", file=sys.stderr)
         sys.exit(2)
-    sys.argv = [sys.argv[0], *resume_into_same_dir(args)]
+    sys.argv = [sys.argv[0], *resume_into_same_dir(args), *under_torchrun(args)]
     hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(hydra_job)()
     if failed_jobs:
         print(f"dltrain: {len(failed_jobs)} job(s) failed: {', '.join(failed_jobs)}", file=sys.stderr)

@@ -33,3 +33,20 @@ def test_a_dead_worker_fails_the_run_without_hanging(tmp_path) -> None:
     assert "a DDP worker failed" in result.stderr
     assert not (tmp_path / "run" / "metrics.json").exists() or \
         json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] != "completed"
+
+
+def test_external_torchrun_joins_the_group_and_shares_one_run_dir(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    dltrain = Path(sys.executable).parent / "dltrain"
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", str(dltrain), *SAME],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dirs = list((tmp_path / "outputs").iterdir())
+    assert len(run_dirs) == 1  # not one per rank
+    report = json.loads((run_dirs[0] / "metrics.json").read_text())
+    assert report["world_size"] == 2
+    assert result.stdout.count("best val/loss") == 1  # only rank 0 prints the summary
