@@ -80,3 +80,27 @@ def test_cnn_with_batch_norm_and_dropout_trains(tmp_path) -> None:
                   "trainer.log_every_n_steps=5"], tmp_path)
     assert report["test"]["test/acc"] > 0.7
     assert "train/loss_step" in load_scalars(tmp_path)
+
+
+def test_fp16_uses_a_grad_scaler_and_still_learns(tmp_path, fast) -> None:
+    report = run([*fast, "trainer.precision=16"], tmp_path)
+    assert report["test"]["test/acc"] > 0.5
+    assert checkpoint.load(tmp_path / "last.pt")["scaler"]  # the scaler's state is saved for resume
+
+
+@pytest.mark.slow
+def test_compile_flag_trains_the_same_model(tmp_path, fast) -> None:
+    eager = run(fast, tmp_path / "eager")
+    compiled = run([*fast, "trainer.compile=true"], tmp_path / "compiled")
+    assert compiled["final"]["val/loss"] == pytest.approx(eager["final"]["val/loss"], rel=1e-3)
+    assert set(checkpoint.load(tmp_path / "compiled" / "last.pt")["model"]) == \
+        set(checkpoint.load(tmp_path / "eager" / "last.pt")["model"])  # no _orig_mod. prefixes
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["bf16", "16"])
+def test_gpu_amp_channels_last_and_compile(tmp_path, precision: str) -> None:
+    report = run(["model=cnn", "trainer.device=cuda", f"trainer.precision={precision}", "trainer.compile=true",
+                  "trainer.max_epochs=2", "optim=adam"], tmp_path)
+    assert report["device"].startswith("cuda") and report["test"]["test/acc"] > 0.7
