@@ -104,8 +104,10 @@ def test_non_editable_install_runs_from_any_folder(tmp_path) -> None:
     assert build.returncode == 0, build.stderr
     assert (site / "dltrain" / "conf" / "config.yaml").is_file()
     assert (site / "dltrain" / "conf" / "model" / "mlp.yaml").is_file()
+    assert (site / "dltrain" / "conf" / "experiment" / "optimizers.yaml").is_file()
     code = ("import sys; from dltrain.cli import main; from dltrain.config import config_dir; "
-            "print('CONF', config_dir()); sys.argv = ['dltrain', 'trainer.max_epochs=1', 'hydra.run.dir=r']; main()")
+            "print('CONF', config_dir()); sys.argv = ['dltrain', 'experiment=optimizers', 'trainer.max_epochs=1', "
+            "'hydra.run.dir=r']; main()")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
