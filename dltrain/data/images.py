@@ -1,0 +1,152 @@
+"""MNIST, Fashion-MNIST and CIFAR-10 from their standard files in `data.root`.
+
+Whatever standard files are present are pooled and split by `fractions` with the seed (e.g. only MNIST's
+10,000-image t10k files), unless `use_official_test` keeps the official test set as the test split. Files
+are downloaded (with MD5 checks) only when missing and `data.download=true`.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import tarfile
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dltrain.data import DATASETS, DataBundle, Split, split_indices
+from dltrain.data.digits import check_fractions
+from dltrain.registry import ConfigError, check
+
+IDX_PARTS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+MIRRORS = {  # file -> (url, md5 of the .gz); the addresses torchvision uses
+    "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/", {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}),
+    "fashion_mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}),
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/", {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"}),
+}
+
+
+def md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url: str, target: Path, expected_md5: str) -> None:
+    """Fetch to a temp file, check the MD5, then rename: a broken download never looks like data."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    os.close(fd)
+    try:
+        urllib.request.urlretrieve(url, tmp)
+        got = md5(Path(tmp))
+        if got != expected_md5:
+            raise ConfigError(f"download of {url} has MD5 {got}, expected {expected_md5}; try again later")
+        os.replace(tmp, target)
+    except OSError as err:
+        raise ConfigError(f"could not download {url} ({err}); put the file in {target.parent} by hand") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def find(root: Path, name: str) -> Path | None:
+    """`name` or `name.gz` in root or root/<anything>/raw (torchvision's layout)."""
+    for folder in (root, *sorted(root.glob("*/raw"))):
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (plain or gzipped): big-endian dims after a magic number whose last byte is the rank."""
+    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    rank = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=rank, offset=4)
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * rank).reshape(dims)
+
+
+def read_idx_parts(name: str, root: Path, download_ok: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    found = {part: [find(root, f) for f in files] for part, files in IDX_PARTS.items()}
+    if download_ok and not all(all(p) for p in found.values()):
+        base, files = MIRRORS[name]
+        for file, digest in files.items():
+            if find(root, file.removesuffix(".gz")) is None:
+                download(base + file, root / file, digest)
+        found = {part: [find(root, f) for f in files] for part, files in IDX_PARTS.items()}
+    parts = {part: (read_idx(p[0]), read_idx(p[1])) for part, p in found.items() if all(p)}
+    wanted = ", ".join(f + "(.gz)" for files in IDX_PARTS.values() for f in files)
+    check(bool(parts), f"data={name}: no image files in {root}; put {wanted} there (any one images+labels pair "
+          "is enough), or set data.download=true to fetch them")
+    return parts
+
+
+def read_cifar10(root: Path, download_ok: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    folder = next((p for p in (root / "cifar-10-batches-py", root) if (p / "test_batch").is_file()
+                   or (p / "data_batch_1").is_file()), None)
+    if folder is None and download_ok:
+        base, files = MIRRORS["cifar10"]
+        archive = root / "cifar-10-python.tar.gz"
+        download(base + "cifar-10-python.tar.gz", archive, files["cifar-10-python.tar.gz"])
+        with tarfile.open(archive) as tar:
+            tar.extractall(root, filter="data")
+        folder = root / "cifar-10-batches-py"
+    check(folder is not None, f"data=cifar10: no CIFAR-10 batches in {root}; put the python version's "
+          "cifar-10-batches-py/ folder (data_batch_1..5, test_batch) there, or set data.download=true")
+    parts = {}
+    for part, names in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
+        batches = [pickle.load(open(folder / n, "rb"), encoding="bytes") for n in names if (folder / n).is_file()]
+        if batches:
+            x = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
+            parts[part] = (x, np.concatenate([b[b"labels"] for b in batches]))
+    return parts
+
+
+def bundle(parts: dict[str, tuple[np.ndarray, np.ndarray]], fractions: list[float], seed: int,
+           use_official_test: bool) -> DataBundle:
+    """Pool what is present, split, scale to [0, 1] and standardize per channel by train statistics."""
+    def tensors(arrays: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(np.concatenate([a[0] for a in arrays])).float().div_(255)
+        x = x.unsqueeze(1) if x.dim() == 3 else x
+        return x, torch.from_numpy(np.concatenate([a[1] for a in arrays]).astype(np.int64))
+
+    official = use_official_test and "train" in parts and "test" in parts
+    x, y = tensors([parts["train"]] if official else list(parts.values()))
+    f = check_fractions(fractions)
+    if official:  # train/val from the official train set by their shares; the official test set stays test
+        f = (f[0] / (f[0] + f[1]), f[1] / (f[0] + f[1]), 0.0)
+    train_idx, val_idx, test_idx = split_indices(len(x), f, seed)
+    mean = x[train_idx].mean(dim=(0, 2, 3), keepdim=True)[0]
+    std = x[train_idx].std(dim=(0, 2, 3), keepdim=True)[0].clamp_min(1e-8)
+    test_x, test_y = tensors([parts["test"]]) if official else (x[test_idx], y[test_idx])
+    splits = [Split((xs - mean) / std, ys) for xs, ys in ((x[train_idx], y[train_idx]), (x[val_idx], y[val_idx]),
+                                                           (test_x, test_y))]
+    return DataBundle(*splits, task="classification", num_outputs=10)
+
+
+def _register(name: str) -> None:
+    @DATASETS.register(name)
+    def build(*, seed: int, root: str = f"~/.cache/dltrain/{name}", fractions: list[float] = (0.8, 0.1, 0.1),
+              use_official_test: bool = False, download: bool = False) -> DataBundle:
+        folder = Path(root).expanduser()
+        parts = read_cifar10(folder, download) if name == "cifar10" else read_idx_parts(name, folder, download)
+        return bundle(parts, list(fractions), seed, use_official_test)
+
+
+for _name in ("mnist", "fashion_mnist", "cifar10"):
+    _register(_name)

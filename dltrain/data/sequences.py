@@ -1,0 +1,62 @@
+"""Sequence tasks generated here, deterministic by seed: the adding problem, digits read row by row, and
+sine-wave forecasting."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from dltrain.data import DATASETS, DataBundle, Split
+from dltrain.data.digits import standardized_splits
+from dltrain.registry import check
+
+
+def adding_problem(n: int, length: int, gen: torch.Generator) -> Split:
+    """Each step holds (value ~ U(0,1), marker); one marker in each half; target = sum of the two marked
+    values. Predicting the mean (1.0) gives MSE 1/6 ~ 0.167: the chance level."""
+    values = torch.rand(n, length, generator=gen)
+    first = torch.randint(0, length // 2, (n,), generator=gen)
+    second = torch.randint(length // 2, length, (n,), generator=gen)
+    markers = torch.zeros(n, length)
+    rows = torch.arange(n)
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    target = values[rows, first] + values[rows, second]
+    return Split(torch.stack([values, markers], dim=2), target.unsqueeze(1))
+
+
+@DATASETS.register("adding")
+def build_adding(*, seed: int, length: int = 50, train_size: int = 5000, val_size: int = 1000,
+                 test_size: int = 1000) -> DataBundle:
+    check(length >= 2, f"data.length={length} must be >= 2")
+    gen = torch.Generator().manual_seed(seed)
+    splits = [adding_problem(n, length, gen) for n in (train_size, val_size, test_size)]
+    return DataBundle(*splits, task="regression", num_outputs=1, meta={"chance_mse": 1 / 6})
+
+
+@DATASETS.register("digit_rows")
+def build_digit_rows(*, seed: int, fractions: list[float] = (0.6, 0.2, 0.2)) -> DataBundle:
+    """scikit-learn's 8x8 digits as sequences of 8 rows of 8 pixels (N, 8, 8): sequence classification."""
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    x = torch.tensor(raw.images, dtype=torch.float32).unsqueeze(1)  # channel axis for the shared scaling
+    train, val, test = standardized_splits(x, torch.tensor(raw.target), list(fractions), seed)
+    return DataBundle(*(Split(s.x.squeeze(1), s.y) for s in (train, val, test)), task="classification",
+                      num_outputs=10)
+
+
+@DATASETS.register("sine")
+def build_sine(*, seed: int, window: int = 32, horizon: int = 1, min_period: float = 8.0, max_period: float = 32.0,
+               train_size: int = 4000, val_size: int = 500, test_size: int = 500) -> DataBundle:
+    """Windows of `window` samples of sin(2*pi*t/period + phase); targets: the next `horizon` samples."""
+    check(window > 0 and horizon > 0, "data.window and data.horizon must be > 0 (samples)")
+    check(0 < min_period <= max_period, "data.min_period must be in (0, data.max_period] (samples)")
+    gen = torch.Generator().manual_seed(seed)
+    splits = []
+    for n in (train_size, val_size, test_size):
+        period = min_period + (max_period - min_period) * torch.rand(n, 1, generator=gen)
+        phase = 2 * math.pi * torch.rand(n, 1, generator=gen)
+        wave = torch.sin(2 * math.pi * torch.arange(window + horizon) / period + phase)
+        splits.append(Split(wave[:, :window].unsqueeze(-1), wave[:, window:]))
+    return DataBundle(*splits, task="regression", num_outputs=horizon)
