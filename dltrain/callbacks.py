@@ -110,6 +110,12 @@ class TensorBoard(Base):
     def on_epoch_end(self, state: State) -> None:
         for tag, value in state.metrics.items():
             self.writer.add_scalar(tag, value, state.epoch)
+        if hasattr(state.raw_model, "sample"):  # generative models: a grid of samples per epoch
+            with torch.no_grad():
+                samples = state.raw_model.sample(64, torch.Generator(next(state.raw_model.parameters()).device)
+                                                 .manual_seed(0)).float().cpu()
+            if samples.dim() == 4 and samples.shape[1] in (1, 3):
+                self.writer.add_image("samples", image_grid(samples), state.epoch)
         self.writer.flush()
 
     def on_fit_end(self, state: State) -> None:
@@ -121,6 +127,15 @@ class TensorBoard(Base):
         for event in hparams(self.hparams, summary):  # into this run, not a sub-folder as add_hparams does
             self.writer.file_writer.add_summary(event)
         self.writer.close()
+
+
+def image_grid(images: torch.Tensor, columns: int = 8) -> torch.Tensor:
+    """(N, C, H, W) -> one (C, rows*H, columns*W) image scaled to [0, 1] (min-max over the batch)."""
+    n, c, h, w = images.shape
+    rows = -(-n // columns)
+    padded = torch.cat([images, images.new_zeros(rows * columns - n, c, h, w)])
+    grid = padded.reshape(rows, columns, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, rows * h, columns * w)
+    return (grid - grid.min()) / (grid.max() - grid.min()).clamp_min(1e-8)
 
 
 def final_summary(state: State, stopper: EarlyStopping) -> dict[str, float]:

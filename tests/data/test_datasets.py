@@ -1,0 +1,151 @@
+"""Datasets: the real MNIST t10k files, the standard file layouts, generated sequence tasks, text windows,
+and on-device augmentation."""
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from dltrain.data import DATASETS
+from dltrain.data.augment import build_augment, hflip, random_crop, rotate
+from dltrain.data.images import download, md5
+from dltrain.registry import ConfigError
+from tests.conftest import MNIST_T10K
+
+
+def build(name: str, **kwargs):
+    return DATASETS.build({"name": name, **kwargs}, seed=kwargs.pop("seed", 0) if "seed" in kwargs else 0)
+
+
+@pytest.mark.skipif(not MNIST_T10K.is_dir(), reason="shared MNIST t10k files not beside the checkout")
+def test_real_mnist_t10k_pools_and_splits_by_fractions() -> None:
+    data = build("mnist", root=str(MNIST_T10K), fractions=[0.7, 0.2, 0.1])
+    assert data.in_shape == (1, 28, 28)
+    assert (len(data.train), len(data.val), len(data.test)) == (7000, 2000, 1000)
+    labels = torch.cat([data.train.y, data.val.y, data.test.y])
+    assert labels.min() == 0 and labels.max() == 9 and torch.bincount(labels).min() > 800
+    assert abs(data.train.x.mean().item()) < 1e-4 and abs(data.train.x.std().item() - 1) < 1e-3
+    again = build("mnist", root=str(MNIST_T10K), fractions=[0.7, 0.2, 0.1])
+    assert torch.equal(again.test.x, data.test.x)  # deterministic by seed
+    other = DATASETS.build({"name": "mnist", "root": str(MNIST_T10K), "fractions": [0.7, 0.2, 0.1]}, seed=1)
+    assert not torch.equal(other.test.y, data.test.y)
+
+
+def test_split_indices_are_disjoint_and_seeded() -> None:
+    from dltrain.data import split_indices
+
+    train, val, test = split_indices(100, (0.6, 0.3, 0.1), seed=3)
+    together = torch.cat([train, val, test])
+    assert (len(train), len(val), len(test)) == (60, 30, 10) and len(set(together.tolist())) == 100
+    assert torch.equal(split_indices(100, (0.6, 0.3, 0.1), seed=3)[2], test)
+
+
+def write_idx(path, array: np.ndarray, gz: bool) -> None:
+    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(payload)
+
+
+@pytest.mark.parametrize("layout", ["plain", "gz", "torchvision_raw"])
+def test_idx_layouts(tmp_path, layout: str) -> None:
+    folder = tmp_path / "MNIST" / "raw" if layout == "torchvision_raw" else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    images = np.arange(20 * 28 * 28).reshape(20, 28, 28) % 251
+    gz = layout == "gz"
+    suffix = ".gz" if gz else ""
+    write_idx(folder / f"t10k-images-idx3-ubyte{suffix}", images, gz)
+    write_idx(folder / f"t10k-labels-idx1-ubyte{suffix}", np.arange(20) % 10, gz)
+    data = build("mnist", root=str(tmp_path), fractions=[0.5, 0.25, 0.25])
+    assert (len(data.train), len(data.val), len(data.test)) == (10, 5, 5)
+    assert sorted(torch.cat([data.train.y, data.val.y, data.test.y]).tolist()) == sorted((np.arange(20) % 10).tolist())
+
+
+def test_missing_files_say_which_and_where(tmp_path) -> None:
+    with pytest.raises(ConfigError) as err:
+        build("fashion_mnist", root=str(tmp_path))
+    text = str(err.value)
+    assert str(tmp_path) in text and "t10k-images-idx3-ubyte" in text and "data.download=true" in text
+    assert "\n" not in text
+
+
+def test_a_tampered_download_is_rejected_and_leaves_nothing(tmp_path) -> None:
+    source = tmp_path / "source.gz"
+    source.write_bytes(b"not the real file")
+    target = tmp_path / "out" / "file.gz"
+    with pytest.raises(ConfigError, match="MD5"):
+        download(source.as_uri(), target, "0" * 32)
+    assert not target.exists() and not list(target.parent.glob("*.part"))
+    download(source.as_uri(), target, md5(source))
+    assert target.read_bytes() == b"not the real file"
+
+
+def test_adding_problem_targets_are_the_marked_sums() -> None:
+    data = build("adding", length=20, train_size=100, val_size=10, test_size=10)
+    x, y = data.train.x, data.train.y
+    assert x.shape == (100, 20, 2) and y.shape == (100, 1)
+    markers = x[:, :, 1]
+    assert torch.all(markers.sum(1) == 2)
+    assert torch.all(markers[:, :10].sum(1) == 1) and torch.all(markers[:, 10:].sum(1) == 1)
+    torch.testing.assert_close((x[:, :, 0] * markers).sum(1, keepdim=True), y)
+    assert data.task == "regression" and math.isclose(data.meta["chance_mse"], 1 / 6)
+
+
+def test_digit_rows_and_sine() -> None:
+    rows = build("digit_rows")
+    assert rows.in_shape == (8, 8) and rows.task == "classification"
+    sine = build("sine", window=16, horizon=2, train_size=50, val_size=5, test_size=5)
+    assert sine.train.x.shape == (50, 16, 1) and sine.train.y.shape == (50, 2)
+    # a sine is determined by three samples: the next value follows sin's recurrence exactly for fixed period
+    x = sine.train.x[:, :, 0]
+    assert torch.all(x.abs() <= 1) and torch.all(sine.train.y.abs() <= 1)
+
+
+def test_sine_targets_continue_the_wave() -> None:
+    data = build("sine", window=8, horizon=1, min_period=10.0, max_period=10.0, train_size=20, val_size=1,
+                 test_size=1)
+    x, y = data.train.x[:, :, 0], data.train.y[:, 0]
+    c = 2 * math.cos(2 * math.pi / 10)  # sin(a + 2h) = 2cos(h) sin(a + h) - sin(a)
+    torch.testing.assert_close(y, c * x[:, -1] - x[:, -2], atol=1e-5, rtol=0)
+
+
+def test_text_windows_shift_by_one_and_splits_are_contiguous(tmp_path) -> None:
+    corpus = tmp_path / "c.txt"
+    text = "".join(chr(97 + i % 26) for i in range(1000))
+    corpus.write_text(text)
+    data = build("text", path=str(corpus), seq_len=10, fractions=[0.8, 0.1, 0.1])
+    vocab = data.meta["vocab"]
+    decode = lambda t: "".join(vocab[i] for i in t.tolist())  # noqa: E731
+    assert decode(data.train.x[0]) == text[:10] and decode(data.train.y[0]) == text[1:11]
+    assert decode(data.val.x[0]) == text[800:810]  # val starts where train's share ends
+    assert data.num_outputs == 26 and data.meta["model_args"] == {"vocab_size": 26, "per_step": True}
+    with pytest.raises(ConfigError, match="is not a file"):
+        build("text", path=str(tmp_path / "missing.txt"))
+
+
+def test_diabetes_is_standardized_by_the_train_split() -> None:
+    data = build("diabetes")
+    assert data.in_shape == (10,) and data.task == "regression"
+    assert torch.allclose(data.train.x.mean(0), torch.zeros(10), atol=1e-5)
+    assert abs(data.train.y.mean().item()) < 1e-5
+
+
+def test_augmentation_keeps_shapes_and_does_what_it_says() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, 12, 12)
+    assert torch.equal(random_crop(x, 0, gen), x)
+    cropped = random_crop(x, 2, gen)
+    assert cropped.shape == x.shape
+    assert torch.equal(hflip(x, 1.0, gen), x.flip(3)) and torch.equal(hflip(x, 0.0, gen), x)
+    torch.testing.assert_close(rotate(x, 0.0, gen), x, atol=1e-5, rtol=0)
+    # each crop is a shifted copy: some 8x8 interior block of the output matches the input somewhere
+    out, src = cropped[0, 0], torch.nn.functional.pad(x[0, 0], (2, 2, 2, 2))
+    assert any(torch.equal(out, src[dy:dy + 12, dx:dx + 12]) for dy in range(5) for dx in range(5))
+    aug = build_augment(crop_padding=2, flip=True, rotate_degrees=10)
+    a = aug(x, torch.Generator().manual_seed(1))
+    b = aug(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == x.shape
+    assert build_augment() is None
