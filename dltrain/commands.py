@@ -64,16 +64,16 @@ def runs(directory: Path = typer.Argument(None, help="run or sweep directory (de
         typer.echo(f"no metrics.json under {root}", err=True)
         raise typer.Exit(1)
     reports.sort(key=lambda item: sort_key(item[1]))
-    header = ["run", "status", "best", "best_ep", "train/loss", "val/loss", "val/acc", "test/loss", "test/acc",
-              "epochs", "wall_s", "stopped"]
+    metrics = sorted({k for _, r in reports for k in r.get("final", {}) if k.startswith(("train/loss", "val/"))})
+    tests = sorted({k for _, r in reports for k in r.get("test", {})})
+    header = ["run", "status", "best", "best_ep", *metrics, *tests, "epochs", "wall_s", "stopped"]
     rows = [header]
     for run_dir, r in reports:
         final, test = r.get("final", {}), r.get("test", {})
         name = ",".join(r.get("overrides") or []) or (str(run_dir.relative_to(root)) if run_dir != root else root.name)
         rows.append([name, r.get("status", "?"), fmt(r.get("best")), fmt(r.get("best_epoch")),
-                     fmt(final.get("train/loss")), fmt(final.get("val/loss")), fmt(final.get("val/acc")), fmt(test.get("test/loss")),
-                     fmt(test.get("test/acc")), fmt(r.get("epochs")), fmt(r.get("train_seconds")),
-                     r.get("stop_reason") or r.get("error", "")])
+                     *(fmt(final.get(k)) for k in metrics), *(fmt(test.get(k)) for k in tests),
+                     fmt(r.get("epochs")), fmt(r.get("train_seconds")), r.get("stop_reason") or r.get("error", "")])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     typer.echo(f"runs under {root} (best = {reports[0][1].get('monitor', 'monitored metric')})")
     for row in rows:
