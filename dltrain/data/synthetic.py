@@ -22,5 +22,5 @@ def build_synthetic(*, seed: int, shape: list[int], num_classes: int = 10, train
     splits = []
     for n in (train_size, val_size, test_size):
         x = torch.randn(n, *shape, generator=gen)
-        splits.append(Split(x, (x.reshape(n, -1) @ teacher).argmax(dim=1)))
+        splits.append(Split(x, (x.reshape(n, features) @ teacher).argmax(dim=1)))
     return DataBundle(*splits, task="classification", num_outputs=num_classes)
