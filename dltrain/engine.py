@@ -110,7 +110,9 @@ def train_epoch(state: State, task: Task, train: Split, s: Settings, callbacks: 
         with autocast(device, s.autocast_dtype):
             loss_sum, batch_sums = task.step(model, x, y)
         # Scaling by world/global count makes DDP's gradient average equal the global batch mean, exactly.
-        loss = loss_sum * (world / batch_count) + penalty(weights, s.l1, s.l2)
+        loss = loss_sum * (world / batch_count)
+        if weights:  # skipped entirely without a penalty: no extra kernel per step
+            loss = loss + penalty(weights, s.l1, s.l2)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if s.grad_clip:
@@ -119,7 +121,10 @@ def train_epoch(state: State, task: Task, train: Split, s: Settings, callbacks: 
         scaler.step(optimizer)
         scaler.update()
         for key, value in batch_sums.items():
-            sums[key] = sums[key] + value if key in sums else value.detach().clone()
+            if key in sums:
+                sums[key].add_(value)  # in place: no allocation per step
+            else:
+                sums[key] = value.detach().clone()
         seen += batch_count
         state.step += 1
         if s.log_every_n_steps and state.step % s.log_every_n_steps == 0:
