@@ -35,8 +35,14 @@ class SequenceNet(nn.Module):
             x = self.embed(x)
         elif x.dim() == 2:
             x = x.unsqueeze(-1)  # (N, T) real values: one feature per step
-        out, _ = self.rnn(x)  # (N, T, hidden * directions)
-        return self.head(out if self.per_step else out[:, -1])
+        out, _ = self.rnn(x)  # (N, T, directions * hidden)
+        if self.per_step:
+            return self.head(out)
+        last = out[:, -1]
+        if self.rnn.bidirectional:  # the backward direction ends at step 0, having read the whole sequence
+            size = self.rnn.hidden_size
+            last = torch.cat([out[:, -1, :size], out[:, 0, size:]], dim=-1)
+        return self.head(last)
 
 
 def build_sequence_net(cell: str, in_shape: tuple[int, ...], num_outputs: int, hidden_size: int, num_layers: int,

@@ -114,3 +114,12 @@ def test_inits_set_weights_and_zero_biases(init: str, check) -> None:
 def test_unknown_init_argument_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="init_args.sd is not an argument of init=normal; valid: mean, std"):
         build("mlp", (4,), init="normal", init_args={"sd": 1.0})
+
+
+def test_bidirectional_classifier_reads_every_step_in_both_directions() -> None:
+    model = build("gru", (10, 3), bidirectional=True, num_layers=1)
+    x = torch.randn(2, 10, 3, requires_grad=True)
+    model(x).sum().backward()
+    assert torch.all(x.grad.abs().sum(dim=(0, 2)) > 0)  # the first step reaches the output too
+    _, h_n = model.rnn(x)
+    torch.testing.assert_close(model(x), model.head(torch.cat([h_n[-2], h_n[-1]], dim=-1)))
