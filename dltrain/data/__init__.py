@@ -48,7 +48,8 @@ def split_indices(n: int, fractions: tuple[float, float, float], seed: int) -> t
     """A seeded random train/val/test partition of range(n) by fractions (which must sum to <= 1)."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_train, n_val = int(round(fractions[0] * n)), int(round(fractions[1] * n))
-    n_test = min(int(round(fractions[2] * n)), n - n_train - n_val)
+    rest = n - n_train - n_val
+    n_test = rest if abs(sum(fractions) - 1.0) < 1e-9 else min(int(round(fractions[2] * n)), rest)  # no lost sample
     return perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:n_train + n_val + n_test]
 
 

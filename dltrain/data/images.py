@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import os
 import pickle
+import shutil
 import tarfile
 import tempfile
 import urllib.request
@@ -53,7 +54,8 @@ def download(url: str, target: Path, expected_md5: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
     os.close(fd)
     try:
-        urllib.request.urlretrieve(url, tmp)
+        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:  # 60 s per read
+            shutil.copyfileobj(response, out)
         got = md5(Path(tmp))
         if got != expected_md5:
             raise ConfigError(f"download of {url} has MD5 {got}, expected {expected_md5}; try again later")
@@ -75,9 +77,15 @@ def find(root: Path, name: str) -> Path | None:
 
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file (plain or gzipped): big-endian dims after a magic number whose last byte is the rank."""
-    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
-    rank = raw[3]
-    dims = np.frombuffer(raw, dtype=">u4", count=rank, offset=4)
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as err:
+        raise ConfigError(f"{path} is not readable ({err}); replace it with the original file") from None
+    rank = raw[3] if len(raw) >= 4 and raw[:3] == b"\0\0\x08" else 0  # 0x08: unsigned bytes
+    dims = np.frombuffer(raw, dtype=">u4", count=rank, offset=4) if len(raw) >= 4 + 4 * rank else []
+    check(rank > 0 and len(raw) == 4 + 4 * rank + int(np.prod(dims)),
+          f"{path} is not an IDX file of unsigned bytes or is truncated; replace it with the original file")
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * rank).reshape(dims)
 
 
@@ -90,10 +98,19 @@ def read_idx_parts(name: str, root: Path, download_ok: bool) -> dict[str, tuple[
                 download(base + file, root / file, digest)
         found = {part: [find(root, f) for f in files] for part, files in IDX_PARTS.items()}
     parts = {part: (read_idx(p[0]), read_idx(p[1])) for part, p in found.items() if all(p)}
+    for part, (images, labels) in parts.items():
+        check(images.ndim == 3 and labels.ndim == 1 and len(images) == len(labels),
+              f"data={name}: the {part} files in {root} disagree: images {images.shape}, labels {labels.shape}")
     wanted = ", ".join(f + "(.gz)" for files in IDX_PARTS.values() for f in files)
     check(bool(parts), f"data={name}: no image files in {root}; put {wanted} there (any one images+labels pair "
           "is enough), or set data.download=true to fetch them")
     return parts
+
+
+def load_pickle(path: Path) -> dict:
+    """One CIFAR-10 python batch: {b"data": (N, 3072) uint8, b"labels": [N ints]}."""
+    with open(path, "rb") as handle:
+        return pickle.load(handle, encoding="bytes")
 
 
 def read_cifar10(root: Path, download_ok: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -110,7 +127,7 @@ def read_cifar10(root: Path, download_ok: bool) -> dict[str, tuple[np.ndarray, n
           "cifar-10-batches-py/ folder (data_batch_1..5, test_batch) there, or set data.download=true")
     parts = {}
     for part, names in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
-        batches = [pickle.load(open(folder / n, "rb"), encoding="bytes") for n in names if (folder / n).is_file()]
+        batches = [load_pickle(folder / n) for n in names if (folder / n).is_file()]
         if batches:
             x = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
             parts[part] = (x, np.concatenate([b[b"labels"] for b in batches]))

@@ -11,6 +11,11 @@ from dltrain.data.digits import standardized_splits
 from dltrain.registry import check
 
 
+def check_sizes(train_size: int, val_size: int, test_size: int) -> None:
+    check(train_size > 0 and val_size >= 0 and test_size >= 0,
+          f"data sizes train={train_size}, val={val_size}, test={test_size} must be >= 0, with train_size > 0")
+
+
 def adding_problem(n: int, length: int, gen: torch.Generator) -> Split:
     """Each step holds (value ~ U(0,1), marker); one marker in each half; target = sum of the two marked
     values. Predicting the mean (1.0) gives MSE 1/6 ~ 0.167: the chance level."""
@@ -28,7 +33,8 @@ def adding_problem(n: int, length: int, gen: torch.Generator) -> Split:
 @DATASETS.register("adding")
 def build_adding(*, seed: int, length: int = 50, train_size: int = 5000, val_size: int = 1000,
                  test_size: int = 1000) -> DataBundle:
-    check(length >= 2, f"data.length={length} must be >= 2")
+    check(length >= 2, f"data.length={length} must be >= 2 (time steps)")
+    check_sizes(train_size, val_size, test_size)
     gen = torch.Generator().manual_seed(seed)
     splits = [adding_problem(n, length, gen) for n in (train_size, val_size, test_size)]
     return DataBundle(*splits, task="regression", num_outputs=1, meta={"chance_mse": 1 / 6})
@@ -41,7 +47,7 @@ def build_digit_rows(*, seed: int, fractions: list[float] = (0.6, 0.2, 0.2)) -> 
 
     raw = load_digits()
     x = torch.tensor(raw.images, dtype=torch.float32).unsqueeze(1)  # channel axis for the shared scaling
-    train, val, test = standardized_splits(x, torch.tensor(raw.target), list(fractions), seed)
+    train, val, test = standardized_splits(x, torch.tensor(raw.target, dtype=torch.long), list(fractions), seed)
     return DataBundle(*(Split(s.x.squeeze(1), s.y) for s in (train, val, test)), task="classification",
                       num_outputs=10)
 
@@ -52,6 +58,7 @@ def build_sine(*, seed: int, window: int = 32, horizon: int = 1, min_period: flo
     """Windows of `window` samples of sin(2*pi*t/period + phase); targets: the next `horizon` samples."""
     check(window > 0 and horizon > 0, "data.window and data.horizon must be > 0 (samples)")
     check(0 < min_period <= max_period, "data.min_period must be in (0, data.max_period] (samples)")
+    check_sizes(train_size, val_size, test_size)
     gen = torch.Generator().manual_seed(seed)
     splits = []
     for n in (train_size, val_size, test_size):

@@ -17,8 +17,8 @@ from dltrain.registry import ConfigError
 from tests.conftest import MNIST_T10K
 
 
-def build(name: str, **kwargs):
-    return DATASETS.build({"name": name, **kwargs}, seed=kwargs.pop("seed", 0) if "seed" in kwargs else 0)
+def build(name: str, seed: int = 0, **kwargs):
+    return DATASETS.build({"name": name, **kwargs}, seed=seed)
 
 
 @pytest.mark.skipif(not MNIST_T10K.is_dir(), reason="shared MNIST t10k files not beside the checkout")
@@ -31,8 +31,12 @@ def test_real_mnist_t10k_pools_and_splits_by_fractions() -> None:
     assert abs(data.train.x.mean().item()) < 1e-4 and abs(data.train.x.std().item() - 1) < 1e-3
     again = build("mnist", root=str(MNIST_T10K), fractions=[0.7, 0.2, 0.1])
     assert torch.equal(again.test.x, data.test.x)  # deterministic by seed
-    other = DATASETS.build({"name": "mnist", "root": str(MNIST_T10K), "fractions": [0.7, 0.2, 0.1]}, seed=1)
+    other = build("mnist", seed=1, root=str(MNIST_T10K), fractions=[0.7, 0.2, 0.1])
     assert not torch.equal(other.test.y, data.test.y)
+    # disjoint splits: every one of the 10,000 images lands in exactly one split
+    rows = torch.cat([data.train.x, data.val.x, data.test.x]).flatten(1)
+    assert torch.unique(rows, dim=0).shape[0] == torch.unique(rows[:7000], dim=0).shape[0] + \
+        torch.unique(rows[7000:9000], dim=0).shape[0] + torch.unique(rows[9000:], dim=0).shape[0]
 
 
 def test_split_indices_are_disjoint_and_seeded() -> None:
@@ -47,7 +51,8 @@ def test_split_indices_are_disjoint_and_seeded() -> None:
 def write_idx(path, array: np.ndarray, gz: bool) -> None:
     header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     payload = header + array.astype(np.uint8).tobytes()
-    (gzip.open if gz else open)(path, "wb").write(payload)
+    with (gzip.open if gz else open)(path, "wb") as handle:
+        handle.write(payload)
 
 
 @pytest.mark.parametrize("layout", ["plain", "gz", "torchvision_raw"])
@@ -62,6 +67,16 @@ def test_idx_layouts(tmp_path, layout: str) -> None:
     data = build("mnist", root=str(tmp_path), fractions=[0.5, 0.25, 0.25])
     assert (len(data.train), len(data.val), len(data.test)) == (10, 5, 5)
     assert sorted(torch.cat([data.train.y, data.val.y, data.test.y]).tolist()) == sorted((np.arange(20) % 10).tolist())
+
+
+def test_broken_idx_files_are_config_errors(tmp_path) -> None:
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((5, 28, 28)), gz=False)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(4), gz=False)
+    with pytest.raises(ConfigError, match="disagree"):
+        build("mnist", root=str(tmp_path))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01\0\0\0\x09abc")  # says 9, holds 3
+    with pytest.raises(ConfigError, match="truncated"):
+        build("mnist", root=str(tmp_path))
 
 
 def test_missing_files_say_which_and_where(tmp_path) -> None:
@@ -92,11 +107,15 @@ def test_adding_problem_targets_are_the_marked_sums() -> None:
     assert torch.all(markers[:, :10].sum(1) == 1) and torch.all(markers[:, 10:].sum(1) == 1)
     torch.testing.assert_close((x[:, :, 0] * markers).sum(1, keepdim=True), y)
     assert data.task == "regression" and math.isclose(data.meta["chance_mse"], 1 / 6)
+    assert torch.equal(build("adding", length=20, train_size=100, val_size=10, test_size=10).train.x, x)
+    big = build("adding", length=20, train_size=20000, val_size=0, test_size=0).train.y
+    assert abs(((big - 1.0) ** 2).mean().item() - data.meta["chance_mse"]) < 0.01  # predicting 1.0 = chance
 
 
 def test_digit_rows_and_sine() -> None:
     rows = build("digit_rows")
-    assert rows.in_shape == (8, 8) and rows.task == "classification"
+    assert rows.in_shape == (8, 8) and rows.task == "classification" and rows.train.y.dtype == torch.long
+    assert 1795 <= len(rows.train) + len(rows.val) + len(rows.test) <= 1797 and rows.num_outputs == 10
     sine = build("sine", window=16, horizon=2, train_size=50, val_size=5, test_size=5)
     assert sine.train.x.shape == (50, 16, 1) and sine.train.y.shape == (50, 2)
     # a sine is determined by three samples: the next value follows sin's recurrence exactly for fixed period
