@@ -112,3 +112,31 @@ def test_non_editable_install_runs_from_any_folder(tmp_path) -> None:
                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert f"CONF {site}" in out.stdout and (tmp_path / "r" / "metrics.json").is_file()
+
+
+def test_board_serves_tensorboard_on_a_run(tmp_path) -> None:
+    import socket
+    import time
+    import urllib.request
+
+    result = cli([*QUICK, "hydra.run.dir=run"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    exe = Path(sys.executable).parent / "dltrain"
+    server = subprocess.Popen([str(exe), "board", "run", "--port", str(port)], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                runs = urllib.request.urlopen(f"http://localhost:{port}/data/runs", timeout=2).read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "TensorBoard did not start"
+                time.sleep(0.5)
+        assert runs.strip() == '["."]'  # the run directory itself is the one TensorBoard run
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
