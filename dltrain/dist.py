@@ -17,8 +17,13 @@ def is_initialized() -> bool:
 
 
 def rank() -> int:
-    """This process's rank; from the environment before the group is joined or after it is left."""
-    return torch_dist.get_rank() if is_initialized() else int(os.environ.get("RANK", "0"))
+    """This process's rank in the joined group; 0 without one."""
+    return torch_dist.get_rank() if is_initialized() else 0
+
+
+def launch_rank() -> int:
+    """The rank a launcher gave this process (RANK), also before the group is joined or after it is left."""
+    return torch_dist.get_rank() if is_initialized() else int(os.environ.get("RANK", "0")) * launched_externally()
 
 
 def world_size() -> int:

@@ -19,7 +19,7 @@ from torch import nn
 
 from dltrain import dist
 from dltrain.data import Split
-from dltrain.reg import penalty
+from dltrain.reg import penalized_weights, penalty
 from dltrain.sched import Schedule
 from dltrain.tasks import Task
 
@@ -94,7 +94,7 @@ def train_epoch(state: State, task: Task, train: Split, s: Settings, callbacks: 
     rank, world = dist.rank(), dist.world_size()
     gen = torch.Generator(device=device).manual_seed(s.seed * 1_000_003 + state.epoch)  # same order on every rank
     perm = torch.randperm(n, device=device, generator=gen)
-    weights = [p for p in state.raw_model.parameters() if p.dim() >= 2] if (s.l1 or s.l2) else []
+    weights = penalized_weights(state.raw_model) if (s.l1 or s.l2) else []
     sums: dict[str, torch.Tensor] = {}
     seen = 0
     model.train()

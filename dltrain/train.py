@@ -219,7 +219,7 @@ def run_job(cfg: dict[str, Any], run_dir: Path, overrides: list[str]) -> dict[st
     """One Hydra job: save the resolved config, train (in N DDP workers if asked), print the summary."""
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer, _ = check_trainer(cfg["trainer"])
-    if dist.rank() == 0:
+    if dist.launch_rank() == 0:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     if trainer.devices > 1 and not dist.launched_externally():
         build(cfg)  # every check happens here, in the parent, before a worker starts
@@ -230,7 +230,7 @@ def run_job(cfg: dict[str, Any], run_dir: Path, overrides: list[str]) -> dict[st
         report = json.loads((run_dir / "metrics.json").read_text())
     else:
         report = train(cfg, run_dir, overrides)
-    if dist.rank() == 0:
+    if dist.launch_rank() == 0:
         print(summary_text(report, run_dir), flush=True)
     return report
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dltrain.registry import Registry
+from dltrain.registry import Registry, check
 
 DATASETS = Registry("data")
 
@@ -42,6 +42,12 @@ class DataBundle:
     @property
     def in_shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
+
+
+def check_sizes(train_size: int, val_size: int, test_size: int) -> None:
+    """Split sizes of generated data sets (samples)."""
+    check(train_size > 0 and val_size >= 0 and test_size >= 0,
+          f"data sizes train={train_size}, val={val_size}, test={test_size} must be >= 0, with train_size > 0")
 
 
 def split_indices(n: int, fractions: tuple[float, float, float], seed: int) -> tuple[torch.Tensor, ...]:

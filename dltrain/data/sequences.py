@@ -6,14 +6,9 @@ import math
 
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split
+from dltrain.data import DATASETS, DataBundle, Split, check_sizes
 from dltrain.data.digits import standardized_splits
 from dltrain.registry import check
-
-
-def check_sizes(train_size: int, val_size: int, test_size: int) -> None:
-    check(train_size > 0 and val_size >= 0 and test_size >= 0,
-          f"data sizes train={train_size}, val={val_size}, test={test_size} must be >= 0, with train_size > 0")
 
 
 def adding_problem(n: int, length: int, gen: torch.Generator) -> Split:

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split
+from dltrain.data import DATASETS, DataBundle, Split, check_sizes
 from dltrain.registry import check
 
 
@@ -15,7 +15,7 @@ def build_synthetic(*, seed: int, shape: list[int], num_classes: int = 10, train
     """x ~ N(0, 1) of `shape`; y = argmax(W x) for a random W seeded by `data_seed` (default: `seed`)."""
     check(len(shape) > 0 and all(s > 0 for s in shape), f"data.shape={shape} must be positive sizes")
     check(num_classes >= 2, f"data.num_classes={num_classes} must be >= 2")
-    check(train_size > 0 and val_size >= 0 and test_size >= 0, "data sizes must be >= 0 (train_size > 0)")
+    check_sizes(train_size, val_size, test_size)
     gen = torch.Generator().manual_seed(seed if data_seed is None else data_seed)
     features = math.prod(shape)
     teacher = torch.randn(features, num_classes, generator=gen) / math.sqrt(features)
