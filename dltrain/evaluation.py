@@ -84,13 +84,15 @@ def export(loaded: Loaded, out_dir: Path) -> dict[str, Path]:
     written = {"torchscript": out_dir / "model.ts"}
     traced = torch.jit.trace(model, example)
     traced.save(str(written["torchscript"]))
-    try:
+    try:  # torch's ONNX exporter needs both packages
         import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
     except ImportError:
         return written
     written["onnx"] = out_dir / "model.onnx"
+    batch = ({0: torch.export.Dim.AUTO},)  # any batch size
     torch.onnx.export(model, (example,), str(written["onnx"]), input_names=["input"], output_names=["output"],
-                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+                      dynamic_shapes=batch, dynamo=True)
     return written
 
 
