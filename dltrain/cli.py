@@ -110,14 +110,16 @@ def hydra_job(cfg: Any) -> Any:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     done = run_dir / "metrics.json"
-    if multirun and done.is_file() and json.loads(done.read_text()).get("status") == "completed":
+    finished = json.loads(done.read_text()) if multirun and done.is_file() else {}
+    if finished.get("status") == "completed":
         print(f"dltrain: {run_dir} already finished; skipped")  # re-running a sweep resumes it
-        return None
+        return finished.get("best")
     try:
         from dltrain.config import to_plain
         from dltrain.train import run_job
 
-        return run_job(to_plain(cfg), run_dir, overrides)
+        report = run_job(to_plain(cfg), run_dir, overrides)
+        return report["best"]  # the monitored metric's best value: what Hydra's Optuna sweeper optimizes
     except ConfigError as err:
         return job_failed(f"error: {err}", run_dir, overrides, multirun, code=2)
     except Exception as err:  # noqa: BLE001  (a crashed trial must not kill the sweep)
