@@ -127,7 +127,9 @@ def _train(cfg: dict[str, Any], run_dir: Path, device: torch.device, overrides: 
     if trainer.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-    model, channels_last = wrap_model(parts, device)
+    model, channels_last = wrap_model(parts, device)  # DDP copies rank 0's initial weights to every rank
+    if dist.rank() > 0:  # own dropout masks and GAN noise per process; rank 0 keeps the 1-process stream
+        torch.manual_seed(trainer.seed + dist.rank())
     train_split, val, test = (to_device(s, device, channels_last) for s in (parts.data.train, parts.data.val,
                                                                               parts.data.test))
     optimizer = OPTIMIZERS.build(cfg["optim"], params=param_groups(parts.model))
