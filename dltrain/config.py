@@ -71,7 +71,7 @@ class EarlyStop:
 
 def typed(kind: str, cls: type, node: Any) -> Any:
     check(isinstance(node, dict), f"{kind} must be a mapping of options, got {node!r}")
-    check_kwargs(kind, "...", cls, node)
+    check_kwargs(kind, "", cls, node)
     return cls(**node)
 
 

@@ -68,16 +68,15 @@ def check_kwargs(kind: str, name: str, builder: Callable[..., Any], kwargs: Mapp
     params = inspect.signature(builder).parameters
     hints = typing.get_type_hints(builder)
     allowed = [k for k in params if k not in runtime]
+    where = f"{kind}={name}" if name else kind  # nodes without a builder name: trainer, reg, ...
     for key, value in kwargs.items():
-        check(key in params and key not in runtime,
-              f"{kind}.{key} is not an option of {kind}={name}; valid: {', '.join(allowed)}")
+        check(key in params and key not in runtime, f"{kind}.{key} is not an option of {where}; valid: {', '.join(allowed)}")
         if key in hints and not matches(value, hints[key]):
-            raise ConfigError(f"{kind}.{key}={value!r} has the wrong type for {kind}={name}: "
-                              f"expected {type_name(hints[key])}")
+            raise ConfigError(f"{kind}.{key}={value!r} has the wrong type for {where}: expected {type_name(hints[key])}")
     for key in allowed:
         p = params[key]
         if p.default is p.empty and p.kind is not p.VAR_KEYWORD and key not in kwargs:
-            raise ConfigError(f"{kind}={name} needs {kind}.{key}")
+            raise ConfigError(f"{where} needs {kind}.{key}")
 
 
 def matches(value: Any, hint: Any) -> bool:

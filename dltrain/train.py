@@ -25,7 +25,7 @@ from dltrain.engine import Settings, State, fit
 from dltrain.models import MODELS
 from dltrain.optim import OPTIMIZERS
 from dltrain.reg import check_reg
-from dltrain.registry import ConfigError, check
+from dltrain.registry import ConfigError, check, check_kwargs
 from dltrain.sched import build_schedule
 from dltrain.tasks import Task, build_task
 
@@ -44,6 +44,7 @@ class Parts:
     data: DataBundle
     task: Task
     model: nn.Module
+    augment: Any = None  # on-device augmentation of training batches, or None
 
 
 def build(cfg: dict[str, Any]) -> Parts:
@@ -64,7 +65,8 @@ def build(cfg: dict[str, Any]) -> Parts:
     check_fits(model, task, data, cfg["model"]["name"])
     names = ["train/loss", "val/loss"] + [f"{s}/{m}" for s in ("train", "val") for m in task.metric_names]
     early_stop = check_early_stopping(cfg["early_stopping"], names)
-    return Parts(trainer, ckpt, reg, early_stop, batch_size, data, task, model)
+    augment = build_augment(cfg["data"].get("augment"))
+    return Parts(trainer, ckpt, reg, early_stop, batch_size, data, task, model, augment)
 
 
 def check_fits(model: nn.Module, task: Task, data: DataBundle, name: str) -> None:
@@ -140,7 +142,7 @@ def _train(cfg: dict[str, Any], run_dir: Path, device: torch.device, overrides: 
                         lr_at=build_schedule(cfg["sched"], cfg["optim"]["lr"], total), lr_per_step=per_step,
                         seed=trainer.seed, autocast_dtype=PRECISIONS[trainer.precision], grad_clip=parts.reg.grad_clip,
                         l1=parts.reg.l1, l2=parts.reg.l2, log_every_n_steps=trainer.log_every_n_steps,
-                        augment=build_augment(cfg["data"].get("augment")))
+                        augment=parts.augment)
     scaler = torch.amp.GradScaler(device.type, enabled=trainer.precision == "16")
     state = State(model=model, raw_model=parts.model, optimizer=optimizer, scaler=scaler)
     stopper = EarlyStopping(**vars(parts.early_stop))
@@ -159,11 +161,13 @@ def param_groups(model: nn.Module) -> Any:
 
 
 def build_augment(node: dict | None) -> Any:
+    """The data's `augment` node (checked like any builder's keys), or None."""
     if not node:
         return None
-    from dltrain.data.augment import build_augment as build
+    from dltrain.data.augment import build_augment as builder
 
-    return build(**node)
+    check_kwargs("data.augment", "", builder, node)
+    return builder(**node)
 
 
 def resume(state: State, stopper: EarlyStopping, where: str, device: torch.device) -> None:
