@@ -134,17 +134,9 @@ def _train(cfg: dict[str, Any], run_dir: Path, device: torch.device, overrides: 
         torch.manual_seed(trainer.seed + dist.rank())
     train_split, val, test = (to_device(s, device, channels_last) for s in (parts.data.train, parts.data.val,
                                                                               parts.data.test))
-    optimizer = OPTIMIZERS.build(cfg["optim"], params=param_groups(parts.model))
-    per_step = cfg["sched"].get("interval", "epoch") == "step"
-    steps_per_epoch = math.ceil(len(train_split) / parts.batch_size)
-    total = trainer.max_epochs * (steps_per_epoch if per_step else 1)
-    settings = Settings(max_epochs=trainer.max_epochs, batch_size=parts.batch_size,
-                        lr_at=build_schedule(cfg["sched"], cfg["optim"]["lr"], total), lr_per_step=per_step,
-                        seed=trainer.seed, autocast_dtype=PRECISIONS[trainer.precision], grad_clip=parts.reg.grad_clip,
-                        l1=parts.reg.l1, l2=parts.reg.l2, log_every_n_steps=trainer.log_every_n_steps,
-                        augment=parts.augment)
-    scaler = torch.amp.GradScaler(device.type, enabled=trainer.precision == "16")
-    state = State(model=model, raw_model=parts.model, optimizer=optimizer, scaler=scaler)
+    state = State(model=model, raw_model=parts.model, optimizer=OPTIMIZERS.build(cfg["optim"], params=param_groups(
+        parts.model)), scaler=torch.amp.GradScaler(device.type, enabled=trainer.precision == "16"))
+    settings = make_settings(cfg, parts, len(train_split))
     stopper = EarlyStopping(**vars(parts.early_stop))
     if trainer.resume:
         resume(state, stopper, trainer.resume, device)
@@ -153,6 +145,18 @@ def _train(cfg: dict[str, Any], run_dir: Path, device: torch.device, overrides: 
     if dist.is_main():
         (run_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def make_settings(cfg: dict[str, Any], parts: Parts, train_size: int) -> Settings:
+    """The loop's knobs; the schedule's length is the run's, in its interval's units."""
+    trainer = parts.trainer
+    per_step = cfg["sched"].get("interval", "epoch") == "step"
+    total = trainer.max_epochs * (math.ceil(train_size / parts.batch_size) if per_step else 1)
+    return Settings(max_epochs=trainer.max_epochs, batch_size=parts.batch_size,
+                    lr_at=build_schedule(cfg["sched"], cfg["optim"]["lr"], total), lr_per_step=per_step,
+                    seed=trainer.seed, autocast_dtype=PRECISIONS[trainer.precision], grad_clip=parts.reg.grad_clip,
+                    l1=parts.reg.l1, l2=parts.reg.l2, log_every_n_steps=trainer.log_every_n_steps,
+                    augment=parts.augment)
 
 
 def param_groups(model: nn.Module) -> Any:
