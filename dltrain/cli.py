@@ -57,7 +57,8 @@ def run_hydra(args: list[str]) -> None:
     if problem:
         print(f"dltrain: error: {problem}", file=sys.stderr)
         sys.exit(2)
-    sys.argv = [sys.argv[0], *resume_into_same_dir(args), *under_torchrun(args)]
+    args = resume_into_same_dir(args)
+    sys.argv = [sys.argv[0], *args, *under_torchrun(args)]
     hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(hydra_job)()
     if failed_jobs:
         print(f"dltrain: {len(failed_jobs)} job(s) failed: {', '.join(failed_jobs)}", file=sys.stderr)
