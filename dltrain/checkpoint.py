@@ -77,7 +77,8 @@ def restore(state: State, saved: dict[str, Any]) -> None:
     """Continue from `saved`: weights, optimizer, scaler, progress counters and RNG states."""
     state.raw_model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
-    state.scaler.load_state_dict(saved["scaler"])
+    if saved["scaler"] and state.scaler.is_enabled():  # a run may resume with another precision
+        state.scaler.load_state_dict(saved["scaler"])
     state.epoch, state.step = saved["epoch"], saved["step"]
     state.samples_seen, state.train_seconds = saved["samples_seen"], saved["train_seconds"]
     torch.set_rng_state(saved["rng"]["torch"].cpu())
