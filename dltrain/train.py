@@ -117,9 +117,11 @@ def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str] = ()) -> dict
     trainer, _ = check_trainer(cfg["trainer"])
     device = pick_device(trainer)
     device = dist.setup(device.type) or device
+    deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         return _train(cfg, run_dir, device, list(overrides))
     finally:
+        torch.use_deterministic_algorithms(deterministic)  # a run must not change the next one in this process
         dist.teardown()
 
 
