@@ -87,24 +87,35 @@ def read(sums: dict[str, torch.Tensor], count: int, prefix: str) -> dict[str, fl
     return {f"{prefix}/{k}": v / max(count, 1) for k, v in zip(names, values)}
 
 
+def local_batch(train: Split, global_idx: torch.Tensor, augment: Callable | None,
+                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """This process's share of a global batch (every world_size-th sample)."""
+    rank, world = dist.rank(), dist.world_size()
+    if augment is None:
+        return train.x[global_idx[rank::world]], train.y[global_idx[rank::world]]
+    # augment the whole global batch, then share it: the same draws whatever the number of processes
+    return augment(train.x[global_idx], gen)[rank::world], train.y[global_idx[rank::world]]
+
+
 def train_epoch(state: State, task: Task, train: Split, s: Settings, callbacks: Sequence[Callback]) -> dict[str, float]:
     """One pass over the train split in global batches; returns the epoch's train metrics."""
     model, optimizer, scaler = state.model, state.optimizer, state.scaler
     device, n = train.x.device, len(train)
-    rank, world = dist.rank(), dist.world_size()
+    world = dist.world_size()
     gen = torch.Generator(device=device).manual_seed(s.seed * 1_000_003 + state.epoch)  # same order on every rank
     perm = torch.randperm(n, device=device, generator=gen)
     weights = penalized_weights(state.raw_model) if (s.l1 or s.l2) else []
+    # batch norm needs two samples per process: a last batch too small for that is dropped
+    min_share = 2 if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in state.raw_model.modules()) else 1
     sums: dict[str, torch.Tensor] = {}
     seen = 0
     model.train()
     for start in range(0, n, s.batch_size):
         global_idx = perm[start:start + s.batch_size]
         batch_count = len(global_idx)
-        idx = global_idx[rank::world]  # this process's share of the global batch
-        x, y = train.x[idx], train.y[idx]
-        if s.augment is not None:
-            x = s.augment(x, gen)
+        if batch_count // world < min_share:
+            continue
+        x, y = local_batch(train, global_idx, s.augment, gen)
         if s.lr_per_step:
             set_lr(optimizer, s.lr_at(state.step))
         with autocast(device, s.autocast_dtype):
@@ -145,7 +156,7 @@ def evaluate(model: nn.Module, task: Task, split: Split, batch_size: int, prefix
     rank, world = dist.rank(), dist.world_size()
     idx_all = torch.arange(rank, len(split), world, device=split.x.device)
     sums: dict[str, torch.Tensor] = {}
-    for start in range(0, len(idx_all), batch_size):
+    for start in range(0, max(len(idx_all), 1), batch_size):  # an empty share still gives (zero) sums
         idx = idx_all[start:start + batch_size]
         with autocast(split.x.device, autocast_dtype):
             _, batch_sums = task.step(model, split.x[idx], split.y[idx])

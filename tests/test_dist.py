@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from dltrain import checkpoint
@@ -12,10 +13,12 @@ SAME = ["model.hidden=[32,16]", "optim=sgd", "optim.lr=0.2", "data.batch_size=50
         "trainer.log_every_n_steps=7", "trainer.device=cpu"]
 
 
-def test_two_processes_equal_one(tmp_path) -> None:
+@pytest.mark.parametrize("extra", [[], ["+data.augment.flip=true", "+data.augment.crop_padding=1"]],
+                         ids=["plain", "augmented"])
+def test_two_processes_equal_one(tmp_path, extra: list[str]) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
-    single = run(SAME, one)
-    double = run([*SAME, "trainer.devices=2"], two)
+    single = run([*SAME, *extra], one)
+    double = run([*SAME, *extra, "trainer.devices=2"], two)
     assert double["world_size"] == 2 and single["world_size"] == 1
     a, b = checkpoint.load(one / "last.pt")["model"], checkpoint.load(two / "last.pt")["model"]
     for key in a:
@@ -50,3 +53,10 @@ def test_external_torchrun_joins_the_group_and_shares_one_run_dir(tmp_path) -> N
     report = json.loads((run_dirs[0] / "metrics.json").read_text())
     assert report["world_size"] == 2
     assert result.stdout.count("best val/loss") == 1  # only rank 0 prints the summary
+
+
+def test_batch_norm_drops_a_last_batch_too_small_to_share(tmp_path) -> None:
+    # 1078 train samples at batch 539 + 538... : batch 359 leaves a last batch of 1 sample (1078 = 3*359 + 1)
+    report = run(["model.batch_norm=true", "data.batch_size=359", "trainer.max_epochs=1", "trainer.devices=2",
+                  "trainer.log_every_n_steps=0"], tmp_path)
+    assert report["status"] == "completed"
