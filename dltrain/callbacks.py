@@ -39,6 +39,7 @@ class EarlyStopping(Base):
         self.best_epoch = 0
         self.wait = 0  # epochs since the last improvement
         self.improved = False  # whether the epoch just ended was the best so far
+        self.nonfinite = False  # whether the epoch just ended has a NaN/inf loss or monitored value
         self.best_weights: dict[str, torch.Tensor] | None = None
 
     def better(self, value: float, reference: float) -> bool:
@@ -47,7 +48,8 @@ class EarlyStopping(Base):
     def on_epoch_end(self, state: State) -> None:
         value = state.metrics.get(self.monitor, math.nan)
         self.improved = False
-        if self.stop_on_nonfinite and not all(math.isfinite(v) for v in (value, state.metrics.get("train/loss", 0.0))):
+        self.nonfinite = not all(math.isfinite(v) for v in (value, state.metrics.get("train/loss", 0.0)))
+        if self.stop_on_nonfinite and self.nonfinite:
             state.should_stop, state.stop_reason = True, f"non-finite {self.monitor} or train/loss at epoch {state.epoch}"
             return
         if state.epoch <= self.start_from_epoch:  # warm-up epochs are not judged (Keras' start_from_epoch)
@@ -85,8 +87,8 @@ class Checkpointer(Base):
         self.save_last, self.save_best = save_last, save_best
 
     def on_epoch_end(self, state: State) -> None:
-        if not (self.save_last or (self.save_best and self.stopper.improved)):
-            return
+        if self.stopper.nonfinite or not (self.save_last or (self.save_best and self.stopper.improved)):
+            return  # never overwrite last.pt with NaN weights
         payload = checkpoint.payload(state, self.stopper.state_dict(), self.extra)
         if self.save_last:
             checkpoint.save_atomic(payload, self.run_dir / "last.pt")

@@ -4,13 +4,14 @@ multirun. The first argument decides. Nothing here imports torch before it is ne
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 SUBCOMMANDS = ("board", "runs", "eval", "export", "generate")
 HELP_FLAGS = ("-h", "--help")
-failed_jobs: list[str] = []  # multirun jobs that failed: the sweep carries on, the exit code says so
+FAILED_JOBS_FILE = "DLTRAIN_FAILED_JOBS"  # env var: a file where jobs, in any launcher process, list failures
 
 
 def main() -> None:
@@ -30,6 +31,10 @@ def resume_into_same_dir(args: list[str]) -> list[str]:
     if multirun or not resume or resume[-1] in ("null", "") or any(a.startswith("hydra.run.dir=") for a in args):
         return args
     target = Path(resume[-1]).expanduser()
+    if not (target / "last.pt").is_file() and not target.is_file():
+        print(f"dltrain: error: no checkpoint at {target}; give a run directory that holds last.pt, or a .pt file",
+              file=sys.stderr)
+        sys.exit(2)  # before Hydra makes a run directory there
     run_dir = target if target.is_dir() else target.parent
     return [*args, f"hydra.run.dir='{run_dir}'"]
 
@@ -42,6 +47,8 @@ def under_torchrun(args: list[str]) -> list[str]:
     run_id = os.environ.get("TORCHELASTIC_RUN_ID")
     if not run_id or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return []
+    if run_id == "none":  # torchrun's default id: the local ranks' shared parent (the agent) tells launches apart
+        run_id = f"{os.environ.get('MASTER_PORT', '')}-{os.getppid()}"
     extra = [] if any(a.startswith("hydra.run.dir=") for a in args) else [f"hydra.run.dir=outputs/torchrun-{run_id}"]
     if os.environ.get("RANK", "0") != "0":
         extra += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
@@ -59,9 +66,15 @@ def run_hydra(args: list[str]) -> None:
         sys.exit(2)
     args = resume_into_same_dir(args)
     sys.argv = [sys.argv[0], *args, *under_torchrun(args)]
-    hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(hydra_job)()
-    if failed_jobs:
-        print(f"dltrain: {len(failed_jobs)} job(s) failed: {', '.join(failed_jobs)}", file=sys.stderr)
+    import os
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("r", prefix="dltrain-failed-", suffix=".txt") as failures:
+        os.environ[FAILED_JOBS_FILE] = failures.name
+        hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(hydra_job)()
+        failed = failures.read().splitlines()
+    if failed:  # the sweep carried on; the exit code says that some jobs failed
+        print(f"dltrain: {len(failed)} job(s) failed: {', '.join(failed)}", file=sys.stderr)
         sys.exit(1)
 
 
@@ -114,13 +127,14 @@ def hydra_job(cfg: Any) -> Any:
     finished = json.loads(done.read_text()) if multirun and done.is_file() else {}
     if finished.get("status") == "completed":
         print(f"dltrain: {run_dir} already finished; skipped")  # re-running a sweep resumes it
-        return finished.get("best")
+        return math.nan if finished.get("best") is None else finished["best"]
     try:
         from dltrain.config import to_plain
         from dltrain.train import run_job
 
         report = run_job(to_plain(cfg), run_dir, overrides)
-        return report["best"]  # the monitored metric's best value: what Hydra's Optuna sweeper optimizes
+        best = report["best"]  # the monitored metric's best value: what Hydra's Optuna sweeper optimizes
+        return math.nan if best is None else best
     except ConfigError as err:
         return job_failed(f"error: {err}", run_dir, overrides, multirun, code=2)
     except Exception as err:  # noqa: BLE001  (a crashed trial must not kill the sweep)
@@ -142,7 +156,7 @@ def one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
-def job_failed(message: str, run_dir: Path, overrides: list[str], multirun: bool, code: int) -> None:
+def job_failed(message: str, run_dir: Path, overrides: list[str], multirun: bool, code: int) -> float:
     """Print one line; in a sweep record the failure in the job's metrics.json and carry on."""
     import json
 
@@ -152,4 +166,8 @@ def job_failed(message: str, run_dir: Path, overrides: list[str], multirun: bool
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").write_text(json.dumps({"status": "failed", "error": message,
                                                       "overrides": overrides}, indent=2) + "\n")
-    failed_jobs.append(",".join(overrides) or str(run_dir))
+    import os
+
+    with open(os.environ[FAILED_JOBS_FILE], "a") as failures:
+        failures.write((",".join(overrides) or str(run_dir)) + "\n")
+    return math.nan

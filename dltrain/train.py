@@ -65,6 +65,8 @@ def build(cfg: dict[str, Any]) -> Parts:
     check_fits(model, task, data, cfg["model"]["name"])
     names = ["train/loss", "val/loss"] + [f"{s}/{m}" for s in ("train", "val") for m in task.metric_names]
     early_stop = check_early_stopping(cfg["early_stopping"], names)
+    check(len(data.val) > 0 or not early_stop.monitor.startswith("val/"), f"the validation split is empty, so "
+          f"early_stopping.monitor={early_stop.monitor} has no values; give data a validation share or monitor train/loss")
     augment = build_augment(cfg["data"].get("augment"))
     return Parts(trainer, ckpt, reg, early_stop, batch_size, data, task, model, augment)
 
@@ -115,13 +117,19 @@ def wrap_model(parts: Parts, device: torch.device) -> tuple[nn.Module, bool]:
 def train(cfg: dict[str, Any], run_dir: Path, overrides: list[str] = ()) -> dict[str, Any]:
     """Train one process's share of the run (all of it without DDP); rank 0 writes and returns the report."""
     trainer, _ = check_trainer(cfg["trainer"])
+    if trainer.deterministic:  # cuBLAS refuses deterministic mode without a fixed workspace
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     device = pick_device(trainer)
     device = dist.setup(device.type) or device
-    deterministic = torch.are_deterministic_algorithms_enabled()
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark)
+    if trainer.compile:
+        torch._dynamo.reset()  # each run of a sweep in one process compiles afresh, within dynamo's limits
     try:
         return _train(cfg, run_dir, device, list(overrides))
-    finally:
-        torch.use_deterministic_algorithms(deterministic)  # a run must not change the next one in this process
+    finally:  # a run must not change the next one in this process
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
         dist.teardown()
 
 
@@ -142,6 +150,8 @@ def _train(cfg: dict[str, Any], run_dir: Path, device: torch.device, overrides: 
     stopper = EarlyStopping(**vars(parts.early_stop))
     if trainer.resume:
         resume(state, stopper, trainer.resume, device)
+    if dist.is_main():  # only now: a failed resume leaves the resumed run's files as they were
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     fit(state, parts.task, train_split, val, test, settings, make_callbacks(cfg, parts, stopper, run_dir))
     report = make_report(state, stopper, parts, overrides)
     if dist.is_main():
@@ -176,8 +186,20 @@ def build_augment(node: dict | None) -> Any:
     return builder(**node)
 
 
+def check_resumable(model: nn.Module, saved: dict[str, Any]) -> None:
+    """The checkpoint's weights must fit this config's model."""
+    ours = model.state_dict()
+    for key in sorted(set(ours) | set(saved["model"])):
+        there, here = saved["model"].get(key), ours.get(key)
+        if there is None or here is None or there.shape != here.shape:
+            shape = lambda t: "absent" if t is None else tuple(t.shape)  # noqa: E731
+            raise ConfigError(f"the checkpoint does not fit this model: {key} is {shape(there)} there but "
+                              f"{shape(here)} here; resume with the run's own model settings")
+
+
 def resume(state: State, stopper: EarlyStopping, where: str, device: torch.device) -> None:
     saved = checkpoint.load(where, device)
+    check_resumable(state.raw_model, saved)
     checkpoint.restore(state, saved)
     best_file = checkpoint.find(where).parent / "best.pt"
     best = checkpoint.load(best_file, device)["model"] if best_file.is_file() else None
@@ -231,10 +253,10 @@ def run_job(cfg: dict[str, Any], run_dir: Path, overrides: list[str]) -> dict[st
     """One Hydra job: save the resolved config, train (in N DDP workers if asked), print the summary."""
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer, _ = check_trainer(cfg["trainer"])
-    if dist.launch_rank() == 0:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     if trainer.devices > 1 and not dist.launched_externally():
-        build(cfg)  # every check happens here, in the parent, before a worker starts
+        parts = build(cfg)  # every check happens here, in the parent, before a worker starts
+        if trainer.resume:
+            check_resumable(parts.model, checkpoint.load(trainer.resume))
         if pick_device(trainer).type == "cuda":
             check(torch.cuda.device_count() >= trainer.devices, f"trainer.devices={trainer.devices} but only "
                   f"{torch.cuda.device_count()} GPU(s) are visible")
