@@ -70,3 +70,23 @@ def test_foreign_pickle_is_refused(tmp_path) -> None:
     torch.save({"format": 1, "model": {}, "evil": object()}, tmp_path / "x.pt")
     with pytest.raises(ConfigError, match="not a readable dltrain checkpoint"):
         checkpoint.load(tmp_path / "x.pt")
+
+
+def test_resume_with_another_architecture_is_one_line_and_keeps_the_run(tmp_path) -> None:
+    first = cli([*RUN, "trainer.max_epochs=1", "hydra.run.dir=run1"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    config_before = (tmp_path / "run1" / "config.yaml").read_text()
+    second = cli([*RUN, "model.hidden=[8]", "trainer.resume=run1"], cwd=tmp_path)
+    assert second.returncode == 2
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dltrain: error: the checkpoint does not fit this model: ")
+    assert (tmp_path / "run1" / "config.yaml").read_text() == config_before  # the run's files are untouched
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint(tmp_path) -> None:
+    report = run(["model.hidden=[32]", "optim.lr=1e12", "trainer.max_epochs=5", "trainer.log_every_n_steps=0"],
+                 tmp_path)
+    assert report["stop_reason"].startswith("non-finite") and report["epochs"] < 5
+    if (tmp_path / "last.pt").exists():
+        saved = checkpoint.load(tmp_path / "last.pt")
+        assert all(torch.isfinite(v).all() for v in saved["model"].values())

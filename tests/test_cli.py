@@ -86,6 +86,8 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path) -> None:
     (["model=cnn", "data=synthetic", "data.shape=[64]"], "model=cnn needs image inputs"),
     (["model=cnn", "model.channels=[6,16,32,64]", "model.padding=0"], "shrinks to nothing"),
     (["trainer.resume=nowhere"], "no checkpoint at nowhere"),
+    (["data=synthetic", "data.val_size=0"], "the validation split is empty"),
+    (["+data.augment.flp=true"], "data.augment.flp is not an option of data.augment; valid: crop_padding"),
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, message) -> None:
     result = cli(args, cwd=tmp_path)
