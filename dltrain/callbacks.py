@@ -71,11 +71,21 @@ class EarlyStopping(Base):
             state.raw_model.load_state_dict(self.best_weights)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "monitor": self.monitor,
+                "mode": self.mode}
 
     def load_state_dict(self, saved: dict[str, Any], best_weights: dict[str, torch.Tensor] | None) -> None:
+        if (saved.get("monitor"), saved.get("mode")) != (self.monitor, self.mode):
+            return  # another monitored metric: its best starts afresh
         self.best, self.best_epoch, self.wait = saved["best"], saved["best_epoch"], saved["wait"]
         self.best_weights = best_weights if self.restore_best else None
+
+    def on_fit_start(self, state: State) -> None:
+        """A resumed run that had already met its stopping rule (under the current patience) stays stopped."""
+        if self.enabled and self.best is not None and self.wait > 0 and self.wait >= self.patience:
+            state.should_stop = True
+            state.stop_reason = (f"early stopping (already met before resuming): {self.monitor} did not improve "
+                                 f"for {self.wait} epochs (best {self.best:.6g} at epoch {self.best_epoch})")
 
 
 class Checkpointer(Base):

@@ -88,3 +88,19 @@ def test_state_round_trips() -> None:
     fresh = EarlyStopping(patience=3)
     fresh.load_state_dict(stopper.state_dict(), None)
     assert (fresh.best, fresh.best_epoch, fresh.wait) == (0.3, 2, 1)
+
+
+def test_a_resumed_run_that_already_met_its_rule_stays_stopped() -> None:
+    stopper = EarlyStopping(patience=2)
+    drive(stopper, [0.5, 0.6, 0.7])  # stopped at epoch 3
+    saved = stopper.state_dict()
+    same, patient, other = EarlyStopping(patience=2), EarlyStopping(patience=5), EarlyStopping(monitor="val/acc",
+                                                                                                mode="max")
+    for fresh in (same, patient, other):
+        fresh.load_state_dict(saved, None)
+    states = [make_state() for _ in range(3)]
+    for fresh, state in zip((same, patient, other), states):
+        fresh.on_fit_start(state)
+    assert states[0].should_stop and "already met" in states[0].stop_reason
+    assert not states[1].should_stop  # a larger patience lets the run go on
+    assert not states[2].should_stop and other.best is None  # another monitor starts afresh
