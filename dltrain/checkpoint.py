@@ -11,10 +11,11 @@ from typing import Any
 
 import torch
 
-from dltrain.engine import State
+from dltrain import dist
+from dltrain.engine import State, rng_state
 from dltrain.registry import ConfigError
 
-FORMAT = 1  # bump when the layout below changes
+FORMAT = 2  # bump when the layout below changes (2: one RNG state per rank)
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -33,9 +34,6 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 def payload(state: State, stopper: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint holds; `extra` carries the resolved config (YAML text) and the git commit."""
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
     return {
         "format": FORMAT,
         "model": state.raw_model.state_dict(),
@@ -46,7 +44,7 @@ def payload(state: State, stopper: dict[str, Any], extra: dict[str, Any]) -> dic
         "samples_seen": state.samples_seen,
         "train_seconds": state.train_seconds,
         "early_stopping": stopper,
-        "rng": rng,
+        "rng": state.rng or [rng_state()],  # one entry per rank
         **extra,
     }
 
@@ -81,9 +79,10 @@ def restore(state: State, saved: dict[str, Any]) -> None:
         state.scaler.load_state_dict(saved["scaler"])
     state.epoch, state.step = saved["epoch"], saved["step"]
     state.samples_seen, state.train_seconds = saved["samples_seen"], saved["train_seconds"]
-    torch.set_rng_state(saved["rng"]["torch"].cpu())
-    if "cuda" in saved["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in saved["rng"]["cuda"]])
+    rng = saved["rng"][dist.rank()] if dist.rank() < len(saved["rng"]) else saved["rng"][0]
+    torch.set_rng_state(rng["torch"].cpu())
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"].cpu())
 
 
 def git_commit(cwd: Path | None = None) -> str | None:

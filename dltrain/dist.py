@@ -65,6 +65,15 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order (a one-element list without a group)."""
+    if not is_initialized():
+        return [obj]
+    gathered: list[Any] = [None] * world_size()
+    torch_dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def broadcast_object(obj: Any) -> Any:
     """Rank 0's value on every rank."""
     if not is_initialized():

@@ -40,6 +40,7 @@ class State:
     stop_reason: str = "max_epochs reached"
     train_seconds: float = 0.0  # wall time spent in training epochs (s)
     samples_seen: int = 0
+    rng: list[dict[str, torch.Tensor]] = field(default_factory=list)  # every rank's RNG state at the epoch's end
 
 
 class Callback(Protocol):
@@ -67,6 +68,14 @@ class Settings:
     l2: float = 0.0
     log_every_n_steps: int = 50
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """This process's random state: the CPU generator and, once CUDA is in use, its current device's."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -183,6 +192,7 @@ def fit(state: State, task: Task, train: Split, val: Split, test: Split, s: Sett
         metrics.update({"lr": lr, "throughput/samples_per_sec": len(train) / seconds, "time/epoch_sec": seconds})
         state.epoch += 1
         state.metrics = metrics
+        state.rng = dist.all_gather_object(rng_state())  # so a resume gives each rank its own stream back
         for cb in callbacks:
             cb.on_epoch_end(state)
     for cb in callbacks:

@@ -40,7 +40,7 @@ def test_cli_resume_continues_in_the_same_run_dir(tmp_path) -> None:
 
 def test_save_is_atomic_when_the_write_fails(tmp_path, monkeypatch) -> None:
     target = tmp_path / "last.pt"
-    checkpoint.save_atomic({"format": 1, "model": {"w": torch.ones(2)}}, target)
+    checkpoint.save_atomic({"format": checkpoint.FORMAT, "model": {"w": torch.ones(2)}}, target)
 
     def broken_save(obj, handle):
         handle.write(b"half a checkpoint")
@@ -48,7 +48,7 @@ def test_save_is_atomic_when_the_write_fails(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError):
-        checkpoint.save_atomic({"format": 1, "model": {"w": torch.zeros(2)}}, target)
+        checkpoint.save_atomic({"format": checkpoint.FORMAT, "model": {"w": torch.zeros(2)}}, target)
     monkeypatch.undo()
     assert torch.equal(checkpoint.load(target)["model"]["w"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
@@ -67,7 +67,7 @@ def test_bad_checkpoint_files_are_one_line_errors(tmp_path, content, message) ->
 
 
 def test_foreign_pickle_is_refused(tmp_path) -> None:
-    torch.save({"format": 1, "model": {}, "evil": object()}, tmp_path / "x.pt")
+    torch.save({"format": checkpoint.FORMAT, "model": {}, "evil": object()}, tmp_path / "x.pt")
     with pytest.raises(ConfigError, match="not a readable dltrain checkpoint"):
         checkpoint.load(tmp_path / "x.pt")
 

@@ -60,3 +60,16 @@ def test_batch_norm_drops_a_last_batch_too_small_to_share(tmp_path) -> None:
     report = run(["model.batch_norm=true", "data.batch_size=359", "trainer.max_epochs=1", "trainer.devices=2",
                   "trainer.log_every_n_steps=0"], tmp_path)
     assert report["status"] == "completed"
+
+
+def test_resume_under_ddp_gives_each_rank_its_own_random_stream(tmp_path) -> None:
+    """With dropout, an interrupted and resumed 2-process run ends where the uninterrupted one does."""
+    dropout = [*SAME, "model.dropout=0.3", "trainer.devices=2"]
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    run([*dropout, "trainer.max_epochs=3"], straight)
+    run([*dropout, "trainer.max_epochs=1"], interrupted)
+    run([*dropout, "trainer.max_epochs=3", f"trainer.resume={interrupted}"], interrupted)
+    a, b = checkpoint.load(straight / "last.pt"), checkpoint.load(interrupted / "last.pt")
+    assert len(a["rng"]) == 2 and not torch.equal(a["rng"][0]["torch"], a["rng"][1]["torch"])
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
