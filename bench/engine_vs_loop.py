@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from dltrain.config import config_dir, to_plain
 from dltrain.data import Split
@@ -62,6 +63,8 @@ CASES = {
     "mlp128": Case(MLP, 128, 60_000),
     "mlp512": Case(MLP, 512, 60_000),
     "lenet": Case(["model=cnn", *IMAGES], 128, 50_000),  # conf/model/cnn.yaml: 6-16 channels, head 120-84
+    # A model so small that each step is all framework overhead (dispatch on CPU, kernel launches on a GPU):
+    "overhead": Case(["model=mlp", "model.hidden=[32]", "data.shape=[64]"], 32, 20_000),
     "resnet_bf16": Case(["model=resnet", *IMAGES], 512, 50_000, "bf16", ("model:resnet", "cuda")),  # ResNet-18
 }
 
@@ -83,7 +86,8 @@ def compose(case: Case, device: torch.device, train_size: int | None) -> dict[st
 
     overrides = [*case.overrides, *OPTIM, "data=synthetic", f"data.train_size={train_size or case.samples}",
                  "data.val_size=0", "data.test_size=0", f"data.batch_size={case.batch}",
-                 f"trainer.device={device.type}", f"trainer.precision='{case.precision}'", "sched=constant"]
+                 f"trainer.device={device.type}", f"trainer.precision='{case.precision}'", "sched=constant",
+                 "early_stopping.monitor=train/loss"]  # no val split to monitor
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return to_plain(hydra_compose("config", overrides=overrides))
 
@@ -142,12 +146,33 @@ def timed(epoch: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - started
 
 
+class OpCounter(TorchDispatchMode):
+    """Counts the aten ops a side dispatches (views included). On a GPU nearly every non-view op is one kernel
+    launch, so for small models this is the per-step overhead, free of timing noise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        self.count += not str(func).startswith("profiler.")  # the optimizer's record_function markers
+        return func(*args, **(kwargs or {}))
+
+
+def ops_per_step(epoch: Callable[[], None], steps: int) -> float:
+    with OpCounter() as counter:
+        epoch()
+    return counter.count / steps
+
+
 def run_case(name: str, device: torch.device, epochs: int, train_size: int | None) -> dict[str, Any]:
     cfg = compose(CASES[name], device, train_size)
     engine, init, data, channels_last = engine_side(cfg, device)
     runners = {"engine": engine, "loop": loop_side(cfg, init, data, channels_last, device)}  # before any step
     for run in runners.values():  # warm-up: allocator, kernels, caches, cuDNN choices
         timed(run, device)
+    steps = -(-len(data) // cfg["data"]["batch_size"])
+    ops = {key: ops_per_step(run, steps) for key, run in runners.items()}  # one more (untimed) epoch each
     seconds: dict[str, list[float]] = {"engine": [], "loop": []}
     for i in range(epochs):
         for key in ("engine", "loop") if i % 2 == 0 else ("loop", "engine"):
@@ -157,6 +182,7 @@ def run_case(name: str, device: torch.device, epochs: int, train_size: int | Non
     return {"case": name, "device": device.type, "batch": cfg["data"]["batch_size"], "samples": len(data),
             "precision": cfg["trainer"]["precision"], "channels_last": channels_last, "engine_s": eng,
             "loop_s": loop, "ratio": eng / loop, "ratio_of_min": best, "target": TARGETS[device.type],
+            "engine_ops_per_step": ops["engine"], "loop_ops_per_step": ops["loop"],
             "epochs": seconds}
 
 
@@ -179,7 +205,8 @@ def pick(requested: str) -> torch.device:
 
 def row(r: dict[str, Any]) -> str:
     return (f"{r['case']:12s} {r['device']:6s} {r['batch']:5d} {r['samples']:7d} {r['engine_s']:11.3f} "
-            f"{r['loop_s']:9.3f} {r['ratio']:6.3f} {r['ratio_of_min']:9.3f}  target <= {r['target']:.2f} "
+            f"{r['loop_s']:9.3f} {r['ratio']:6.3f} {r['ratio_of_min']:9.3f} {r['engine_ops_per_step']:7.1f} "
+            f"{r['loop_ops_per_step']:7.1f}  target <= {r['target']:.2f} "
             f"{'ok' if r['ratio'] <= r['target'] else 'ABOVE TARGET'}")
 
 
@@ -199,7 +226,7 @@ def main() -> None:
     header = {"date": today, "torch": torch.__version__, "device": device_name(device)}
     print(f"{today} (UTC)  torch {torch.__version__}  {header['device']}")
     print(f"{'case':12s} {'device':6s} {'batch':>5s} {'samples':>7s} {'engine s/ep':>11s} {'loop s/ep':>9s} "
-          f"{'ratio':>6s} {'min ratio':>9s}")
+          f"{'ratio':>6s} {'min ratio':>9s} {'ops/st':>7s} {'loop':>7s}")
     results, skipped = [], {}
     for name in args.case or list(CASES):
         reason = skip_reason(CASES[name], device)

@@ -41,10 +41,10 @@ class Classification:
         if self.loss == "bce":
             logits = logits.reshape(-1)
             loss = F.binary_cross_entropy_with_logits(logits, y.float(), reduction="sum")
-            correct = ((logits > 0).long() == y).sum()
+            correct = ((logits > 0).long() == y).sum(dtype=torch.float32)  # float: all sums add in one kernel
         else:
             loss = F.cross_entropy(logits, y, reduction="sum", label_smoothing=self.label_smoothing)
-            correct = (logits.argmax(dim=1) == y).sum()
+            correct = (logits.argmax(dim=1) == y).sum(dtype=torch.float32)
         return loss, {"loss": loss.detach(), "acc": correct}
 
     def derived(self, means: dict[str, float]) -> dict[str, float]:

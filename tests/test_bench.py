@@ -1,0 +1,21 @@
+"""The benchmark script still runs against the current engine (no timing is asserted: speed lives in bench/)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_bench_script_runs_a_small_case(tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "engine_vs_loop.py"), "--device", "cpu",
+                           "--case", "overhead", "--train-size", "256", "--epochs", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())["results"][0]
+    assert result["case"] == "overhead" and result["samples"] == 256
+    assert result["engine_s"] > 0 and result["loop_s"] > 0
+    # both sides do a forward, a backward and an optimizer step per batch: a similar number of ops
+    assert result["loop_ops_per_step"] > 20 and result["engine_ops_per_step"] >= result["loop_ops_per_step"] - 2
