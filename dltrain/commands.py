@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,9 @@ def board(directory: Path = typer.Argument(None, help="run or sweep directory (d
     """Start TensorBoard on a run or sweep directory (each job shows as a run named by its overrides)."""
     root = directory or newest_run_root()
     typer.echo(f"TensorBoard on {root} at http://localhost:{port}")
-    sys.exit(subprocess.call([sys.executable, "-m", "tensorboard.main", "--logdir", str(root), "--port", str(port)]))
+    sys.stdout.flush()
+    # exec, not a child process: a signal that stops `dltrain board` then stops TensorBoard, which is this process
+    os.execv(sys.executable, [sys.executable, "-m", "tensorboard.main", "--logdir", str(root), "--port", str(port)])
 
 
 def user_errors(action):  # noqa: ANN001, ANN201

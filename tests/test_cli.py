@@ -142,3 +142,5 @@ def test_board_serves_tensorboard_on_a_run(tmp_path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+    with pytest.raises(OSError):  # stopping `dltrain board` stopped TensorBoard too (no orphan server)
+        urllib.request.urlopen(f"http://localhost:{port}/data/runs", timeout=2)
