@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks, run on the device machine (PyTorch and CUDA there; no hydra/omegaconf, no internet).
-# Here, once:  mkdir -p .whl && pip download --no-deps -d .whl hydra-core omegaconf typer
+# Here, once:  mkdir -p .whl && pip download --no-deps -d .whl hydra-core omegaconf
 #              && pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3     (.whl/ is git-ignored)
 # Then with the device tool:  run(command="bash bench/on_device.sh", carry=[".whl"])
 # It runs the gpu-marked tests and the engine-vs-loop benchmark on CUDA; results land in $OUT.

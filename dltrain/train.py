@@ -198,7 +198,9 @@ def check_resumable(model: nn.Module, saved: dict[str, Any]) -> None:
 
 
 def resume(state: State, stopper: EarlyStopping, where: str, device: torch.device) -> None:
-    saved = checkpoint.load(where, device)
+    # On the CPU: load_state_dict moves weights and moments to the parameters' device but leaves the optimizers'
+    # `step` counters where they are, and Adam & co. read a CUDA `step` with .item() every step (a host sync).
+    saved = checkpoint.load(where)
     check_resumable(state.raw_model, saved)
     checkpoint.restore(state, saved)
     best_file = checkpoint.find(where).parent / "best.pt"

@@ -49,12 +49,14 @@ def build_augment(*, crop_padding: int = 0, flip: bool = False, rotate_degrees: 
 
     def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         check(x.dim() == 4, f"data.augment works on images (N, C, H, W); the batch is {tuple(x.shape)}")
+        nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         if crop_padding:
             x = random_crop(x, crop_padding, gen)
         if flip:
             x = hflip(x, 0.5, gen)
         if rotate_degrees:
             x = rotate(x, rotate_degrees, gen)
-        return x
+        # gather and grid_sample return NCHW: give a channels_last batch back as it came (no conversion in the conv)
+        return x.contiguous(memory_format=torch.channels_last) if nhwc else x
 
     return augment

@@ -168,3 +168,13 @@ def test_augmentation_keeps_shapes_and_does_what_it_says() -> None:
     b = aug(x, torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and a.shape == x.shape
     assert build_augment() is None
+
+
+def test_augmentation_keeps_a_channels_last_batch_channels_last() -> None:
+    x = torch.randn(8, 3, 12, 12)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    aug = build_augment(crop_padding=2, flip=True, rotate_degrees=10)
+    out = aug(nhwc, torch.Generator().manual_seed(1))
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    assert torch.equal(out, aug(x, torch.Generator().manual_seed(1)))  # same values, only the layout differs
+    assert aug(x, torch.Generator().manual_seed(1)).is_contiguous()
