@@ -64,8 +64,8 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # truncated, not a checkpoint, or unsafe content
-        raise ConfigError(f"{path} is not a readable dltrain checkpoint ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0][:200]})") from None
+        detail = (str(err).strip().splitlines() or [""])[0][:200]  # some errors have no message (an empty file)
+        raise ConfigError(f"{path} is not a readable dltrain checkpoint ({type(err).__name__}: {detail})") from None
     if not isinstance(saved, dict) or saved.get("format") != FORMAT or "model" not in saved:
         raise ConfigError(f"{path} is not a dltrain checkpoint of format {FORMAT}")
     return saved

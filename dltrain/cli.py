@@ -103,6 +103,8 @@ def check_overrides(args: list[str]) -> str | None:
             found = OmegaConf.select(node, parent) if parent else node
             if not isinstance(found, DictConfig):
                 return str(err).strip().splitlines()[0]
+            if leaf in found or len(found) == 0:  # a free-form mapping such as model.init_args: Hydra's "use +key"
+                return " ".join(str(err).split())
             where = f"{parent}={found.name}" if "name" in found else (parent or "the config")
             return f"{key} is not an option of {where}; valid: {', '.join(str(k) for k in found if k != 'name')}"
         except HydraException as err:
@@ -156,12 +158,23 @@ def one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
+def remove_if_empty(run_dir: Path) -> None:
+    """A run rejected before training leaves no folder that holds only Hydra's own files."""
+    import shutil
+
+    log = run_dir / "dltrain.log"
+    leftovers = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else {"?"}
+    if leftovers <= {".hydra", "dltrain.log"} and (not log.exists() or log.stat().st_size == 0):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def job_failed(message: str, run_dir: Path, overrides: list[str], multirun: bool, code: int) -> float:
     """Print one line; in a sweep record the failure in the job's metrics.json and carry on."""
     import json
 
     print(f"dltrain: {message}", file=sys.stderr, flush=True)
     if not multirun:
+        remove_if_empty(run_dir)
         sys.exit(code)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").write_text(json.dumps({"status": "failed", "error": message,

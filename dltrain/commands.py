@@ -27,18 +27,28 @@ app = typer.Typer(help=help_text(), add_completion=False, no_args_is_help=True, 
 
 
 def newest_run_root() -> Path:
-    """The newest run or sweep folder under ./multirun or ./outputs."""
-    candidates = [p for base in ("multirun", "outputs") for p in Path(base).glob("*/*") if p.is_dir()]
+    """The newest run or sweep folder under ./multirun or ./outputs that holds results."""
+    candidates = [p for base in ("multirun", "outputs") for p in Path(base).glob("*/*")
+                  if p.is_dir() and next(p.rglob("metrics.json"), None)]
     if not candidates:
         raise typer.BadParameter("no runs under ./outputs or ./multirun; pass a directory")
     return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def existing(directory: Path | None) -> Path | None:
+    """The directory a user named, which must exist."""
+    if directory is not None and not directory.is_dir():
+        typer.echo(f"dltrain: error: {directory} is not a directory; give a run or sweep directory", err=True)
+        raise typer.Exit(2)
+    return directory
 
 
 def load_reports(root: Path) -> list[tuple[Path, dict[str, Any]]]:
     reports = []
     for path in sorted(root.rglob("metrics.json")):
         try:
-            reports.append((path.parent, json.loads(path.read_text())))
+            report = json.loads(path.read_text())
+            reports.append((path.parent, report if isinstance(report, dict) else {"status": "unreadable"}))
         except (OSError, json.JSONDecodeError):
             reports.append((path.parent, {"status": "unreadable"}))
     return reports
@@ -58,11 +68,11 @@ def fmt(value: Any) -> str:
 @app.command()
 def runs(directory: Path = typer.Argument(None, help="run or sweep directory (default: the newest)")) -> None:
     """A table of the runs under DIRECTORY, best monitored metric first."""
-    root = directory or newest_run_root()
+    root = existing(directory) or newest_run_root()
     reports = load_reports(root)
     if not reports:
-        typer.echo(f"no metrics.json under {root}", err=True)
-        raise typer.Exit(1)
+        typer.echo(f"dltrain: error: no metrics.json under {root}; give a run or sweep directory", err=True)
+        raise typer.Exit(2)
     reports.sort(key=lambda item: sort_key(item[1]))
     metrics = sorted({k for _, r in reports for k in r.get("final", {}) if k.startswith(("train/loss", "val/"))})
     tests = sorted({k for _, r in reports for k in r.get("test", {})})
@@ -82,9 +92,9 @@ def runs(directory: Path = typer.Argument(None, help="run or sweep directory (de
 
 @app.command()
 def board(directory: Path = typer.Argument(None, help="run or sweep directory (default: the newest)"),
-          port: int = typer.Option(6006, help="port to serve on")) -> None:
+          port: int = typer.Option(6006, min=1, max=65535, help="port to serve on")) -> None:
     """Start TensorBoard on a run or sweep directory (each job shows as a run named by its overrides)."""
-    root = directory or newest_run_root()
+    root = existing(directory) or newest_run_root()
     typer.echo(f"TensorBoard on {root} at http://localhost:{port}")
     sys.stdout.flush()
     # exec, not a child process: a signal that stops `dltrain board` then stops TensorBoard, which is this process
@@ -121,14 +131,14 @@ def export_command(run: Path = typer.Argument(..., help="run directory or checkp
     from dltrain.evaluation import export, load_run
 
     loaded = user_errors(lambda: load_run(run))
-    for kind, path in export(loaded, out or loaded.path.parent / "export").items():
+    for kind, path in user_errors(lambda: export(loaded, out or loaded.path.parent / "export")).items():
         typer.echo(f"{kind}: {path}")
 
 
 @app.command("generate")
 def generate_command(run: Path = typer.Argument(..., help="run directory or checkpoint of a data=text run"),
                      prompt: str = typer.Option("", help="text to continue"),
-                     length: int = typer.Option(200, help="characters to sample"),
+                     length: int = typer.Option(200, min=1, help="characters to sample"),
                      temperature: float = typer.Option(0.8, help="softmax temperature (> 0; lower is greedier)"),
                      seed: int = typer.Option(0, help="sampling seed")) -> None:
     """Sample text from a character-level language model checkpoint."""

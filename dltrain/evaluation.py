@@ -14,7 +14,7 @@ import yaml
 
 from dltrain import checkpoint
 from dltrain.engine import evaluate
-from dltrain.registry import check
+from dltrain.registry import ConfigError, check
 from dltrain.train import Parts, build
 
 
@@ -65,7 +65,7 @@ def evaluate_run(loaded: Loaded, log_dir: Path | None = None) -> dict[str, Any]:
     test = parts.data.test
     result: dict[str, Any] = evaluate(parts.model, parts.task, test, parts.batch_size, "test")
     result.update(parts.task.derived(result))
-    if parts.data.task == "classification" and test.y.dim() == 1 and parts.data.num_outputs > 1:
+    if (loaded.cfg.get("task") or parts.data.task) == "classification" and test.y.dim() == 1 and parts.data.num_outputs > 1:
         counts = confusion_matrix(parts.model, test.x, test.y, parts.data.num_outputs)
         result["per_class_acc"] = (counts.diag().float() / counts.sum(dim=1).clamp_min(1)).tolist()
         result["confusion_matrix"] = counts.tolist()
@@ -80,10 +80,15 @@ def evaluate_run(loaded: Loaded, log_dir: Path | None = None) -> dict[str, Any]:
 def export(loaded: Loaded, out_dir: Path) -> dict[str, Path]:
     """TorchScript (always) and ONNX (when `onnx` is importable) traced on one test-shaped sample."""
     model, example = loaded.parts.model, loaded.parts.data.train.x[:2]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = {"torchscript": out_dir / "model.ts"}
-    traced = torch.jit.trace(model, example)
-    traced.save(str(written["torchscript"]))
+    check(not hasattr(model, "sample"), f"model={loaded.cfg['model']['name']} is generative (its forward trains "
+          "it against a discriminator); export takes models that map inputs to outputs")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = {"torchscript": out_dir / "model.ts"}
+        torch.jit.trace(model, example).save(str(written["torchscript"]))
+    except OSError as err:
+        raise ConfigError(f"cannot write the export to {out_dir}: {err.strerror or err}; give --out a writable "
+                          "folder") from None
     try:  # torch's ONNX exporter needs both packages
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401

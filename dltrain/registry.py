@@ -71,6 +71,8 @@ def check_kwargs(kind: str, name: str, builder: Callable[..., Any], kwargs: Mapp
     where = f"{kind}={name}" if name else kind  # nodes without a builder name: trainer, reg, ...
     for key, value in kwargs.items():
         check(key in params and key not in runtime, f"{kind}.{key} is not an option of {where}; valid: {', '.join(allowed)}")
+        if key in hints and typing.get_origin(hints[key]) is typing.Literal and not matches(value, hints[key]):
+            raise ConfigError(f"{kind}.{key}={value!r} is not a choice of {where}; valid: {type_name(hints[key])}")
         if key in hints and not matches(value, hints[key]):
             raise ConfigError(f"{kind}.{key}={value!r} has the wrong type for {where}: expected {type_name(hints[key])}")
     for key in allowed:

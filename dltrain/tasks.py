@@ -151,7 +151,7 @@ def regression(*, loss: str | None = None, label_smoothing: float = 0.0, noise: 
 @TASKS.register("reconstruction")
 def reconstruction(*, loss: str | None = None, label_smoothing: float = 0.0, noise: float = 0.0) -> Task:
     check(loss in (None, "mse", "bce"), f"loss={loss} does not fit task=reconstruction; valid: mse, bce")
-    check(noise >= 0, f"noise={noise} must be >= 0 (std of the denoising input noise)")
+    check(noise >= 0, f"denoise={noise} must be >= 0 (std of the denoising input noise)")
     return Reconstruction(loss or "mse", noise)
 
 
@@ -172,4 +172,8 @@ def build_task(name: str, loss: str | None, label_smoothing: float, noise: float
         builder: Callable[..., Task] = TASKS.get(name)
     except ConfigError:
         raise ConfigError(f"unknown task '{name}'; valid: {', '.join(TASKS.names())}") from None
+    check(label_smoothing == 0 or name == "classification", f"label_smoothing={label_smoothing} applies to "
+          f"task=classification only, not task={name}; leave it at 0.0")
+    check(noise == 0 or name == "reconstruction", f"denoise={noise} applies to task=reconstruction only, "
+          f"not task={name}; leave it at 0.0")
     return builder(loss=loss, label_smoothing=label_smoothing, noise=noise)

@@ -47,8 +47,26 @@ class Parts:
     augment: Any = None  # on-device augmentation of training batches, or None
 
 
+GROUPS = ("model", "data", "optim", "sched", "reg", "early_stopping", "trainer")
+TOP_LEVEL = {"task": (str, type(None)), "loss": (str, type(None)), "label_smoothing": (int, float),
+             "denoise": (int, float)}
+
+
+def check_top_level(cfg: dict[str, Any]) -> None:
+    """Every group is there (`~model` removes one) and the top-level keys have their types."""
+    for group in GROUPS:
+        check(isinstance(cfg.get(group), dict), f"the config has no {group} group; choose one ({group}=NAME, "
+              f"see dltrain --help) instead of removing it")
+    check("lr" in cfg["optim"], "optim.lr is missing; every optimizer needs a learning rate (optim.lr=0.01)")
+    for key, types_ in TOP_LEVEL.items():
+        value = cfg.get(key)
+        check(isinstance(value, types_) and not isinstance(value, bool), f"{key}={value!r} has the wrong type: "
+              f"expected {' or '.join('null' if t is type(None) else t.__name__ for t in types_)}")
+
+
 def build(cfg: dict[str, Any]) -> Parts:
     """Check and build data, task and model; a model that cannot take the data fails here, not mid-run."""
+    check_top_level(cfg)
     trainer, ckpt = check_trainer(cfg["trainer"])
     reg = typed("reg", Reg, cfg["reg"])
     check_reg(reg.l1, reg.l2, reg.grad_clip)
@@ -62,7 +80,7 @@ def build(cfg: dict[str, Any]) -> Parts:
     check(not missing, f"model={cfg['model']['name']} cannot take data={cfg['data']['name']} "
           f"(it needs a model that accepts {', '.join(sorted(missing))}, e.g. model=lstm)")
     model = MODELS.build(cfg["model"], in_shape=data.in_shape, num_outputs=data.num_outputs, **model_args)
-    check_fits(model, task, data, cfg["model"]["name"])
+    check_fits(model, task, data, cfg["model"]["name"], cfg.get("task") or data.task)
     names = ["train/loss", "val/loss"] + [f"{s}/{m}" for s in ("train", "val") for m in task.metric_names]
     early_stop = check_early_stopping(cfg["early_stopping"], names)
     check(len(data.val) > 0 or not early_stop.monitor.startswith("val/"), f"the validation split is empty, so "
@@ -71,16 +89,18 @@ def build(cfg: dict[str, Any]) -> Parts:
     return Parts(trainer, ckpt, reg, early_stop, batch_size, data, task, model, augment)
 
 
-def check_fits(model: nn.Module, task: Task, data: DataBundle, name: str) -> None:
+def check_fits(model: nn.Module, task: Task, data: DataBundle, name: str, task_name: str) -> None:
     """One forward pass on two training samples: a clear message instead of a shape error mid-run."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             task.step(model, data.train.x[:2], data.train.y[:2])
-    except (RuntimeError, ValueError, IndexError) as err:
-        raise ConfigError(f"model={name} cannot take the data's samples of shape {tuple(data.in_shape)}: "
-                          f"{str(err).splitlines()[0]}") from None
+    except Exception as err:  # noqa: BLE001  (whatever the model raises, the user gets one line)
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        hint = " (model=gan trains with task=adversarial)" if hasattr(model, "sample") else ""
+        raise ConfigError(f"model={name} with task={task_name} cannot take the data's samples of shape "
+                          f"{tuple(data.in_shape)}{hint}: {detail}") from None
     finally:
         model.train(was_training)
 
@@ -149,7 +169,7 @@ def _train(cfg: dict[str, Any], run_dir: Path, device: torch.device, overrides: 
     settings = make_settings(cfg, parts, len(train_split))
     stopper = EarlyStopping(**vars(parts.early_stop))
     if trainer.resume:
-        resume(state, stopper, trainer.resume, device)
+        resume(state, stopper, trainer.resume, device, trainer.max_epochs)
     if dist.is_main():  # only now: a failed resume leaves the resumed run's files as they were
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     fit(state, parts.task, train_split, val, test, settings, make_callbacks(cfg, parts, stopper, run_dir))
@@ -186,8 +206,20 @@ def build_augment(node: dict | None) -> Any:
     return builder(**node)
 
 
-def check_resumable(model: nn.Module, saved: dict[str, Any]) -> None:
-    """The checkpoint's weights must fit this config's model."""
+def check_resumable(model: nn.Module, saved: dict[str, Any], optimizer: torch.optim.Optimizer,
+                    max_epochs: int) -> None:
+    """The checkpoint's weights must fit this config's model, its optimizer state this config's optimizer,
+    and there must be epochs left to train."""
+    check(saved["epoch"] < max_epochs, f"the run to resume already trained {saved['epoch']} epochs; set "
+          f"trainer.max_epochs above {saved['epoch']} to continue it")
+    their_optim = (yaml.safe_load(saved.get("config") or "{}") or {}).get("optim") or {}
+    try:  # the checkpoint's optimizer class, from its own config (sgd and momentum are both SGD)
+        theirs = type(OPTIMIZERS.build(their_optim, params=[torch.zeros(1, requires_grad=True)]))
+    except ConfigError:
+        theirs = type(optimizer)  # an unreadable old config: torch's own load_state_dict checks remain
+    check(theirs is type(optimizer), f"the checkpoint was trained with optim={their_optim.get('name')} "
+          f"({theirs.__name__}), which cannot continue as {type(optimizer).__name__}; resume with "
+          f"optim={their_optim.get('name')}")
     ours = model.state_dict()
     for key in sorted(set(ours) | set(saved["model"])):
         there, here = saved["model"].get(key), ours.get(key)
@@ -197,11 +229,11 @@ def check_resumable(model: nn.Module, saved: dict[str, Any]) -> None:
                               f"{shape(here)} here; resume with the run's own model settings")
 
 
-def resume(state: State, stopper: EarlyStopping, where: str, device: torch.device) -> None:
+def resume(state: State, stopper: EarlyStopping, where: str, device: torch.device, max_epochs: int) -> None:
     # On the CPU: load_state_dict moves weights and moments to the parameters' device but leaves the optimizers'
     # `step` counters where they are, and Adam & co. read a CUDA `step` with .item() every step (a host sync).
     saved = checkpoint.load(where)
-    check_resumable(state.raw_model, saved)
+    check_resumable(state.raw_model, saved, state.optimizer, max_epochs)
     checkpoint.restore(state, saved)
     best_file = checkpoint.find(where).parent / "best.pt"
     best = checkpoint.load(best_file, device)["model"] if best_file.is_file() else None
@@ -257,8 +289,11 @@ def run_job(cfg: dict[str, Any], run_dir: Path, overrides: list[str]) -> dict[st
     trainer, _ = check_trainer(cfg["trainer"])
     if trainer.devices > 1 and not dist.launched_externally():
         parts = build(cfg)  # every check happens here, in the parent, before a worker starts
+        check(parts.batch_size >= trainer.devices, f"data.batch_size={parts.batch_size} is smaller than "
+              f"trainer.devices={trainer.devices}: each process needs a share of the global batch")
         if trainer.resume:
-            check_resumable(parts.model, checkpoint.load(trainer.resume))
+            optimizer = OPTIMIZERS.build(cfg["optim"], params=param_groups(parts.model))
+            check_resumable(parts.model, checkpoint.load(trainer.resume), optimizer, trainer.max_epochs)
         if pick_device(trainer).type == "cuda":
             check(torch.cuda.device_count() >= trainer.devices, f"trainer.devices={trainer.devices} but only "
                   f"{torch.cuda.device_count()} GPU(s) are visible")

@@ -56,6 +56,7 @@ def test_save_is_atomic_when_the_write_fails(tmp_path, monkeypatch) -> None:
 
 @pytest.mark.parametrize("content, message", [
     (b"not a checkpoint", "is not a readable dltrain checkpoint"),
+    (b"", "is not a readable dltrain checkpoint"),  # an empty file: torch's error has no message
     (None, "no checkpoint at"),
 ])
 def test_bad_checkpoint_files_are_one_line_errors(tmp_path, content, message) -> None:
@@ -72,15 +73,21 @@ def test_foreign_pickle_is_refused(tmp_path) -> None:
         checkpoint.load(tmp_path / "x.pt")
 
 
-def test_resume_with_another_architecture_is_one_line_and_keeps_the_run(tmp_path) -> None:
+def test_resume_that_cannot_continue_is_one_line_and_keeps_the_run(tmp_path) -> None:
     first = cli([*RUN, "trainer.max_epochs=1", "hydra.run.dir=run1"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    config_before = (tmp_path / "run1" / "config.yaml").read_text()
-    second = cli([*RUN, "model.hidden=[8]", "trainer.resume=run1"], cwd=tmp_path)
-    assert second.returncode == 2
-    lines = second.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("dltrain: error: the checkpoint does not fit this model: ")
-    assert (tmp_path / "run1" / "config.yaml").read_text() == config_before  # the run's files are untouched
+    files_before = {p.name: p.read_bytes() for p in (tmp_path / "run1").iterdir() if p.is_file()}
+    for change, message in [(["model.hidden=[8]"], "the checkpoint does not fit this model: "),
+                            (["optim=sgd"], "the checkpoint was trained with optim=adam (Adam), which cannot "
+                                            "continue as SGD; resume with optim=adam"),
+                            (["trainer.max_epochs=1"], "the run to resume already trained 1 epochs; set "
+                                                       "trainer.max_epochs above 1")]:
+        second = cli([*RUN, "trainer.max_epochs=3", *change, "trainer.resume=run1"], cwd=tmp_path)
+        assert second.returncode == 2
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"dltrain: error: {message}"), second.stderr
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run1").iterdir() if p.is_file()}
+    assert after == files_before  # the run's files are untouched
 
 
 def test_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint(tmp_path) -> None:

@@ -88,6 +88,14 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path) -> None:
     (["trainer.resume=nowhere"], "no checkpoint at nowhere"),
     (["data=synthetic", "data.val_size=0"], "the validation split is empty"),
     (["+data.augment.flp=true"], "data.augment.flp is not an option of data.augment; valid: crop_padding"),
+    (["~model"], "the config has no model group; choose one (model=NAME"),
+    (["model=gan"], "model=gan with task=classification cannot take the data's samples of shape (1, 8, 8) "
+                    "(model=gan trains with task=adversarial)"),
+    (["denoise=abc"], "denoise='abc' has the wrong type: expected int or float"),
+    (["data=diabetes", "label_smoothing=0.1"], "label_smoothing=0.1 applies to task=classification only"),
+    (["trainer.device=tpu"], "trainer.device='tpu' is not a choice of trainer; valid: 'auto' | 'cpu' | 'cuda'"),
+    (["trainer.devices=2", "data.batch_size=1"], "data.batch_size=1 is smaller than trainer.devices=2"),
+    (["model.init_args={mean:0.0}"], "To append to your config use +model.init_args={mean:0.0}"),
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, message) -> None:
     result = cli(args, cwd=tmp_path)
@@ -95,6 +103,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, message) -> No
     assert message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.rglob("metrics.json"))  # nothing trained
+    assert not list(tmp_path.rglob(".hydra"))  # and no empty run folder is left behind
 
 
 @pytest.mark.slow
@@ -144,3 +153,18 @@ def test_board_serves_tensorboard_on_a_run(tmp_path) -> None:
         server.wait(timeout=30)
     with pytest.raises(OSError):  # stopping `dltrain board` stopped TensorBoard too (no orphan server)
         urllib.request.urlopen(f"http://localhost:{port}/data/runs", timeout=2)
+
+
+@pytest.mark.parametrize("args", [["runs", "nowhere"], ["board", "nowhere"]])
+def test_runs_and_board_on_a_missing_directory_are_one_line(tmp_path, args) -> None:
+    result = cli(args, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "dltrain: error: nowhere is not a directory; give a run or sweep directory"
+
+
+def test_runs_marks_a_metrics_file_of_the_wrong_shape_unreadable(tmp_path) -> None:
+    (tmp_path / "sweep" / "job").mkdir(parents=True)
+    (tmp_path / "sweep" / "job" / "metrics.json").write_text("[1, 2]")
+    result = cli(["runs", "sweep"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "unreadable" in result.stdout

@@ -64,3 +64,21 @@ def test_torchscript_export_round_trips(finished, tmp_path) -> None:
 def test_eval_of_a_missing_run_is_one_line(tmp_path) -> None:
     result = cli(["eval", str(tmp_path / "nope")], cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.strip().startswith("dltrain: error: no checkpoint at")
+
+
+def test_gan_run_evaluates_without_a_confusion_matrix_and_refuses_export(tmp_path) -> None:
+    run(["model=gan", "task=adversarial", "optim=adam", "early_stopping=none", "trainer.max_epochs=1",
+         "trainer.log_every_n_steps=0"], tmp_path)
+    result = evaluate_run(load_run(tmp_path))
+    assert {"test/d_loss", "test/g_loss"} <= set(result) and "confusion_matrix" not in result
+    refused = cli(["export", str(tmp_path)], cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip() == ("dltrain: error: model=gan is generative (its forward trains it against a "
+                                      "discriminator); export takes models that map inputs to outputs")
+
+
+def test_export_to_an_unwritable_place_is_one_line(finished, tmp_path) -> None:
+    (tmp_path / "afile").write_text("x")
+    result = cli(["export", str(finished), "--out", str(tmp_path / "afile")], cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith(f"dltrain: error: cannot write the export to {tmp_path / 'afile'}")
