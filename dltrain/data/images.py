@@ -97,6 +97,11 @@ def read_idx_parts(name: str, root: Path, download_ok: bool) -> dict[str, tuple[
             if find(root, file.removesuffix(".gz")) is None:
                 download(base + file, root / file, digest)
         found = {part: [find(root, f) for f in files] for part, files in IDX_PARTS.items()}
+    for part, paths in found.items():  # half a pair is a mistake worth naming, not "no files"
+        present = [f for f, p in zip(IDX_PARTS[part], paths) if p]
+        missing = [f + "(.gz)" for f, p in zip(IDX_PARTS[part], paths) if not p]
+        check(not present or not missing, f"data={name}: {root} has {present[0] if present else ''} but not "
+              f"{', '.join(missing)}; images and labels come in pairs")
     parts = {part: (read_idx(p[0]), read_idx(p[1])) for part, p in found.items() if all(p)}
     for part, (images, labels) in parts.items():
         check(images.ndim == 3 and labels.ndim == 1 and len(images) == len(labels),
@@ -162,6 +167,9 @@ def _register(name: str) -> None:
               use_official_test: bool = False, download: bool = False) -> DataBundle:
         folder = Path(root).expanduser()
         parts = read_cifar10(folder, download) if name == "cifar10" else read_idx_parts(name, folder, download)
+        check(not use_official_test or {"train", "test"} <= set(parts), f"data.use_official_test=true needs both "
+              f"the official train and test files in {folder}; only the {', '.join(parts)} part is there "
+              "(set it to false to split what is there)")
         return bundle(parts, list(fractions), seed, use_official_test)
 
 

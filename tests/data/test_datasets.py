@@ -178,3 +178,16 @@ def test_augmentation_keeps_a_channels_last_batch_channels_last() -> None:
     assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
     assert torch.equal(out, aug(x, torch.Generator().manual_seed(1)))  # same values, only the layout differs
     assert aug(x, torch.Generator().manual_seed(1)).is_contiguous()
+
+
+@pytest.mark.skipif(not MNIST_T10K.is_dir(), reason="shared MNIST t10k files not beside the checkout")
+def test_mnist_half_a_pair_and_a_missing_official_split_are_named(tmp_path) -> None:
+    import shutil
+
+    from dltrain.registry import ConfigError
+
+    with pytest.raises(ConfigError, match="use_official_test=true needs both the official train and test files"):
+        build("mnist", root=str(MNIST_T10K), use_official_test=True)
+    shutil.copy(MNIST_T10K / "t10k-images-idx3-ubyte.gz", tmp_path)
+    with pytest.raises(ConfigError, match="has t10k-images-idx3-ubyte but not t10k-labels-idx1-ubyte"):
+        build("mnist", root=str(tmp_path))
