@@ -60,7 +60,8 @@ def run_hydra(args: list[str]) -> None:
 
     from dltrain.config import config_dir
 
-    problem = None if any(a.startswith("-") for a in args) else check_overrides(args)  # -m, --cfg, ...: Hydra's
+    hydra_flags = any(a.startswith("-") for a in args)  # -m, --cfg, ...: Hydra reports their problems itself
+    problem = None if hydra_flags else stray_word(args) or check_overrides(args)
     if problem:
         print(f"dltrain: error: {problem}", file=sys.stderr)
         sys.exit(2)
@@ -76,6 +77,14 @@ def run_hydra(args: list[str]) -> None:
     if failed:  # the sweep carried on; the exit code says that some jobs failed
         print(f"dltrain: {len(failed)} job(s) failed: {', '.join(failed)}", file=sys.stderr)
         sys.exit(1)
+
+
+def stray_word(args: list[str]) -> str | None:
+    """A bare word that is no override (a mistyped sub-command, say)."""
+    word = next((a for a in args if "=" not in a and not a.startswith("~")), None)
+    if word is None:
+        return None
+    return f"'{word}' is neither a sub-command ({', '.join(SUBCOMMANDS)}) nor an override KEY=VALUE; see dltrain --help"
 
 
 def check_overrides(args: list[str]) -> str | None:
