@@ -1,5 +1,5 @@
 """Checkpoints: written atomically (temp file in the same folder, fsync, then rename), loaded safely
-with torch.load(weights_only=True): tensors, numbers, strings, lists and dicts only.
+with torch.load(weights_only=True): tensors, numbers, strings, lists and dicts only; resuming a run from one.
 """
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from torch import nn
 
 from dltrain import dist
 from dltrain.engine import State, rng_state
-from dltrain.registry import ConfigError
+from dltrain.optim import OPTIMIZERS
+from dltrain.registry import ConfigError, check
 
 FORMAT = 2  # bump when the layout below changes (2: one RNG state per rank)
 
@@ -93,3 +96,38 @@ def git_commit(cwd: Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def check_resumable(model: nn.Module, saved: dict[str, Any], optimizer: torch.optim.Optimizer,
+                    max_epochs: int) -> None:
+    """The checkpoint's weights must fit this config's model, its optimizer state this config's optimizer,
+    and there must be epochs left to train."""
+    check(saved["epoch"] < max_epochs, f"the run to resume already trained {saved['epoch']} epochs; set "
+          f"trainer.max_epochs above {saved['epoch']} to continue it")
+    their_optim = (yaml.safe_load(saved.get("config") or "{}") or {}).get("optim") or {}
+    try:  # the checkpoint's optimizer class, from its own config (sgd and momentum are both SGD)
+        theirs = type(OPTIMIZERS.build(their_optim, params=[torch.zeros(1, requires_grad=True)]))
+    except ConfigError:
+        theirs = type(optimizer)  # an unreadable old config: torch's own load_state_dict checks remain
+    check(theirs is type(optimizer), f"the checkpoint was trained with optim={their_optim.get('name')} "
+          f"({theirs.__name__}), which cannot continue as {type(optimizer).__name__}; resume with "
+          f"optim={their_optim.get('name')}")
+    ours = model.state_dict()
+    for key in sorted(set(ours) | set(saved["model"])):
+        there, here = saved["model"].get(key), ours.get(key)
+        if there is None or here is None or there.shape != here.shape:
+            shape = lambda t: "absent" if t is None else tuple(t.shape)  # noqa: E731
+            raise ConfigError(f"the checkpoint does not fit this model: {key} is {shape(there)} there but "
+                              f"{shape(here)} here; resume with the run's own model settings")
+
+
+def resume(state: State, stopper: Any, where: str, device: torch.device, max_epochs: int) -> None:
+    """Continue a run from `where` (a run directory or .pt file); `stopper` gets its early-stopping state back.
+    Loaded on the CPU: load_state_dict moves weights and moments to the parameters' device but leaves the optimizers'
+    `step` counters where they are, and Adam & co. read a CUDA `step` with .item() every step (a host sync)."""
+    saved = load(where)
+    check_resumable(state.raw_model, saved, state.optimizer, max_epochs)
+    restore(state, saved)
+    best_file = find(where).parent / "best.pt"
+    best = load(best_file, device)["model"] if best_file.is_file() else None
+    stopper.load_state_dict(saved["early_stopping"], best)

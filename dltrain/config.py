@@ -113,3 +113,20 @@ def to_plain(cfg: Any) -> dict:
         raise ConfigError(f"{err.full_key} is required: set it on the command line ({err.full_key}=...)") from None
     except OmegaConfBaseException as err:
         raise ConfigError(str(err).splitlines()[0]) from None
+
+
+GROUPS = ("model", "data", "optim", "sched", "reg", "early_stopping", "trainer")
+TOP_LEVEL = {"task": (str, type(None)), "loss": (str, type(None)), "label_smoothing": (int, float),
+             "denoise": (int, float)}
+
+
+def check_top_level(cfg: dict[str, Any]) -> None:
+    """Every group is there (`~model` removes one) and the top-level keys have their types."""
+    for group in GROUPS:
+        check(isinstance(cfg.get(group), dict), f"the config has no {group} group; choose one ({group}=NAME, "
+              f"see dltrain --help) instead of removing it")
+    check("lr" in cfg["optim"], "optim.lr is missing; every optimizer needs a learning rate (optim.lr=0.01)")
+    for key, types_ in TOP_LEVEL.items():
+        value = cfg.get(key)
+        check(isinstance(value, types_) and not isinstance(value, bool), f"{key}={value!r} has the wrong type: "
+              f"expected {' or '.join('null' if t is type(None) else t.__name__ for t in types_)}")

@@ -19,7 +19,8 @@ from torch import nn
 
 from dltrain import checkpoint, dist
 from dltrain.callbacks import Checkpointer, EarlyStopping, Progress, TensorBoard
-from dltrain.config import Ckpt, EarlyStop, Reg, Trainer, check_batch_size, check_early_stopping, check_trainer, typed
+from dltrain.config import (Ckpt, EarlyStop, Reg, Trainer, check_batch_size, check_early_stopping, check_top_level,
+                            check_trainer, typed)
 from dltrain.data import DATASETS, DataBundle, Split
 from dltrain.engine import Settings, State, fit
 from dltrain.models import MODELS
@@ -45,23 +46,6 @@ class Parts:
     task: Task
     model: nn.Module
     augment: Any = None  # on-device augmentation of training batches, or None
-
-
-GROUPS = ("model", "data", "optim", "sched", "reg", "early_stopping", "trainer")
-TOP_LEVEL = {"task": (str, type(None)), "loss": (str, type(None)), "label_smoothing": (int, float),
-             "denoise": (int, float)}
-
-
-def check_top_level(cfg: dict[str, Any]) -> None:
-    """Every group is there (`~model` removes one) and the top-level keys have their types."""
-    for group in GROUPS:
-        check(isinstance(cfg.get(group), dict), f"the config has no {group} group; choose one ({group}=NAME, "
-              f"see dltrain --help) instead of removing it")
-    check("lr" in cfg["optim"], "optim.lr is missing; every optimizer needs a learning rate (optim.lr=0.01)")
-    for key, types_ in TOP_LEVEL.items():
-        value = cfg.get(key)
-        check(isinstance(value, types_) and not isinstance(value, bool), f"{key}={value!r} has the wrong type: "
-              f"expected {' or '.join('null' if t is type(None) else t.__name__ for t in types_)}")
 
 
 def build(cfg: dict[str, Any]) -> Parts:
@@ -169,7 +153,7 @@ def _train(cfg: dict[str, Any], run_dir: Path, device: torch.device, overrides: 
     settings = make_settings(cfg, parts, len(train_split))
     stopper = EarlyStopping(**vars(parts.early_stop))
     if trainer.resume:
-        resume(state, stopper, trainer.resume, device, trainer.max_epochs)
+        checkpoint.resume(state, stopper, trainer.resume, device, trainer.max_epochs)
     if dist.is_main():  # only now: a failed resume leaves the resumed run's files as they were
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     fit(state, parts.task, train_split, val, test, settings, make_callbacks(cfg, parts, stopper, run_dir))
@@ -204,40 +188,6 @@ def build_augment(node: dict | None) -> Any:
 
     check_kwargs("data.augment", "", builder, node)
     return builder(**node)
-
-
-def check_resumable(model: nn.Module, saved: dict[str, Any], optimizer: torch.optim.Optimizer,
-                    max_epochs: int) -> None:
-    """The checkpoint's weights must fit this config's model, its optimizer state this config's optimizer,
-    and there must be epochs left to train."""
-    check(saved["epoch"] < max_epochs, f"the run to resume already trained {saved['epoch']} epochs; set "
-          f"trainer.max_epochs above {saved['epoch']} to continue it")
-    their_optim = (yaml.safe_load(saved.get("config") or "{}") or {}).get("optim") or {}
-    try:  # the checkpoint's optimizer class, from its own config (sgd and momentum are both SGD)
-        theirs = type(OPTIMIZERS.build(their_optim, params=[torch.zeros(1, requires_grad=True)]))
-    except ConfigError:
-        theirs = type(optimizer)  # an unreadable old config: torch's own load_state_dict checks remain
-    check(theirs is type(optimizer), f"the checkpoint was trained with optim={their_optim.get('name')} "
-          f"({theirs.__name__}), which cannot continue as {type(optimizer).__name__}; resume with "
-          f"optim={their_optim.get('name')}")
-    ours = model.state_dict()
-    for key in sorted(set(ours) | set(saved["model"])):
-        there, here = saved["model"].get(key), ours.get(key)
-        if there is None or here is None or there.shape != here.shape:
-            shape = lambda t: "absent" if t is None else tuple(t.shape)  # noqa: E731
-            raise ConfigError(f"the checkpoint does not fit this model: {key} is {shape(there)} there but "
-                              f"{shape(here)} here; resume with the run's own model settings")
-
-
-def resume(state: State, stopper: EarlyStopping, where: str, device: torch.device, max_epochs: int) -> None:
-    # On the CPU: load_state_dict moves weights and moments to the parameters' device but leaves the optimizers'
-    # `step` counters where they are, and Adam & co. read a CUDA `step` with .item() every step (a host sync).
-    saved = checkpoint.load(where)
-    check_resumable(state.raw_model, saved, state.optimizer, max_epochs)
-    checkpoint.restore(state, saved)
-    best_file = checkpoint.find(where).parent / "best.pt"
-    best = checkpoint.load(best_file, device)["model"] if best_file.is_file() else None
-    stopper.load_state_dict(saved["early_stopping"], best)
 
 
 def make_callbacks(cfg: dict[str, Any], parts: Parts, stopper: EarlyStopping, run_dir: Path) -> list:
@@ -293,7 +243,7 @@ def run_job(cfg: dict[str, Any], run_dir: Path, overrides: list[str]) -> dict[st
               f"trainer.devices={trainer.devices}: each process needs a share of the global batch")
         if trainer.resume:
             optimizer = OPTIMIZERS.build(cfg["optim"], params=param_groups(parts.model))
-            check_resumable(parts.model, checkpoint.load(trainer.resume), optimizer, trainer.max_epochs)
+            checkpoint.check_resumable(parts.model, checkpoint.load(trainer.resume), optimizer, trainer.max_epochs)
         if pick_device(trainer).type == "cuda":
             check(torch.cuda.device_count() >= trainer.devices, f"trainer.devices={trainer.devices} but only "
                   f"{torch.cuda.device_count()} GPU(s) are visible")
