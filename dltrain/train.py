@@ -264,8 +264,8 @@ def worker(cfg: dict[str, Any], run_dir: str, overrides: list[str]) -> None:
 
 
 def summary_text(report: dict[str, Any], run_dir: Path) -> str:
-    val = "  ".join(f"{k} {v:.4g}" for k, v in report["final"].items() if k.startswith("val/"))
-    test = "  ".join(f"{k} {v:.4g}" for k, v in report["test"].items())
+    val = "  ".join(f"{k} {v:.4g}" for k, v in report["final"].items() if k.startswith("val/")) or "(no val split)"
+    test = "  ".join(f"{k} {v:.4g}" for k, v in report["test"].items()) or "(no test split)"
     best = report["best"]
     best_text = f"{best:.4g} at epoch {report['best_epoch']}" if best is not None else "n/a"
     return (f"\nbest {report['monitor']} {best_text}\nfinal  {val}\ntest   {test}\n"

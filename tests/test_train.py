@@ -117,3 +117,12 @@ def test_gpu_resume_keeps_adam_step_counters_on_the_cpu(tmp_path) -> None:
     assert saved["epoch"] == 2
     assert {s["step"].device.type for s in saved["optimizer"]["state"].values()} == {"cpu"}
     assert next(iter(saved["model"].values())).device.type == "cuda"
+
+
+def test_summary_names_a_missing_split_instead_of_a_blank_line(tmp_path, fast) -> None:
+    from dltrain.train import summary_text
+
+    report = run([*fast, "data=synthetic", "data.test_size=0", "early_stopping.monitor=val/loss"], tmp_path)
+    assert report["test"] == {}
+    text = summary_text(report, tmp_path)
+    assert "test   (no test split)" in text and "final  val/" in text
