@@ -60,8 +60,12 @@ def run_hydra(args: list[str]) -> None:
 
     from dltrain.config import config_dir
 
-    hydra_flags = any(a.startswith("-") for a in args)  # -m, --cfg, ...: Hydra reports their problems itself
-    problem = None if hydra_flags else stray_word(args) or check_overrides(args)
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    others = [a for a in args if a not in ("-m", "--multirun")]
+    if any(a.startswith("-") for a in others):  # --cfg, --info, ...: Hydra reports their problems itself
+        problem = None
+    else:
+        problem = stray_word(others) or (check_sweep(others) if multirun else check_overrides(others))
     if problem:
         print(f"dltrain: error: {problem}", file=sys.stderr)
         sys.exit(2)
@@ -87,6 +91,32 @@ def stray_word(args: list[str]) -> str | None:
     return f"'{word}' is neither a sub-command ({', '.join(SUBCOMMANDS)}) nor an override KEY=VALUE; see dltrain --help"
 
 
+def check_sweep(args: list[str]) -> str | None:
+    """Compose every value of every swept key once (the other keys at their first value): an unknown choice
+    or key in a sweep is one line too. Bad values still fail their own job only. Intervals (Optuna) are
+    not listed, so they are left to the sweeper."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except HydraException as err:
+        return str(err).strip().splitlines()[0]
+    choices = []
+    for override in parsed:
+        key = override.input_line.split("=", 1)[0]
+        if not override.is_sweep_override():
+            choices.append([override.input_line])
+        elif override.is_discrete_sweep():
+            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+    for i, values in enumerate(choices):
+        for value in values[1:] if i else values:  # the first point checks every key's first value
+            problem = check_overrides([v[0] for v in choices[:i]] + [value] + [v[0] for v in choices[i + 1:]])
+            if problem:
+                return problem
+    return None
+
+
 def check_overrides(args: list[str]) -> str | None:
     """Compose once up front so an unknown choice or key is one line (Hydra's own report spans many)."""
     from hydra import compose, initialize_config_dir
@@ -95,7 +125,7 @@ def check_overrides(args: list[str]) -> str | None:
 
     from dltrain.config import config_dir
 
-    overrides = [a for a in args if not a.lstrip("+~").startswith("hydra.")]
+    overrides = [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         try:
             compose("config", overrides=overrides)

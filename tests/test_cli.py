@@ -88,6 +88,8 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path) -> None:
     (["trainer.resume=nowhere"], "no checkpoint at nowhere"),
     (["data=synthetic", "data.val_size=0"], "the validation split is empty"),
     (["+data.augment.flp=true"], "data.augment.flp is not an option of data.augment; valid: crop_padding"),
+    (["-m", "optim=sgd,foo"], "unknown optim 'foo'; valid: adadelta, adagrad, adam"),
+    (["-m", "optim=sgd,adam", "optim.momentum=0.9"], "optim.momentum is not an option of optim=sgd"),
     (["bord"], "'bord' is neither a sub-command (board, runs, eval, export, generate) nor an override KEY=VALUE"),
     (["~model"], "the config has no model group; choose one (model=NAME"),
     (["model=gan"], "model=gan with task=classification cannot take the data's samples of shape (1, 8, 8) "
