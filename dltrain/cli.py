@@ -202,8 +202,10 @@ def remove_if_empty(run_dir: Path) -> None:
     import shutil
 
     log = run_dir / "dltrain.log"
-    leftovers = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else {"?"}
-    if leftovers <= {".hydra", "dltrain.log"} and (not log.exists() or log.stat().st_size == 0):
+    if not run_dir.is_dir():
+        return
+    only_hydra = {p.name for p in run_dir.iterdir()} <= {".hydra", "dltrain.log"}
+    if only_hydra and (not log.exists() or log.stat().st_size == 0):
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

@@ -17,5 +17,7 @@ def test_bench_script_runs_a_small_case(tmp_path) -> None:
     result = json.loads(out.read_text())["results"][0]
     assert result["case"] == "overhead" and result["samples"] == 256
     assert result["engine_s"] > 0 and result["loop_s"] > 0
-    # both sides do a forward, a backward and an optimizer step per batch: a similar number of ops
-    assert result["loop_ops_per_step"] > 20 and result["engine_ops_per_step"] >= result["loop_ops_per_step"] - 2
+    # the engine's only extra ops per step: train accuracy (argmax, eq, sum) and one fused add of the metric
+    # sums, less the loop's ones_like backward seed; plus a few per-epoch ops spread over these 8 steps
+    loop, engine = result["loop_ops_per_step"], result["engine_ops_per_step"]
+    assert loop > 20 and loop + 3 <= engine <= loop + 5

@@ -23,21 +23,23 @@ def engine_epoch(batch_size: int, scaled: bool) -> tuple[nn.Module, dict[str, fl
     return model, metrics
 
 
-def hand_epoch(batch_size: int) -> tuple[nn.Module, float]:
+def hand_epoch(batch_size: int) -> tuple[nn.Module, float, float]:
     """The same batches in the same order (the engine's permutation for epoch 0, seed 0)."""
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     perm = torch.randperm(len(DATA), generator=torch.Generator().manual_seed(0))
-    loss_sum = 0.0
+    loss_sum, correct = 0.0, 0
     for start in range(0, len(DATA), batch_size):
         idx = perm[start:start + batch_size]
-        loss = F.cross_entropy(model(DATA.x[idx]), DATA.y[idx])
+        logits = model(DATA.x[idx])
+        loss = F.cross_entropy(logits, DATA.y[idx])
+        correct += int((logits.argmax(1) == DATA.y[idx]).sum())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         loss_sum += loss.item() * len(idx)
-    return model, loss_sum / len(DATA)
+    return model, loss_sum / len(DATA), correct / len(DATA)
 
 
 @pytest.mark.parametrize("scaled", [False, True], ids=["fp32", "grad_scaler"])
@@ -45,8 +47,8 @@ def hand_epoch(batch_size: int) -> tuple[nn.Module, float]:
 def test_engine_step_is_a_step_on_the_mean_loss(batch_size: int, scaled: bool) -> None:
     """Also with the GradScaler on (fp16's): its loss scale is applied and removed again, exactly."""
     engine_model, metrics = engine_epoch(batch_size, scaled)
-    hand_model, mean_loss = hand_epoch(batch_size)
+    hand_model, mean_loss, accuracy = hand_epoch(batch_size)
     assert torch.allclose(engine_model.weight, hand_model.weight, atol=1e-6)
     assert torch.allclose(engine_model.bias, hand_model.bias, atol=1e-6)
     assert metrics["train/loss"] == pytest.approx(mean_loss, rel=1e-5)
-    assert 0.0 <= metrics["train/acc"] <= 1.0
+    assert metrics["train/acc"] == pytest.approx(accuracy)
