@@ -1,8 +1,8 @@
 """Seconds per training epoch of the dltrain engine against a minimal hand-written PyTorch loop, in one process.
 
 Each case composes a real dltrain config (Hydra, conf/ + overrides) and builds its parts exactly as a run does
-(`train.build`, `train.wrap_model`, `train.to_device`, the optimizer from `OPTIMIZERS`, `Settings` filled as in
-`train._train`), then times one epoch at a time of `engine.fit` with an empty val/test split and no callbacks:
+(`RunConfig.parse`, then `build.build`, `build.wrap_model`, `build.to_device`, `build.make_optimizer`,
+`build.make_settings`, as `train.train_on` does), then times one epoch at a time of `engine.fit` with an empty val/test split and no callbacks:
 the engine's whole loop (per-epoch lr, `train_epoch` with its on-device metric sums and a read every
 `log_every_n_steps`, the epoch-end read), but no TensorBoard, checkpoint or progress I/O.
 
@@ -37,12 +37,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from dltrain.config import config_dir, to_plain
+from dltrain.build import PRECISIONS, build, make_best, make_optimizer, make_settings, to_device, wrap_model
+from dltrain.conf_dirs import config_dir
+from dltrain.config import RunConfig, to_plain
 from dltrain.data import Split
 from dltrain.engine import State, fit
 from dltrain.models import MODELS
-from dltrain.optim import OPTIMIZERS
-from dltrain.train import PRECISIONS, build, make_settings, param_groups, to_device, wrap_model
+from dltrain.optim import ParamGroup, build_optimizer
 
 TARGETS = {"cpu": 1.10, "cuda": 1.05}
 OPTIM = ["optim=momentum"]  # SGD, lr 0.05, momentum 0.9 (conf/optim/momentum.yaml) on both sides
@@ -79,8 +80,8 @@ def skip_reason(case: Case, device: torch.device) -> str | None:
     return None
 
 
-def compose(case: Case, device: torch.device, train_size: int | None) -> dict[str, Any]:
-    """The resolved dltrain config of one case, as `dltrain` itself would compose it."""
+def compose(case: Case, device: torch.device, train_size: int | None) -> RunConfig:
+    """The checked dltrain config of one case, as `dltrain` itself would compose and parse it."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
@@ -89,20 +90,20 @@ def compose(case: Case, device: torch.device, train_size: int | None) -> dict[st
                  f"trainer.device={device.type}", f"trainer.precision='{case.precision}'", "sched=constant",
                  "early_stopping.monitor=train/loss"]  # no val split to monitor
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return to_plain(hydra_compose("config", overrides=overrides))
+        return RunConfig.parse(to_plain(hydra_compose("config", overrides=overrides)))
 
 
-def engine_side(cfg: dict[str, Any], device: torch.device) -> tuple[Callable[[], None], nn.Module, Split, bool]:
-    """An epoch of `engine.fit` as train._train sets it up; returns it, the raw model, the train split on the
+def engine_side(config: RunConfig, device: torch.device) -> tuple[Callable[[], None], nn.Module, Split, bool]:
+    """An epoch of `engine.fit` as train.train_on sets it up; returns it, the raw model, the train split on the
     device and whether channels_last was chosen."""
-    parts = build(cfg)
+    parts = build(config)
     model, channels_last = wrap_model(parts, device)
     train, val, test = (to_device(s, device, channels_last) for s in (parts.data.train, parts.data.val,
                                                                        parts.data.test))
-    optimizer = OPTIMIZERS.build(cfg["optim"], params=param_groups(parts.model))
-    settings = make_settings(cfg, parts, len(train))  # exactly as train._train builds it
-    scaler = torch.amp.GradScaler(device.type, enabled=parts.trainer.precision == "16")
-    state = State(model=model, raw_model=parts.model, optimizer=optimizer, scaler=scaler)
+    optimizer, lr_scales = make_optimizer(parts)
+    settings = make_settings(parts, len(train), lr_scales)  # exactly as train.train_on builds it
+    scaler = torch.amp.GradScaler(device.type, enabled=config.trainer.precision == "16")
+    state = State(model=model, raw_model=parts.model, optimizer=optimizer, scaler=scaler, best=make_best(parts))
 
     def epoch() -> None:
         settings.max_epochs = state.epoch + 1  # fit runs exactly one more epoch
@@ -111,14 +112,15 @@ def engine_side(cfg: dict[str, Any], device: torch.device) -> tuple[Callable[[],
     return epoch, parts.model, train, channels_last
 
 
-def loop_side(cfg: dict[str, Any], init: nn.Module, data: Split, channels_last: bool,
+def loop_side(config: RunConfig, init: nn.Module, data: Split, channels_last: bool,
               device: torch.device) -> Callable[[], None]:
     """The hand-written loop on a fresh model carrying `init`'s weights and the same optimizer config."""
-    model = MODELS.build(cfg["model"], in_shape=tuple(data.x.shape[1:]), num_outputs=cfg["data"]["num_classes"])
+    model = MODELS.build(config.model, in_shape=tuple(data.x.shape[1:]),
+                         num_outputs=config.data.spec.kwargs["num_classes"])
     model.load_state_dict(init.state_dict())
     model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
-    optimizer = OPTIMIZERS.build(cfg["optim"], params=model.parameters())
-    batch, dtype = cfg["data"]["batch_size"], PRECISIONS[cfg["trainer"]["precision"]]
+    optimizer = build_optimizer(config.optim, [ParamGroup(list(model.parameters()))])
+    batch, dtype = config.data.batch_size, PRECISIONS[str(config.trainer.precision)]
     x_all, y_all = data.x, data.y
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
 
@@ -171,7 +173,7 @@ def run_case(name: str, device: torch.device, epochs: int, train_size: int | Non
     runners = {"engine": engine, "loop": loop_side(cfg, init, data, channels_last, device)}  # before any step
     for run in runners.values():  # warm-up: allocator, kernels, caches, cuDNN choices
         timed(run, device)
-    steps = -(-len(data) // cfg["data"]["batch_size"])
+    steps = -(-len(data) // cfg.data.batch_size)
     ops = {key: ops_per_step(run, steps) for key, run in runners.items()}  # one more (untimed) epoch each
     seconds: dict[str, list[float]] = {"engine": [], "loop": []}
     for i in range(epochs):
@@ -179,8 +181,8 @@ def run_case(name: str, device: torch.device, epochs: int, train_size: int | Non
             seconds[key].append(timed(runners[key], device))
     eng, loop = statistics.median(seconds["engine"]), statistics.median(seconds["loop"])
     best = min(seconds["engine"]) / min(seconds["loop"])  # noise only adds time: a check on the medians
-    return {"case": name, "device": device.type, "batch": cfg["data"]["batch_size"], "samples": len(data),
-            "precision": cfg["trainer"]["precision"], "channels_last": channels_last, "engine_s": eng,
+    return {"case": name, "device": device.type, "batch": cfg.data.batch_size, "samples": len(data),
+            "precision": str(cfg.trainer.precision), "channels_last": channels_last, "engine_s": eng,
             "loop_s": loop, "ratio": eng / loop, "ratio_of_min": best, "target": TARGETS[device.type],
             "engine_ops_per_step": ops["engine"], "loop_ops_per_step": ops["loop"],
             "epochs": seconds}

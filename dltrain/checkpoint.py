@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,11 @@ import yaml
 from torch import nn
 
 from dltrain import dist
-from dltrain.engine import State, rng_state
-from dltrain.optim import OPTIMIZERS
-from dltrain.registry import ConfigError, check
+from dltrain.engine import Callback, State, rng_state
+from dltrain.optim import optimizer_class
+from dltrain.registry import ConfigError, check, first_line
 
-FORMAT = 2  # bump when the layout below changes (2: one RNG state per rank)
+FORMAT = 3  # bump when the layout below changes (2: one RNG state per rank; 3: best and callbacks apart)
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -35,7 +36,11 @@ def save_atomic(obj: Any, path: Path) -> None:
         raise
 
 
-def payload(state: State, stopper: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def callback_key(callback: Callback) -> str:
+    return type(callback).__name__
+
+
+def payload(state: State, callbacks: Sequence[Callback], extra: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint holds; `extra` carries the resolved config (YAML text) and the git commit."""
     return {
         "format": FORMAT,
@@ -46,13 +51,14 @@ def payload(state: State, stopper: dict[str, Any], extra: dict[str, Any]) -> dic
         "step": state.step,
         "samples_seen": state.samples_seen,
         "train_seconds": state.train_seconds,
-        "early_stopping": stopper,
+        "best": state.best.state_dict(),
+        "callbacks": {callback_key(cb): cb.state_dict() for cb in callbacks},
         "rng": state.rng or [rng_state()],  # one entry per rank
         **extra,
     }
 
 
-def find(path: str | Path) -> Path:
+def checkpoint_file(path: str | Path) -> Path:
     """A checkpoint file, or the last.pt of a run directory."""
     path = Path(path).expanduser()
     if path.is_dir():
@@ -63,12 +69,12 @@ def find(path: str | Path) -> Path:
 
 
 def load(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    path = find(path)
+    path = checkpoint_file(path)
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # truncated, not a checkpoint, or unsafe content
-        detail = (str(err).strip().splitlines() or [""])[0][:200]  # some errors have no message (an empty file)
-        raise ConfigError(f"{path} is not a readable dltrain checkpoint ({type(err).__name__}: {detail})") from None
+        raise ConfigError(f"{path} is not a readable dltrain checkpoint ({type(err).__name__}: "
+                          f"{first_line(err, 200)})") from None
     if not isinstance(saved, dict) or saved.get("format") != FORMAT or "model" not in saved:
         raise ConfigError(f"{path} is not a dltrain checkpoint of format {FORMAT}")
     return saved
@@ -98,7 +104,7 @@ def git_commit(cwd: Path | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def check_resumable(model: nn.Module, saved: dict[str, Any], optimizer: torch.optim.Optimizer,
+def check_resumable(model: nn.Module, saved: dict[str, Any], optimizer: type[torch.optim.Optimizer],
                     max_epochs: int) -> None:
     """The checkpoint's weights must fit this config's model, its optimizer state this config's optimizer,
     and there must be epochs left to train."""
@@ -106,11 +112,11 @@ def check_resumable(model: nn.Module, saved: dict[str, Any], optimizer: torch.op
           f"trainer.max_epochs above {saved['epoch']} to continue it")
     their_optim = (yaml.safe_load(saved.get("config") or "{}") or {}).get("optim") or {}
     try:  # the checkpoint's optimizer class, from its own config (sgd and momentum are both SGD)
-        theirs = type(OPTIMIZERS.build(their_optim, params=[torch.zeros(1, requires_grad=True)]))
+        theirs = optimizer_class(their_optim.get("name"))
     except ConfigError:
-        theirs = type(optimizer)  # an unreadable old config: torch's own load_state_dict checks remain
-    check(theirs is type(optimizer), f"the checkpoint was trained with optim={their_optim.get('name')} "
-          f"({theirs.__name__}), which cannot continue as {type(optimizer).__name__}; resume with "
+        theirs = optimizer  # an unreadable old config: torch's own load_state_dict checks remain
+    check(theirs is optimizer, f"the checkpoint was trained with optim={their_optim.get('name')} "
+          f"({theirs.__name__}), which cannot continue as {optimizer.__name__}; resume with "
           f"optim={their_optim.get('name')}")
     ours = model.state_dict()
     for key in sorted(set(ours) | set(saved["model"])):
@@ -121,13 +127,17 @@ def check_resumable(model: nn.Module, saved: dict[str, Any], optimizer: torch.op
                               f"{shape(here)} here; resume with the run's own model settings")
 
 
-def resume(state: State, stopper: Any, where: str, device: torch.device, max_epochs: int) -> None:
-    """Continue a run from `where` (a run directory or .pt file); `stopper` gets its early-stopping state back.
-    Loaded on the CPU: load_state_dict moves weights and moments to the parameters' device but leaves the optimizers'
-    `step` counters where they are, and Adam & co. read a CUDA `step` with .item() every step (a host sync)."""
+def resume(state: State, callbacks: Sequence[Callback], where: str, max_epochs: int) -> None:
+    """Continue a run from `where` (a run directory or .pt file): the loop's state, the best epoch (with best.pt's
+    weights when restore_best) and every callback's state. Loaded on the CPU: load_state_dict moves weights and
+    moments to the parameters' device but leaves the optimizers' `step` counters where they are, and Adam & co.
+    read a CUDA `step` with .item() every step (a host sync)."""
     saved = load(where)
-    check_resumable(state.raw_model, saved, state.optimizer, max_epochs)
+    check_resumable(state.raw_model, saved, type(state.optimizer), max_epochs)
     restore(state, saved)
-    best_file = find(where).parent / "best.pt"
-    best = load(best_file, device)["model"] if best_file.is_file() else None
-    stopper.load_state_dict(saved["early_stopping"], best)
+    best_file = checkpoint_file(where).parent / "best.pt"
+    device = next(state.raw_model.parameters()).device
+    best_weights = load(best_file, device)["model"] if best_file.is_file() else None
+    state.best.load_state_dict(saved["best"], best_weights)
+    for cb in callbacks:
+        cb.load_state_dict(saved["callbacks"].get(callback_key(cb), {}))

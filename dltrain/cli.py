@@ -58,7 +58,7 @@ def under_torchrun(args: list[str]) -> list[str]:
 def run_hydra(args: list[str]) -> None:
     import hydra
 
-    from dltrain.config import config_dir
+    from dltrain.conf_dirs import config_dir
 
     multirun = any(a in ("-m", "--multirun") for a in args)
     others = [a for a in args if a not in ("-m", "--multirun")]
@@ -98,10 +98,12 @@ def check_sweep(args: list[str]) -> str | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    from dltrain.registry import first_line
+
     try:
         parsed = OverridesParser.create().parse_overrides(args)
     except HydraException as err:
-        return str(err).strip().splitlines()[0]
+        return first_line(err)
     choices = []
     for override in parsed:
         key = override.input_line.split("=", 1)[0]
@@ -123,7 +125,8 @@ def check_overrides(args: list[str]) -> str | None:
     from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
     from omegaconf import DictConfig, OmegaConf
 
-    from dltrain.config import config_dir
+    from dltrain.conf_dirs import config_dir
+    from dltrain.registry import first_line
 
     overrides = [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -135,19 +138,19 @@ def check_overrides(args: list[str]) -> str | None:
         except ConfigCompositionException as err:
             bad = next((o for o in overrides if f"'{o.split('=')[0]}'" in str(err)), None)
             if bad is None:
-                return str(err).strip().splitlines()[0]
+                return first_line(err)
             key = bad.split("=")[0]
             parent, _, leaf = key.rpartition(".")
             node = compose("config", overrides=[o for o in overrides if o != bad])
             found = OmegaConf.select(node, parent) if parent else node
             if not isinstance(found, DictConfig):
-                return str(err).strip().splitlines()[0]
+                return first_line(err)
             if leaf in found or len(found) == 0:  # a free-form mapping such as model.init_args: Hydra's "use +key"
                 return " ".join(str(err).split())
             where = f"{parent}={found.name}" if "name" in found else (parent or "the config")
             return f"{key} is not an option of {where}; valid: {', '.join(str(k) for k in found if k != 'name')}"
         except HydraException as err:
-            return str(err).strip().splitlines()[0]
+            return first_line(err)
     return None
 
 
@@ -170,18 +173,18 @@ def hydra_job(cfg: Any) -> Any:
         print(f"dltrain: {run_dir} already finished; skipped")  # re-running a sweep resumes it
         return math.nan if finished.get("best") is None else finished["best"]
     try:
-        from dltrain.config import to_plain
+        from dltrain.config import RunConfig, to_plain
         from dltrain.train import run_job
 
-        report = run_job(to_plain(cfg), run_dir, overrides)
+        report = run_job(RunConfig.parse(to_plain(cfg)), run_dir, overrides)
         best = report["best"]  # the monitored metric's best value: what Hydra's Optuna sweeper optimizes
         return math.nan if best is None else best
     except ConfigError as err:
-        return job_failed(f"error: {err}", run_dir, overrides, multirun, code=2)
+        return job_failed([f"error: {problem}" for problem in err.problems], run_dir, overrides, multirun, code=2)
     except Exception as err:  # noqa: BLE001  (a crashed trial must not kill the sweep)
         if not multirun and not is_worker_failure(err):
             raise
-        return job_failed(f"error: {one_line(err)}", run_dir, overrides, multirun, code=1)
+        return job_failed([f"error: {one_line(err)}"], run_dir, overrides, multirun, code=1)
 
 
 def is_worker_failure(err: BaseException) -> bool:
@@ -193,8 +196,9 @@ def one_line(err: BaseException) -> str:
         failures = getattr(err, "failures", {})
         ranks = ", ".join(f"rank {f.local_rank} exit code {f.exitcode}" for f in failures.values())
         return f"a DDP worker failed ({ranks}); the run was stopped, see the worker's output above"
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"
+    from dltrain.registry import first_line
+
+    return f"{type(err).__name__}: {first_line(err)}"
 
 
 def remove_if_empty(run_dir: Path) -> None:
@@ -209,16 +213,17 @@ def remove_if_empty(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def job_failed(message: str, run_dir: Path, overrides: list[str], multirun: bool, code: int) -> float:
-    """Print one line; in a sweep record the failure in the job's metrics.json and carry on."""
+def job_failed(messages: list[str], run_dir: Path, overrides: list[str], multirun: bool, code: int) -> float:
+    """Print one line per problem; in a sweep record the failure in the job's metrics.json and carry on."""
     import json
 
-    print(f"dltrain: {message}", file=sys.stderr, flush=True)
+    for message in messages:
+        print(f"dltrain: {message}", file=sys.stderr, flush=True)
     if not multirun:
         remove_if_empty(run_dir)
         sys.exit(code)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "metrics.json").write_text(json.dumps({"status": "failed", "error": message,
+    (run_dir / "metrics.json").write_text(json.dumps({"status": "failed", "error": "; ".join(messages),
                                                       "overrides": overrides}, indent=2) + "\n")
     import os
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from dltrain.config import groups
+from dltrain.conf_dirs import groups
 
 
 def help_text() -> str:

@@ -1,41 +1,43 @@
-"""Where the configs live, and the checks of the groups that have no builder (trainer, reg, early_stopping).
+"""The run config, parsed once at the door: `RunConfig.parse(cfg)` turns the composed Hydra config (plain
+dicts) into checked, typed objects for every group, collecting every problem (one line each) into one
+ConfigError. Below the door nothing reads the raw dict; `resolved` is kept only to be saved (config.yaml,
+checkpoints) and shown (TensorBoard's HParams).
 
-Model, data, optim and sched nodes are checked against their builders' signatures by the registries; the
-typed dataclasses below play that role for the rest. Every problem is a one-line ConfigError raised before
-any training starts.
+Groups with a registry (model, data, optim, sched) are checked against their builders' signatures; the
+others against the one class that uses them (TrainerConfig, RegConfig, engine.Best, callbacks.EarlyStopping).
 """
 from __future__ import annotations
 
+import inspect
+import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from dltrain.registry import ConfigError, check, check_kwargs
+from dltrain.callbacks import EarlyStopping
+from dltrain.conf_dirs import config_dir, groups  # noqa: F401  (re-exported: where the YAML lives)
+from dltrain.data import DATASETS
+from dltrain.data.augment import build_augment
+from dltrain.engine import Best
+from dltrain.models import MODELS
+from dltrain.optim import parse_optimizer
+from dltrain.registry import ConfigError, Problems, Spec, check, check_kwargs
+from dltrain.sched import ScheduleSpec, parse_schedule
+from dltrain.tasks import build_task
+
+GROUPS = ("model", "data", "optim", "sched", "reg", "early_stopping", "trainer")
+TOP_LEVEL = ("task", "loss", "label_smoothing", "denoise")
 
 
-def config_dir() -> Path:
-    """conf/ inside an installed wheel (dltrain/conf), else the source checkout's top-level conf/."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"dltrain's conf/ folder is missing next to {here}; reinstall the package")
-
-
-def groups() -> dict[str, list[str]]:
-    """Config groups and their choices, read from the YAML files (no torch import)."""
-    root = config_dir()
-    return {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(root.iterdir()) if d.is_dir()}
-
-
-@dataclass
-class Ckpt:
+@dataclass(frozen=True)
+class CheckpointConfig:
     save_last: bool = True  # last.pt after every epoch
     save_best: bool = True  # best.pt on improvement
 
 
-@dataclass
-class Trainer:
+@dataclass(frozen=True)
+class TrainerConfig:
+    """How to run: epochs, device, processes, precision (the trainer group; units in conf/trainer/*.yaml)."""
+
     max_epochs: int = 20
     device: Literal["auto", "cpu", "cuda"] = "auto"
     devices: int = 1
@@ -46,60 +48,194 @@ class Trainer:
     deterministic: bool = False
     log_every_n_steps: int = 50
     resume: str | None = None
-    ckpt: dict = field(default_factory=dict)
+    ckpt: dict = field(default_factory=dict)  # parsed into RunConfig.checkpoints
 
 
-@dataclass
-class Reg:
-    l1: float = 0.0
-    l2: float = 0.0
-    grad_clip: float | None = None
+@dataclass(frozen=True)
+class RegConfig:
+    l1: float = 0.0  # lambda of the L1 penalty on weights
+    l2: float = 0.0  # lambda of the L2 penalty on weights
+    grad_clip: float | None = None  # global gradient-norm clip
 
 
-@dataclass
-class EarlyStop:
-    enabled: bool = True
-    monitor: str = "val/loss"
-    mode: Literal["min", "max"] = "min"
-    patience: int = 5
-    min_delta: float = 0.0
-    baseline: float | None = None
-    start_from_epoch: int = 0
-    restore_best: bool = True
-    stop_on_nonfinite: bool = True
+@dataclass(frozen=True)
+class DataConfig:
+    spec: Spec  # the dataset builder and its keys
+    batch_size: int  # global batch (samples per optimizer step, all processes together)
+    augment: dict[str, Any] | None = None  # keyword arguments of data.augment.build_augment
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str | None  # None: the data's own task
+    loss: str | None
+    label_smoothing: float
+    denoise: float
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    """The early_stopping group feeds two classes; each key is defined once, by the class that uses it."""
+
+    best: dict[str, Any]  # keyword arguments of engine.Best: monitor, mode, min_delta, start_from_epoch, restore_best
+    stopping: dict[str, Any]  # keyword arguments of callbacks.EarlyStopping: enabled, patience, baseline, ...
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: Spec
+    data: DataConfig
+    optim: Spec
+    sched: ScheduleSpec
+    reg: RegConfig
+    early_stopping: EarlyStoppingConfig
+    trainer: TrainerConfig
+    checkpoints: CheckpointConfig
+    task: TaskConfig
+    resolved: dict[str, Any]  # the composed config as plain data: saved and shown, never read for settings
+
+    @classmethod
+    def parse(cls, cfg: Any) -> RunConfig:
+        """Check every group; raise one ConfigError listing every problem."""
+        check(isinstance(cfg, dict), f"the config must be a mapping, got {type(cfg).__name__}")
+        problems = Problems()
+        for group in GROUPS:
+            with problems.collect():
+                check(isinstance(cfg.get(group), dict), f"the config has no {group} group; choose one "
+                      f"({group}=NAME, see dltrain --help) instead of removing it")
+        problems.raise_if_any()
+        parsed: dict[str, Any] = {}
+        for key, parse in PARSERS.items():
+            with problems.collect():
+                parsed[key] = parse(cfg)
+        problems.raise_if_any()
+        return cls(**parsed, resolved=cfg)
 
 
 def typed(kind: str, cls: type, node: Any) -> Any:
+    """A dataclass from a mapping whose keys and types are checked against the class's fields."""
     check(isinstance(node, dict), f"{kind} must be a mapping of options, got {node!r}")
     check_kwargs(kind, "", cls, node)
     return cls(**node)
 
 
-def check_trainer(node: dict) -> tuple[Trainer, Ckpt]:
-    trainer = typed("trainer", Trainer, node)
-    trainer.precision = str(trainer.precision)
-    check(trainer.max_epochs >= 1, f"trainer.max_epochs={trainer.max_epochs} must be >= 1")
-    check(trainer.devices >= 1, f"trainer.devices={trainer.devices} must be >= 1 (processes)")
-    check(trainer.log_every_n_steps >= 0, f"trainer.log_every_n_steps={trainer.log_every_n_steps} must be >= 0")
-    return trainer, typed("trainer.ckpt", Ckpt, trainer.ckpt or {})
+def finite(kind: str, node: dict[str, Any]) -> None:
+    """inf/nan (or an overflow to inf) is never a meaningful setting."""
+    bad = [f"{kind}.{k}={v}" for k, v in node.items() if isinstance(v, float) and not math.isfinite(v)]
+    check(not bad, f"{', '.join(bad)} is not a finite number")
 
 
-def check_early_stopping(node: dict, metric_names: list[str]) -> EarlyStop:
-    """`metric_names` are what the task logs, e.g. train/loss, val/loss, val/acc."""
-    es = typed("early_stopping", EarlyStop, node)
-    check(es.patience >= 0, f"early_stopping.patience={es.patience} must be >= 0")
-    check(es.min_delta >= 0, f"early_stopping.min_delta={es.min_delta} must be >= 0")
-    check(es.start_from_epoch >= 0, f"early_stopping.start_from_epoch={es.start_from_epoch} must be >= 0")
-    check(es.monitor in metric_names, f"early_stopping.monitor={es.monitor} is not a metric of this run; "
-          f"valid: {', '.join(metric_names)}")
-    return es
+def parse_trainer(cfg: dict[str, Any]) -> TrainerConfig:
+    node = dict(cfg["trainer"])
+    if isinstance(node.get("precision"), int) and not isinstance(node.get("precision"), bool):
+        node["precision"] = str(node["precision"])
+    trainer = typed("trainer", TrainerConfig, node)
+    problems = Problems()
+    for ok, message in [(trainer.max_epochs >= 1, f"trainer.max_epochs={trainer.max_epochs} must be >= 1"),
+                        (trainer.devices >= 1, f"trainer.devices={trainer.devices} must be >= 1 (processes)"),
+                        (trainer.log_every_n_steps >= 0,
+                         f"trainer.log_every_n_steps={trainer.log_every_n_steps} must be >= 0"),
+                        (0 <= trainer.seed < 2**63, f"trainer.seed={trainer.seed} must be in [0, 2**63)"),
+                        (trainer.resume is None or trainer.resume.strip() != "",
+                         "trainer.resume is empty; give a run directory or checkpoint, or null for a new run")]:
+        with problems.collect():
+            check(ok, message)
+    problems.raise_if_any()
+    return trainer
 
 
-def check_batch_size(data: dict) -> int:
-    size = data.get("batch_size")
-    check(isinstance(size, int) and not isinstance(size, bool) and size >= 1,
-          f"data.batch_size={size!r} must be an integer >= 1 (the global batch)")
-    return size
+def parse_data(cfg: dict[str, Any]) -> DataConfig:
+    node = cfg["data"]
+    problems = Problems()
+    with problems.collect():
+        spec = DATASETS.parse(node, skip=("batch_size", "augment"))
+    size = node.get("batch_size")
+    with problems.collect():
+        check(isinstance(size, int) and not isinstance(size, bool) and size >= 1,
+              f"data.batch_size={size!r} must be an integer >= 1 (the global batch)")
+    augment = node.get("augment") or None
+    if augment is not None:
+        with problems.collect():
+            check(isinstance(augment, dict), f"data.augment must be a mapping of options, got {augment!r}")
+            check_kwargs("data.augment", "", build_augment, augment)
+            build_augment(**augment)  # its value checks
+    problems.raise_if_any()
+    return DataConfig(spec, size, augment)
+
+
+def parse_reg(cfg: dict[str, Any]) -> RegConfig:
+    reg = typed("reg", RegConfig, cfg["reg"])
+    finite("reg", cfg["reg"])
+    problems = Problems()
+    for ok, message in [(reg.l1 >= 0, f"reg.l1={reg.l1} must be >= 0"), (reg.l2 >= 0, f"reg.l2={reg.l2} must be >= 0"),
+                        (reg.grad_clip is None or reg.grad_clip > 0, f"reg.grad_clip={reg.grad_clip} must be > 0 or null")]:
+        with problems.collect():
+            check(ok, message)
+    problems.raise_if_any()
+    return reg
+
+
+def parse_early_stopping(cfg: dict[str, Any]) -> EarlyStoppingConfig:
+    """Keys checked against engine.Best (what is monitored and kept) and callbacks.EarlyStopping (when to stop)."""
+    node = cfg["early_stopping"]
+    check(isinstance(node, dict), f"early_stopping must be a mapping of options, got {node!r}")
+    owners = {cls: list(inspect.signature(cls).parameters) for cls in (Best, EarlyStopping)}
+    valid = [k for keys in owners.values() for k in keys]
+    unknown = [k for k in node if k not in valid]
+    check(not unknown, "; ".join(f"early_stopping.{k} is not an option of early_stopping; valid: {', '.join(valid)}"
+                                 for k in unknown))
+    parts = {cls: {k: v for k, v in node.items() if k in keys} for cls, keys in owners.items()}
+    problems = Problems()
+    for cls, kwargs in parts.items():
+        with problems.collect():
+            check_kwargs("early_stopping", "", cls, kwargs)
+    problems.raise_if_any()
+    best, stopping = parts[Best], parts[EarlyStopping]
+    for ok, message in [(best.get("min_delta", 0) >= 0, f"early_stopping.min_delta={best.get('min_delta')} must be >= 0"),
+                        (best.get("start_from_epoch", 0) >= 0,
+                         f"early_stopping.start_from_epoch={best.get('start_from_epoch')} must be >= 0"),
+                        (stopping.get("patience", 0) >= 0, f"early_stopping.patience={stopping.get('patience')} must be >= 0"),
+                        (str(best.get("monitor", "val/loss")).startswith(("train/", "val/")),
+                         f"early_stopping.monitor={best.get('monitor')} must be a train/ or val/ metric, e.g. val/loss")]:
+        with problems.collect():
+            check(ok, message)
+    problems.raise_if_any()
+    return EarlyStoppingConfig(best, stopping)
+
+
+def parse_task(cfg: dict[str, Any]) -> TaskConfig:
+    types_ = {"task": (str, type(None)), "loss": (str, type(None)), "label_smoothing": (int, float),
+              "denoise": (int, float)}
+    problems = Problems()
+    for key, allowed in types_.items():
+        value = cfg.get(key)
+        with problems.collect():
+            check(isinstance(value, allowed) and not isinstance(value, bool), f"{key}={value!r} has the wrong type: "
+                  f"expected {' or '.join('null' if t is type(None) else t.__name__ for t in allowed)}")
+    problems.raise_if_any()
+    task = TaskConfig(cfg["task"], cfg["loss"], float(cfg["label_smoothing"]), float(cfg["denoise"]))
+    if task.name is not None:  # the data's own task is known only once the data is built
+        build_task(task.name, loss=task.loss, label_smoothing=task.label_smoothing, denoise=task.denoise)
+    return task
+
+
+def parse_optim(cfg: dict[str, Any]) -> Spec:
+    check("lr" in cfg["optim"], "optim.lr is missing; every optimizer needs a learning rate (optim.lr=0.01)")
+    return parse_optimizer(cfg["optim"])
+
+
+def parse_sched(cfg: dict[str, Any]) -> ScheduleSpec:
+    lr0 = cfg["optim"].get("lr")
+    return parse_schedule(cfg["sched"], lr0 if isinstance(lr0, (int, float)) and not isinstance(lr0, bool) else 0.1)
+
+
+def parse_checkpoints(cfg: dict[str, Any]) -> CheckpointConfig:
+    return typed("trainer.ckpt", CheckpointConfig, cfg["trainer"].get("ckpt") or {})
+
+
+PARSERS = {"model": lambda cfg: MODELS.parse(cfg["model"]), "data": parse_data, "optim": parse_optim,
+           "sched": parse_sched, "reg": parse_reg, "early_stopping": parse_early_stopping,
+           "trainer": parse_trainer, "checkpoints": parse_checkpoints, "task": parse_task}
 
 
 def to_plain(cfg: Any) -> dict:
@@ -113,20 +249,3 @@ def to_plain(cfg: Any) -> dict:
         raise ConfigError(f"{err.full_key} is required: set it on the command line ({err.full_key}=...)") from None
     except OmegaConfBaseException as err:
         raise ConfigError(str(err).splitlines()[0]) from None
-
-
-GROUPS = ("model", "data", "optim", "sched", "reg", "early_stopping", "trainer")
-TOP_LEVEL = {"task": (str, type(None)), "loss": (str, type(None)), "label_smoothing": (int, float),
-             "denoise": (int, float)}
-
-
-def check_top_level(cfg: dict[str, Any]) -> None:
-    """Every group is there (`~model` removes one) and the top-level keys have their types."""
-    for group in GROUPS:
-        check(isinstance(cfg.get(group), dict), f"the config has no {group} group; choose one ({group}=NAME, "
-              f"see dltrain --help) instead of removing it")
-    check("lr" in cfg["optim"], "optim.lr is missing; every optimizer needs a learning rate (optim.lr=0.01)")
-    for key, types_ in TOP_LEVEL.items():
-        value = cfg.get(key)
-        check(isinstance(value, types_) and not isinstance(value, bool), f"{key}={value!r} has the wrong type: "
-              f"expected {' or '.join('null' if t is type(None) else t.__name__ for t in types_)}")

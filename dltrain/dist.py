@@ -74,15 +74,6 @@ def all_gather_object(obj: Any) -> list[Any]:
     return gathered
 
 
-def broadcast_object(obj: Any) -> Any:
-    """Rank 0's value on every rank."""
-    if not is_initialized():
-        return obj
-    box = [obj]
-    torch_dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def launch(nprocs: int, entrypoint: Callable[..., Any], *args: Any) -> None:
     """Run entrypoint(*args) in `nprocs` local worker processes and wait; a worker that fails fails all
     (torch's ChildFailedError), with no restarts, so nothing hangs on a dead peer."""

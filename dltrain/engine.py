@@ -1,9 +1,10 @@
 """The training engine: one loop for every task and model.
 
 `fit` runs epochs of `train_epoch` (shuffle by a device permutation, slice batches, one optimizer step each)
-and `evaluate`, hands the epoch's metrics to the callbacks (which may set `state.should_stop`), then tests.
-Data already sits on the device; losses and metrics accumulate there and are read (one host sync) only every
-`log_every_n_steps` steps and at the end of an epoch.
+and `evaluate`, judges the epoch against the monitored metric (`state.best`), hands it to the callbacks
+(which may set `state.should_stop`), then tests. Data already sits on the device; losses and metrics
+accumulate there as one vector and reach the host (one sync) only every `log_every_n_steps` steps and at the
+end of an epoch.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
@@ -23,6 +24,50 @@ from dltrain.reg import penalized_weights, penalty
 from dltrain.sched import Schedule
 from dltrain.tasks import Task
 
+NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # need 2+ samples in training
+
+
+@dataclass
+class Best:
+    """The monitored metric and its best epoch so far. The engine updates it after each epoch, before any
+    callback runs, so every callback (early stopping, checkpoints, TensorBoard) sees the same judgement
+    whatever their order. Its options are the early_stopping group's keys of the same names."""
+
+    monitor: str = "val/loss"  # metric that judges the epochs
+    mode: Literal["min", "max"] = "min"
+    min_delta: float = 0.0  # an improvement must exceed this (metric units)
+    start_from_epoch: int = 0  # epochs up to this one are not judged (warm-up)
+    restore_best: bool = True  # keep the best weights and load them before testing
+    value: float | None = field(default=None, init=False)
+    epoch: int = field(default=0, init=False)  # 0: none yet
+    improved: bool = field(default=False, init=False)  # the epoch just ended is the best so far
+    nonfinite: bool = field(default=False, init=False)  # the epoch just ended has a NaN/inf loss or monitored value
+    weights: dict[str, torch.Tensor] | None = field(default=None, init=False, repr=False)  # on the device
+
+    def better(self, value: float, reference: float) -> bool:
+        delta = abs(self.min_delta)
+        return value < reference - delta if self.mode == "min" else value > reference + delta
+
+    def update(self, metrics: dict[str, float], epoch: int, model: nn.Module) -> None:
+        """Judge epoch `epoch` (1-based) by its metrics; copy the model's weights when it is the best."""
+        value = metrics.get(self.monitor, math.nan)
+        self.nonfinite = not all(math.isfinite(v) for v in (value, metrics.get("train/loss", 0.0)))
+        self.improved = (not self.nonfinite and epoch > self.start_from_epoch
+                         and (self.value is None or self.better(value, self.value)))
+        if self.improved:
+            self.value, self.epoch = value, epoch
+            if self.restore_best:  # a copy on the device: no host transfer per improvement
+                self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"monitor": self.monitor, "mode": self.mode, "value": self.value, "epoch": self.epoch}
+
+    def load_state_dict(self, saved: dict[str, Any], weights: dict[str, torch.Tensor] | None) -> None:
+        if (saved.get("monitor"), saved.get("mode")) != (self.monitor, self.mode):
+            return  # another monitored metric: its best starts afresh
+        self.value, self.epoch = saved["value"], saved["epoch"]
+        self.weights = weights if self.restore_best else None
+
 
 @dataclass
 class State:
@@ -32,10 +77,11 @@ class State:
     raw_model: nn.Module  # the plain module: its state_dict is what checkpoints hold
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
+    best: Best = field(default_factory=Best)
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps completed
     metrics: dict[str, float] = field(default_factory=dict)  # the last epoch's, e.g. {"val/loss": 0.3}
-    final: dict[str, float] = field(default_factory=dict)  # test metrics, after fit
+    test_metrics: dict[str, float] = field(default_factory=dict)  # after fit, e.g. {"test/acc": 0.95}
     should_stop: bool = False
     stop_reason: str = "max_epochs reached"
     train_seconds: float = 0.0  # wall time spent in training epochs (s)
@@ -44,23 +90,31 @@ class State:
 
 
 class Callback(Protocol):
-    """Events of the loop. All are optional to act on; implement the ones you need as no-ops otherwise."""
+    """The loop's events. Subclass it to inherit no-ops for the events you don't need. A callback with state
+    that must survive a resume returns it from `state_dict` (plain values): checkpoints hold every callback's."""
 
     def on_fit_start(self, state: State) -> None: ...
     def on_train_log(self, state: State, values: dict[str, float]) -> None: ...
-    def on_epoch_end(self, state: State) -> None: ...
-    def on_train_end(self, state: State) -> None: ...  # before the test split: may restore the best weights
-    def on_fit_end(self, state: State) -> None: ...  # state.final holds the test metrics
+    def on_epoch_end(self, state: State) -> None: ...  # state.metrics and state.best hold this epoch's
+    def on_train_end(self, state: State) -> None: ...  # best weights restored, before the test split
+    def on_fit_end(self, state: State) -> None: ...  # state.test_metrics hold the test metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        return None
 
 
 @dataclass
-class Settings:
-    """The loop's fixed knobs (plain values, built from the trainer config by train.py)."""
+class LoopSettings:
+    """The loop's fixed knobs (plain values, built from the run config by build.py)."""
 
     max_epochs: int
     batch_size: int  # global: summed over all processes
     lr_at: Schedule
     lr_per_step: bool  # t counts optimizer steps (True) or epochs (False)
+    lr_scales: tuple[float, ...] = ()  # per optimizer param group: its lr = lr_at(t) * scale (a GAN's two nets)
     seed: int = 0
     autocast_dtype: torch.dtype | None = None
     grad_clip: float | None = None
@@ -84,16 +138,15 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device.type, dtype=dtype)
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
+def set_lr(optimizer: torch.optim.Optimizer, lr: float, scales: Sequence[float]) -> None:
+    for i, group in enumerate(optimizer.param_groups):
+        group["lr"] = lr * (scales[i] if i < len(scales) else 1.0)
 
 
-def read(sums: dict[str, torch.Tensor], count: int, prefix: str) -> dict[str, float]:
-    """Global means of metric sums over `count` samples: one all-reduce and one host sync."""
-    names = sorted(sums)
-    values = dist.all_reduce_sum(torch.stack([sums[k] for k in names])).tolist()
-    return {f"{prefix}/{k}": v / max(count, 1) for k, v in zip(names, values)}
+def all_reduce_means_to_host(sums: torch.Tensor, names: Sequence[str], count: int, prefix: str) -> dict[str, float]:
+    """Global means of a metric-sum vector over `count` samples: one all-reduce, then one host sync."""
+    values = dist.all_reduce_sum(sums.clone()).tolist()
+    return {f"{prefix}/{name}": value / max(count, 1) for name, value in zip(names, values)}
 
 
 def local_batch(train: Split, global_idx: torch.Tensor, augment: Callable | None,
@@ -107,60 +160,53 @@ def local_batch(train: Split, global_idx: torch.Tensor, augment: Callable | None
     return augment(train.x[global_idx], gen)[rank::world], train.y[mine]
 
 
-def accumulate(sums: dict[str, torch.Tensor], batch_sums: dict[str, torch.Tensor]) -> None:
-    """Add a batch's metric sums into the running float32 sums, in place: one fused kernel on CUDA, no sync."""
-    if not sums:
-        sums.update({key: value.detach().float().clone() for key, value in batch_sums.items()})
-    else:
-        torch._foreach_add_([sums[key] for key in batch_sums], list(batch_sums.values()))
-
-
-def train_epoch(state: State, task: Task, train: Split, s: Settings, callbacks: Sequence[Callback]) -> dict[str, float]:
+def train_epoch(state: State, task: Task, train: Split, settings: LoopSettings,
+                callbacks: Sequence[Callback]) -> dict[str, float]:
     """One pass over the train split in global batches; returns the epoch's train metrics."""
     model, optimizer, scaler = state.model, state.optimizer, state.scaler
-    device, n = train.x.device, len(train)
-    world = dist.world_size()
-    gen = torch.Generator(device=device).manual_seed(s.seed * 1_000_003 + state.epoch)  # same order on every rank
+    device, n, world = train.x.device, len(train), dist.world_size()
+    names = ("loss", *task.metric_names)
+    gen = torch.Generator(device=device).manual_seed(settings.seed * 1_000_003 + state.epoch)  # same on every rank
     perm = torch.randperm(n, device=device, generator=gen)
-    weights = penalized_weights(state.raw_model) if (s.l1 or s.l2) else []
+    weights = penalized_weights(state.raw_model) if (settings.l1 or settings.l2) else []
     # batch norm needs two samples per process: a last batch too small for that is dropped
-    min_share = 2 if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in state.raw_model.modules()) else 1
-    sums: dict[str, torch.Tensor] = {}
+    min_share = 2 if any(isinstance(m, NORM_LAYERS) for m in state.raw_model.modules()) else 1
+    sums = torch.zeros(len(names), device=device)  # float32 metric sums of the epoch, in `names` order
     grad_seeds: dict[int, torch.Tensor] = {}  # batch size -> d(loss)/d(loss_sum), made once on the device
     seen = 0
     model.train()
-    for start in range(0, n, s.batch_size):
-        global_idx = perm[start:start + s.batch_size]
+    for start in range(0, n, settings.batch_size):
+        global_idx = perm[start:start + settings.batch_size]
         batch_count = len(global_idx)
         if batch_count // world < min_share:
             continue
-        x, y = local_batch(train, global_idx, s.augment, gen)
-        if s.lr_per_step:
-            set_lr(optimizer, s.lr_at(state.step))
-        with autocast(device, s.autocast_dtype):
+        x, y = local_batch(train, global_idx, settings.augment, gen)
+        if settings.lr_per_step:
+            set_lr(optimizer, settings.lr_at(state.step), settings.lr_scales)
+        with autocast(device, settings.autocast_dtype):
             loss_sum, batch_sums = task.step(model, x, y)
         # The loss is loss_sum * world / batch_count: with DDP's gradient average that is the global batch mean,
         # exactly. The factor seeds the backward pass instead of multiplying the loss (two kernels fewer a step).
         if batch_count not in grad_seeds:
             grad_seeds[batch_count] = torch.full((), world / batch_count, device=device)
         if weights:  # skipped entirely without a penalty: no extra kernel per step
-            loss_sum = loss_sum + penalty(weights, s.l1, s.l2) * (batch_count / world)
+            loss_sum = loss_sum + penalty(weights, settings.l1, settings.l2) * (batch_count / world)
         optimizer.zero_grad(set_to_none=True)
         loss_sum.backward(scaler.scale(grad_seeds[batch_count]))  # fp16: times the GradScaler's loss scale
-        if s.grad_clip:
+        if settings.grad_clip:
             scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(state.raw_model.parameters(), s.grad_clip)
+            nn.utils.clip_grad_norm_(state.raw_model.parameters(), settings.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        accumulate(sums, batch_sums)
+        sums.add_(batch_sums)  # one kernel, no sync
         seen += batch_count
         state.step += 1
-        if s.log_every_n_steps and state.step % s.log_every_n_steps == 0:
-            running = read(sums, seen, "train")  # on every rank: it is a collective
+        if settings.log_every_n_steps and state.step % settings.log_every_n_steps == 0:
+            running = all_reduce_means_to_host(sums, names, seen, "train")  # on every rank: a collective
             for cb in callbacks:
                 cb.on_train_log(state, running)
     state.samples_seen += seen
-    return read(sums, seen, "train")
+    return all_reduce_means_to_host(sums, names, seen, "train")
 
 
 @torch.no_grad()
@@ -171,45 +217,51 @@ def evaluate(model: nn.Module, task: Task, split: Split, batch_size: int, prefix
         return {}
     model.eval()
     rank, world = dist.rank(), dist.world_size()
+    names = ("loss", *task.metric_names)
     idx_all = torch.arange(rank, len(split), world, device=split.x.device)
-    sums: dict[str, torch.Tensor] = {}
-    for start in range(0, max(len(idx_all), 1), batch_size):  # an empty share still gives (zero) sums
+    sums = torch.zeros(len(names), device=split.x.device)
+    for start in range(0, len(idx_all), batch_size):  # an empty share keeps zero sums for the all-reduce
         idx = idx_all[start:start + batch_size]
         with autocast(split.x.device, autocast_dtype):
             _, batch_sums = task.step(model, split.x[idx], split.y[idx])
-        accumulate(sums, batch_sums)
-    return read(sums, len(split), prefix)
+        sums.add_(batch_sums)
+    return all_reduce_means_to_host(sums, names, len(split), prefix)
 
 
-def fit(state: State, task: Task, train: Split, val: Split, test: Split, s: Settings,
+def fit(state: State, task: Task, train: Split, val: Split, test: Split, settings: LoopSettings,
         callbacks: Sequence[Callback]) -> State:
     """Train until max_epochs or a callback stops the run, then evaluate the test split."""
     for cb in callbacks:
         cb.on_fit_start(state)
-    while state.epoch < s.max_epochs and not state.should_stop:
-        lr = s.lr_at(state.step if s.lr_per_step else state.epoch)
-        if not s.lr_per_step:
-            set_lr(state.optimizer, lr)
+    while state.epoch < settings.max_epochs and not state.should_stop:
+        lr = settings.lr_at(state.step if settings.lr_per_step else state.epoch)
+        if not settings.lr_per_step:
+            set_lr(state.optimizer, lr, settings.lr_scales)
         started = time.perf_counter()
-        metrics = train_epoch(state, task, train, s, callbacks)
-        seconds = time.perf_counter() - started  # read() above synced the device
+        metrics = train_epoch(state, task, train, settings, callbacks)
+        seconds = time.perf_counter() - started  # the host read above synced the device
         state.train_seconds += seconds
-        metrics.update(evaluate(state.model, task, val, s.batch_size, "val", s.autocast_dtype))
+        metrics.update(evaluate(state.model, task, val, settings.batch_size, "val", settings.autocast_dtype))
         metrics.update(task.derived(metrics))
         metrics.update({"lr": lr, "throughput/samples_per_sec": len(train) / seconds, "time/epoch_sec": seconds})
         state.epoch += 1
         state.metrics = metrics
+        state.best.update(metrics, state.epoch, state.raw_model)
         state.rng = dist.all_gather_object(rng_state())  # so a resume gives each rank its own stream back
         for cb in callbacks:
             cb.on_epoch_end(state)
+    restore_best_weights(state)
     for cb in callbacks:
         cb.on_train_end(state)
-    state.final = evaluate(state.model, task, test, s.batch_size, "test", s.autocast_dtype)
-    state.final.update(task.derived(state.final))
+    state.test_metrics = evaluate(state.model, task, test, settings.batch_size, "test", settings.autocast_dtype)
+    state.test_metrics.update(task.derived(state.test_metrics))
     for cb in callbacks:
         cb.on_fit_end(state)
     return state
 
 
-def is_finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+def restore_best_weights(state: State) -> None:
+    """With restore_best, test (and keep) the best epoch's weights rather than the last epoch's."""
+    best = state.best
+    if best.restore_best and best.weights is not None and best.epoch != state.epoch:
+        state.raw_model.load_state_dict(best.weights)

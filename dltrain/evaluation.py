@@ -13,16 +13,16 @@ import torch
 import yaml
 
 from dltrain import checkpoint
+from dltrain.build import RunComponents, build
+from dltrain.config import RunConfig
 from dltrain.engine import evaluate
 from dltrain.registry import ConfigError, check
-from dltrain.train import Parts, build
 
 
 @dataclass
 class Loaded:
     path: Path  # the checkpoint file
-    cfg: dict[str, Any]
-    parts: Parts  # model (with the checkpoint's weights), data, task
+    parts: RunComponents  # model (with the checkpoint's weights), data, task, and the run's config
 
 
 def load_run(where: str | Path, prefer_best: bool = True) -> Loaded:
@@ -30,13 +30,12 @@ def load_run(where: str | Path, prefer_best: bool = True) -> Loaded:
     where = Path(where).expanduser()
     if where.is_dir() and prefer_best and (where / "best.pt").is_file():
         where = where / "best.pt"
-    path = checkpoint.find(where)
+    path = checkpoint.checkpoint_file(where)
     saved = checkpoint.load(path)
-    cfg = yaml.safe_load(saved["config"])
-    parts = build(cfg)
+    parts = build(RunConfig.parse(yaml.safe_load(saved["config"])))
     parts.model.load_state_dict(saved["model"])
     parts.model.eval()
-    return Loaded(path, cfg, parts)
+    return Loaded(path, parts)
 
 
 def confusion_matrix(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int,
@@ -63,9 +62,9 @@ def evaluate_run(loaded: Loaded, log_dir: Path | None = None) -> dict[str, Any]:
     TensorBoard as an image under `log_dir`)."""
     parts = loaded.parts
     test = parts.data.test
-    result: dict[str, Any] = evaluate(parts.model, parts.task, test, parts.batch_size, "test")
+    result: dict[str, Any] = evaluate(parts.model, parts.task, test, parts.config.data.batch_size, "test")
     result.update(parts.task.derived(result))
-    if (loaded.cfg.get("task") or parts.data.task) == "classification" and test.y.dim() == 1 and parts.data.num_outputs > 1:
+    if parts.task_name == "classification" and test.y.dim() == 1 and parts.data.num_outputs > 1:
         counts = confusion_matrix(parts.model, test.x, test.y, parts.data.num_outputs)
         result["per_class_acc"] = (counts.diag().float() / counts.sum(dim=1).clamp_min(1)).tolist()
         result["confusion_matrix"] = counts.tolist()
@@ -80,7 +79,7 @@ def evaluate_run(loaded: Loaded, log_dir: Path | None = None) -> dict[str, Any]:
 def export(loaded: Loaded, out_dir: Path) -> dict[str, Path]:
     """TorchScript (always) and ONNX (when `onnx` is importable) traced on one test-shaped sample."""
     model, example = loaded.parts.model, loaded.parts.data.train.x[:2]
-    check(not hasattr(model, "sample"), f"model={loaded.cfg['model']['name']} is generative (its forward trains "
+    check(not loaded.parts.traits.generative, f"model={loaded.parts.config.model.name} is generative (its forward trains "
           "it against a discriminator); export takes models that map inputs to outputs")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +102,7 @@ def export(loaded: Loaded, out_dir: Path) -> dict[str, Path]:
 
 def generate(loaded: Loaded, prompt: str, length: int, temperature: float, seed: int = 0) -> str:
     """Sample `length` characters after `prompt` from a character-level language model."""
-    vocab: list[str] = loaded.parts.data.meta.get("vocab") or []
+    vocab: list[str] = loaded.parts.data.vocab or []
     check(bool(vocab) and loaded.parts.data.task == "language_model",
           f"{loaded.path} is not a language model run (data=text); generate needs one")
     check(temperature > 0, f"--temperature={temperature} must be > 0")

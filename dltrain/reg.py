@@ -8,17 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dltrain.registry import check
-
 
 def penalized_weights(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.dim() >= 2 and p.requires_grad]
-
-
-def check_reg(l1: float, l2: float, grad_clip: float | None) -> None:
-    check(l1 >= 0, f"reg.l1={l1} must be >= 0")
-    check(l2 >= 0, f"reg.l2={l2} must be >= 0")
-    check(grad_clip is None or grad_clip > 0, f"reg.grad_clip={grad_clip} must be > 0 or null")
 
 
 def penalty(weights: list[torch.Tensor], l1: float, l2: float) -> torch.Tensor | float:

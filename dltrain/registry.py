@@ -1,21 +1,28 @@
 """Small explicit registries: a name -> builder dict, filled by a `@register(name)` decorator.
 
-A builder is a plain function with typed keyword arguments. `Registry.build(node, **runtime)` takes a
-config node (a mapping with `name` and the builder's keyword arguments), checks every key against the
-builder's signature and type hints, and calls it. Run-time-only arguments (input shape, parameters,
-total steps) come from the caller, never from YAML.
+A builder is a plain function with typed keyword arguments. A config node (a mapping with `name` and the
+builder's keyword arguments) is checked once, at the door, by `Registry.parse(node) -> Spec`: every key
+against the builder's signature and type hints. `Registry.build(spec, **runtime)` then calls the builder
+with the run-time-only arguments (input shape, parameters, total steps), which never come from YAML.
+A registration may carry traits (e.g. a model's `channels_last`): declared metadata instead of attribute probes.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 
 class ConfigError(ValueError):
-    """A user error in the configuration; reported as one line, never with a traceback."""
+    """User errors in the configuration, one line each; reported without a traceback."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
 
 
 def check(condition: bool, message: str) -> None:
@@ -24,18 +31,54 @@ def check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """An exception's first non-empty line (its type name when it has no message), for one-line reports."""
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:limit]
+
+
+class Problems:
+    """Collects every ConfigError of a parse instead of stopping at the first (torchtune's ConfigError(errors))."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[None]:
+        try:
+            yield
+        except ConfigError as err:
+            self.found += err.problems
+
+    def raise_if_any(self) -> None:
+        if self.found:
+            raise ConfigError(*self.found)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A checked choice of a registry: the builder's name and its keyword arguments from YAML."""
+
+    kind: str  # the registry: model, data, optim, sched
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
 class Registry:
     """Builders of one kind (model, data, optim, ...) keyed by short names."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, runtime: tuple[str, ...] = ()) -> None:
         self.kind = kind
+        self.runtime = runtime  # the builders' run-time-only arguments, never set in YAML
         self._builders: dict[str, Callable[..., Any]] = {}
+        self._traits: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(self, name: str, **traits: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def add(builder: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._builders:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             self._builders[name] = builder
+            self._traits[name] = traits
             return builder
 
         return add
@@ -48,37 +91,53 @@ class Registry:
             raise ConfigError(f"unknown {self.kind} '{name}'; valid: {', '.join(self.names())}")
         return self._builders[name]
 
-    def config_keys(self, name: str, runtime: tuple[str, ...] = ()) -> dict[str, inspect.Parameter]:
-        """The keyword arguments of builder `name` that a config may set (all but `runtime`)."""
-        params = inspect.signature(self.get(name)).parameters
-        return {k: p for k, p in params.items() if k not in runtime and p.kind is not p.VAR_KEYWORD}
+    def traits(self, name: str) -> dict[str, Any]:
+        """What the registration declared about builder `name` (e.g. channels_last=True)."""
+        self.get(name)
+        return dict(self._traits[name])
 
-    def build(self, node: Mapping[str, Any], skip: tuple[str, ...] = (), **runtime: Any) -> Any:
-        """Check `node` against the builder's signature, then call builder(**runtime, **node)."""
+    def builder_args(self, name: str) -> list[str]:
+        """Every keyword argument builder `name` takes, run-time ones included."""
+        return list(inspect.signature(self.get(name)).parameters)
+
+    def config_keys(self, name: str) -> dict[str, inspect.Parameter]:
+        """The keyword arguments of builder `name` that a config may set (all but the run-time ones)."""
+        params = inspect.signature(self.get(name)).parameters
+        return {k: p for k, p in params.items() if k not in self.runtime and p.kind is not p.VAR_KEYWORD}
+
+    def parse(self, node: Any, skip: tuple[str, ...] = ()) -> Spec:
+        """Check a config node against its builder's signature; `skip` keys belong to the caller."""
+        check(isinstance(node, Mapping), f"{self.kind} must be a mapping of options, got {node!r}")
         name = node.get("name")
         check(isinstance(name, str), f"{self.kind}: missing 'name'; valid: {', '.join(self.names())}")
         kwargs = {k: v for k, v in node.items() if k != "name" and k not in skip}
-        check_kwargs(self.kind, name, self.get(name), kwargs, tuple(runtime))
-        return self.get(name)(**runtime, **kwargs)
+        check_kwargs(self.kind, name, self.get(name), kwargs, self.runtime)
+        return Spec(self.kind, name, kwargs)
+
+    def build(self, spec: Spec, **runtime: Any) -> Any:
+        """builder(**runtime, **spec.kwargs)."""
+        return self.get(spec.name)(**runtime, **spec.kwargs)
 
 
 def check_kwargs(kind: str, name: str, builder: Callable[..., Any], kwargs: Mapping[str, Any],
                  runtime: tuple[str, ...] = ()) -> None:
-    """Unknown keys, missing required keys and wrong types become one-line ConfigErrors."""
+    """Unknown keys, missing required keys and wrong types: every problem, one line each."""
     params = inspect.signature(builder).parameters
     hints = typing.get_type_hints(builder)
-    allowed = [k for k in params if k not in runtime]
+    allowed = [k for k in params if k not in runtime and params[k].kind is not params[k].VAR_KEYWORD]
     where = f"{kind}={name}" if name else kind  # nodes without a builder name: trainer, reg, ...
+    problems = Problems()
     for key, value in kwargs.items():
-        check(key in params and key not in runtime, f"{kind}.{key} is not an option of {where}; valid: {', '.join(allowed)}")
-        if key in hints and typing.get_origin(hints[key]) is typing.Literal and not matches(value, hints[key]):
-            raise ConfigError(f"{kind}.{key}={value!r} is not a choice of {where}; valid: {type_name(hints[key])}")
-        if key in hints and not matches(value, hints[key]):
-            raise ConfigError(f"{kind}.{key}={value!r} has the wrong type for {where}: expected {type_name(hints[key])}")
+        with problems.collect():
+            check(key in allowed, f"{kind}.{key} is not an option of {where}; valid: {', '.join(allowed)}")
+            if key in hints and typing.get_origin(hints[key]) is typing.Literal and not matches(value, hints[key]):
+                raise ConfigError(f"{kind}.{key}={value!r} is not a choice of {where}; valid: {type_name(hints[key])}")
+            if key in hints and not matches(value, hints[key]):
+                raise ConfigError(f"{kind}.{key}={value!r} has the wrong type for {where}: expected {type_name(hints[key])}")
     for key in allowed:
-        p = params[key]
-        if p.default is p.empty and p.kind is not p.VAR_KEYWORD and key not in kwargs:
-            raise ConfigError(f"{where} needs {kind}.{key}")
+        if params[key].default is params[key].empty and key not in kwargs:
+            problems.found.append(f"{where} needs {kind}.{key}")
+    problems.raise_if_any()
 
 
 def matches(value: Any, hint: Any) -> bool:

@@ -1,8 +1,9 @@
 """Tasks: what one batch's loss and metrics are. The engine's loop is the same for every task.
 
 A task's `step(model, x, y)` returns the batch's loss *summed over samples* (the engine divides by the global
-batch size, which keeps DDP exact) and a dict of per-batch metric sums; the engine reports each metric as
-sum / samples, then `derived()` may add metrics that are not averages (perplexity).
+batch size, which keeps DDP exact) and one float32 vector of per-batch sums in the order ("loss",
+*metric_names); the engine adds it up with one kernel and reports each as sum / samples, then `derived()`
+may add metrics that are not averages (perplexity).
 """
 from __future__ import annotations
 
@@ -17,14 +18,16 @@ from torch import nn
 from dltrain.registry import ConfigError, Registry, check
 
 TASKS = Registry("task")
-Sums = dict[str, torch.Tensor]
 REGRESSION_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss, "huber": F.huber_loss}
 
 
 class Task(Protocol):
     metric_names: tuple[str, ...]  # what step() sums besides the loss, e.g. ("acc",)
+    derived_names: tuple[str, ...]  # what derived() adds from the means, e.g. ("ppl",)
 
-    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Sums]: ...
+    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss summed over the batch's samples, float32 sums of ("loss", *metric_names))."""
+        ...
     def derived(self, means: dict[str, float]) -> dict[str, float]: ...
 
 
@@ -34,18 +37,18 @@ class Classification:
 
     def __init__(self, loss: str = "cross_entropy", label_smoothing: float = 0.0) -> None:
         self.loss, self.label_smoothing = loss, label_smoothing
-        self.metric_names = ("acc",)
+        self.metric_names, self.derived_names = ("acc",), ()
 
-    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Sums]:
+    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(x).float()
         if self.loss == "bce":
             logits = logits.reshape(-1)
             loss = F.binary_cross_entropy_with_logits(logits, y.float(), reduction="sum")
-            correct = ((logits > 0).long() == y).sum(dtype=torch.float32)  # float: all sums add in one kernel
+            correct = ((logits > 0).long() == y).sum(dtype=torch.float32)
         else:
             loss = F.cross_entropy(logits, y, reduction="sum", label_smoothing=self.label_smoothing)
             correct = (logits.argmax(dim=1) == y).sum(dtype=torch.float32)
-        return loss, {"loss": loss.detach(), "acc": correct}
+        return loss, torch.stack([loss.detach(), correct])
 
     def derived(self, means: dict[str, float]) -> dict[str, float]:
         return {}
@@ -56,29 +59,29 @@ class Regression:
 
     def __init__(self, loss: str = "mse") -> None:
         self.loss_fn = REGRESSION_LOSSES[loss]
-        self.metric_names = ("mse", "mae")
+        self.metric_names, self.derived_names = ("mse", "mae"), ()
 
-    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Sums]:
+    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = model(x).float().reshape(y.shape)
         per_sample = max(y[0].numel(), 1) if len(y) else 1  # average over target dims, sum over samples
         loss = self.loss_fn(out, y, reduction="sum") / per_sample
         err = (out - y).detach()
-        return loss, {"loss": loss.detach(), "mse": err.pow(2).sum() / per_sample, "mae": err.abs().sum() / per_sample}
+        return loss, torch.stack([loss.detach(), err.pow(2).sum() / per_sample, err.abs().sum() / per_sample])
 
     def derived(self, means: dict[str, float]) -> dict[str, float]:
         return {}
 
 
 class Reconstruction:
-    """The model rebuilds its input (targets are ignored). `noise` > 0 trains a denoising autoencoder:
+    """The model rebuilds its input (targets are ignored). `denoise` > 0 trains a denoising autoencoder:
     Gaussian noise of that std is added to the training input only; the target stays clean."""
 
-    def __init__(self, loss: str = "mse", noise: float = 0.0) -> None:
-        self.loss, self.noise = loss, noise
-        self.metric_names = ("mse",)
+    def __init__(self, loss: str = "mse", denoise: float = 0.0) -> None:
+        self.loss, self.denoise = loss, denoise
+        self.metric_names, self.derived_names = ("mse",), ()
 
-    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Sums]:
-        noisy = x + self.noise * torch.randn_like(x) if self.noise > 0 and model.training else x
+    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        noisy = x + self.denoise * torch.randn_like(x) if self.denoise > 0 and model.training else x
         out = model(noisy).float()
         per_sample = max(x[0].numel(), 1) if len(x) else 1
         if self.loss == "bce":  # targets in [0, 1], outputs are logits
@@ -87,7 +90,7 @@ class Reconstruction:
         else:
             loss = F.mse_loss(out, x.float(), reduction="sum") / per_sample
             mse = loss
-        return loss, {"loss": loss.detach(), "mse": mse.detach()}
+        return loss, torch.stack([loss.detach(), mse.detach()])
 
     def derived(self, means: dict[str, float]) -> dict[str, float]:
         return {}
@@ -98,14 +101,14 @@ class LanguageModel:
     perplexity = exp(loss)."""
 
     def __init__(self) -> None:
-        self.metric_names = ("acc", "ppl")
+        self.metric_names, self.derived_names = ("acc",), ("ppl",)
 
-    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Sums]:
+    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(x).float()
         tokens = y.shape[1]
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum") / tokens
         correct = (logits.argmax(dim=-1) == y).sum() / tokens
-        return loss, {"loss": loss.detach(), "acc": correct}
+        return loss, torch.stack([loss.detach(), correct])
 
     def derived(self, means: dict[str, float]) -> dict[str, float]:
         return {k.replace("/loss", "/ppl"): math.exp(min(v, 50.0)) for k, v in means.items() if k.endswith("/loss")}
@@ -118,23 +121,23 @@ class Adversarial:
     its own gradient; generator and discriminator are separate parameter groups with their own lr/betas."""
 
     def __init__(self) -> None:
-        self.metric_names = ("d_loss", "g_loss")
+        self.metric_names, self.derived_names = ("d_loss", "g_loss"), ()
 
-    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Sums]:
+    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         real, fake_for_d, fake_for_g = (t.float().reshape(-1) for t in model(x))
         bce = F.binary_cross_entropy_with_logits
         d_loss = bce(real, torch.ones_like(real), reduction="sum") + bce(fake_for_d, torch.zeros_like(fake_for_d),
                                                                          reduction="sum")
         g_loss = bce(fake_for_g, torch.ones_like(fake_for_g), reduction="sum")  # non-saturating loss
         loss = d_loss + g_loss
-        return loss, {"loss": loss.detach(), "d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+        return loss, torch.stack([loss.detach(), d_loss.detach(), g_loss.detach()])
 
     def derived(self, means: dict[str, float]) -> dict[str, float]:
         return {}
 
 
 @TASKS.register("classification")
-def classification(*, loss: str | None = None, label_smoothing: float = 0.0, noise: float = 0.0) -> Task:
+def classification(*, loss: str | None = None, label_smoothing: float = 0.0, denoise: float = 0.0) -> Task:
     check(loss in (None, "cross_entropy", "bce"), f"loss={loss} does not fit task=classification; "
           "valid: cross_entropy, bce (binary, one output)")
     check(0.0 <= label_smoothing < 1.0, f"label_smoothing={label_smoothing} must be in [0, 1)")
@@ -142,38 +145,39 @@ def classification(*, loss: str | None = None, label_smoothing: float = 0.0, noi
 
 
 @TASKS.register("regression")
-def regression(*, loss: str | None = None, label_smoothing: float = 0.0, noise: float = 0.0) -> Task:
+def regression(*, loss: str | None = None, label_smoothing: float = 0.0, denoise: float = 0.0) -> Task:
     check(loss is None or loss in REGRESSION_LOSSES,
           f"loss={loss} does not fit task=regression; valid: {', '.join(REGRESSION_LOSSES)}")
     return Regression(loss or "mse")
 
 
 @TASKS.register("reconstruction")
-def reconstruction(*, loss: str | None = None, label_smoothing: float = 0.0, noise: float = 0.0) -> Task:
+def reconstruction(*, loss: str | None = None, label_smoothing: float = 0.0, denoise: float = 0.0) -> Task:
     check(loss in (None, "mse", "bce"), f"loss={loss} does not fit task=reconstruction; valid: mse, bce")
-    check(noise >= 0, f"denoise={noise} must be >= 0 (std of the denoising input noise)")
-    return Reconstruction(loss or "mse", noise)
+    check(denoise >= 0, f"denoise={denoise} must be >= 0 (std of the denoising input noise)")
+    return Reconstruction(loss or "mse", denoise)
 
 
 @TASKS.register("language_model")
-def language_model(*, loss: str | None = None, label_smoothing: float = 0.0, noise: float = 0.0) -> Task:
+def language_model(*, loss: str | None = None, label_smoothing: float = 0.0, denoise: float = 0.0) -> Task:
     check(loss in (None, "cross_entropy"), f"loss={loss} does not fit task=language_model; valid: cross_entropy")
     return LanguageModel()
 
 
 @TASKS.register("adversarial")
-def adversarial(*, loss: str | None = None, label_smoothing: float = 0.0, noise: float = 0.0) -> Task:
+def adversarial(*, loss: str | None = None, label_smoothing: float = 0.0, denoise: float = 0.0) -> Task:
     check(loss in (None, "bce"), f"loss={loss} does not fit task=adversarial; valid: bce")
     return Adversarial()
 
 
-def build_task(name: str, loss: str | None, label_smoothing: float, noise: float = 0.0) -> Task:
+def build_task(name: str, *, loss: str | None = None, label_smoothing: float = 0.0, denoise: float = 0.0) -> Task:
+    """The task `name` with the top-level loss options; an option that the task ignores is an error."""
     try:
         builder: Callable[..., Task] = TASKS.get(name)
     except ConfigError:
         raise ConfigError(f"unknown task '{name}'; valid: {', '.join(TASKS.names())}") from None
     check(label_smoothing == 0 or name == "classification", f"label_smoothing={label_smoothing} applies to "
           f"task=classification only, not task={name}; leave it at 0.0")
-    check(noise == 0 or name == "reconstruction", f"denoise={noise} applies to task=reconstruction only, "
+    check(denoise == 0 or name == "reconstruction", f"denoise={denoise} applies to task=reconstruction only, "
           f"not task={name}; leave it at 0.0")
-    return builder(loss=loss, label_smoothing=label_smoothing, noise=noise)
+    return builder(loss=loss, label_smoothing=label_smoothing, denoise=denoise)

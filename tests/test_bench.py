@@ -17,7 +17,8 @@ def test_bench_script_runs_a_small_case(tmp_path) -> None:
     result = json.loads(out.read_text())["results"][0]
     assert result["case"] == "overhead" and result["samples"] == 256
     assert result["engine_s"] > 0 and result["loop_s"] > 0
-    # the engine's only extra ops per step: train accuracy (argmax, eq, sum) and one fused add of the metric
-    # sums, less the loop's ones_like backward seed; plus a few per-epoch ops spread over these 8 steps
+    # the engine's only extra ops per step: train accuracy (argmax, eq, sum), the metric vector (stack) and its
+    # one add_, less the loop's ones_like backward seed (+4); plus per-epoch ops spread over these 8 steps (the
+    # sums' zeros and read, the best epoch's weight copy: about +2.3 per step here)
     loop, engine = result["loop_ops_per_step"], result["engine_ops_per_step"]
-    assert loop > 20 and loop + 3 <= engine <= loop + 5
+    assert loop > 20 and loop + 4 <= engine <= loop + 7

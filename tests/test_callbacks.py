@@ -1,4 +1,5 @@
-"""Early stopping on scripted metric sequences: the exact stopping epoch, Keras semantics, best weights."""
+"""Early stopping on scripted metric sequences: the exact stopping epoch, Keras semantics, best weights.
+The engine judges each epoch (`Best.update`) before the callbacks run; `drive` does the same."""
 from __future__ import annotations
 
 import math
@@ -8,23 +9,34 @@ import torch
 from torch import nn
 
 from dltrain.callbacks import EarlyStopping
-from dltrain.engine import State
+from dltrain.config import parse_early_stopping
+from dltrain.engine import Best, State, restore_best_weights
+
+BEST_KEYS = ("monitor", "mode", "min_delta", "start_from_epoch", "restore_best")
 
 
-def make_state() -> State:
+def make_state(best: Best | None = None) -> State:
     model = nn.Linear(2, 1)
     return State(model=model, raw_model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-                 scaler=torch.amp.GradScaler("cpu", enabled=False))
+                 scaler=torch.amp.GradScaler("cpu", enabled=False), best=best or Best())
 
 
-def drive(stopper: EarlyStopping, values: list[float], key: str = "val/loss") -> tuple[State, int]:
+def stopping(**options) -> tuple[EarlyStopping, Best]:
+    """The early_stopping group's options, split between the stopper and the engine's Best as a run does."""
+    best = Best(**{k: v for k, v in options.items() if k in BEST_KEYS})
+    return EarlyStopping(**{k: v for k, v in options.items() if k not in BEST_KEYS}), best
+
+
+def drive(pair: tuple[EarlyStopping, Best], values: list[float], key: str = "val/loss") -> tuple[State, int]:
     """Feed one value per epoch; returns the state and the epoch at which the run stopped."""
-    state = make_state()
+    stopper, best = pair
+    state = make_state(best)
     for value in values:
         state.epoch += 1
         with torch.no_grad():
             state.raw_model.weight.fill_(value)  # weights remember which epoch they come from
         state.metrics = {key: value, "train/loss": 1.0}
+        state.best.update(state.metrics, state.epoch, state.raw_model)  # as the engine does, before callbacks
         stopper.on_epoch_end(state)
         if state.should_stop:
             break
@@ -33,74 +45,86 @@ def drive(stopper: EarlyStopping, values: list[float], key: str = "val/loss") ->
 
 def test_stops_after_patience_epochs_without_improvement() -> None:
     values = [1.0, 0.8, 0.7, 0.71, 0.72, 0.69, 0.75, 0.76, 0.77, 0.5]
-    state, stopped = drive(EarlyStopping(patience=3), values)
+    state, stopped = drive(stopping(patience=3), values)
     assert stopped == 9  # best 0.69 at epoch 6, then 3 epochs without improvement
     assert "did not improve" in state.stop_reason and "epoch 6" in state.stop_reason
 
 
 def test_min_delta_counts_small_gains_as_no_improvement() -> None:
     values = [1.0, 0.95, 0.949, 0.948, 0.947]
-    _, stopped = drive(EarlyStopping(patience=2, min_delta=0.01), values)
+    _, stopped = drive(stopping(patience=2, min_delta=0.01), values)
     assert stopped == 4  # 0.949 and 0.948 beat 0.95 by less than 0.01
 
 
 def test_mode_max_and_patience_zero() -> None:
-    _, stopped = drive(EarlyStopping(monitor="val/acc", mode="max", patience=0), [0.5, 0.6, 0.6, 0.9],
+    _, stopped = drive(stopping(monitor="val/acc", mode="max", patience=0), [0.5, 0.6, 0.6, 0.9],
                        key="val/acc")
     assert stopped == 3
 
 
 def test_disabled_never_stops_but_tracks_best() -> None:
-    stopper = EarlyStopping(patience=1, enabled=False)
-    _, stopped = drive(stopper, [1.0, 0.5, 0.9, 0.9, 0.9, 0.9])
-    assert stopped == 6 and stopper.best == 0.5 and stopper.best_epoch == 2
+    state, stopped = drive(stopping(patience=1, enabled=False), [1.0, 0.5, 0.9, 0.9, 0.9, 0.9])
+    assert stopped == 6 and state.best.value == 0.5 and state.best.epoch == 2
 
 
 def test_baseline_must_be_beaten_to_reset_the_counter() -> None:
     values = [0.9, 0.8, 0.85, 0.9, 0.95]
-    assert drive(EarlyStopping(patience=2), values)[1] == 4
+    assert drive(stopping(patience=2), values)[1] == 4
     # improvements that do not beat the baseline still count towards patience (Keras)
-    assert drive(EarlyStopping(patience=2, baseline=0.5), values)[1] == 3
+    assert drive(stopping(patience=2, baseline=0.5), values)[1] == 3
 
 
 def test_start_from_epoch_ignores_warmup_epochs() -> None:
-    stopper = EarlyStopping(patience=1, start_from_epoch=3)
-    _, stopped = drive(stopper, [0.1, 0.2, 0.3, 1.0, 1.1])
-    assert stopped == 5 and stopper.best_epoch == 4
+    state, stopped = drive(stopping(patience=1, start_from_epoch=3), [0.1, 0.2, 0.3, 1.0, 1.1])
+    assert stopped == 5 and state.best.epoch == 4
 
 
 def test_nonfinite_value_stops_at_once() -> None:
-    state, stopped = drive(EarlyStopping(patience=10), [1.0, math.nan, 0.5])
+    state, stopped = drive(stopping(patience=10), [1.0, math.nan, 0.5])
     assert stopped == 2 and "non-finite" in state.stop_reason
 
 
 def test_restore_best_loads_the_best_epochs_weights() -> None:
-    stopper = EarlyStopping(patience=2, restore_best=True)
-    state, _ = drive(stopper, [0.9, 0.3, 0.4, 0.5])
+    state, _ = drive(stopping(patience=2, restore_best=True), [0.9, 0.3, 0.4, 0.5])
     assert state.raw_model.weight.flatten()[0].item() == pytest.approx(0.5)  # last epoch's weights
-    stopper.on_train_end(state)
+    restore_best_weights(state)  # what fit() does before on_train_end and the test split
     assert state.raw_model.weight.flatten()[0].item() == pytest.approx(0.3)  # epoch 2's weights
 
 
 def test_state_round_trips() -> None:
-    stopper = EarlyStopping(patience=3)
-    drive(stopper, [0.9, 0.3, 0.4])
-    fresh = EarlyStopping(patience=3)
-    fresh.load_state_dict(stopper.state_dict(), None)
-    assert (fresh.best, fresh.best_epoch, fresh.wait) == (0.3, 2, 1)
+    pair = stopping(patience=3)
+    state, _ = drive(pair, [0.9, 0.3, 0.4])
+    fresh_stopper, fresh_best = stopping(patience=3)
+    fresh_stopper.load_state_dict(pair[0].state_dict())
+    fresh_best.load_state_dict(state.best.state_dict(), None)
+    assert (fresh_best.value, fresh_best.epoch, fresh_stopper.wait) == (0.3, 2, 1)
 
 
 def test_a_resumed_run_that_already_met_its_rule_stays_stopped() -> None:
-    stopper = EarlyStopping(patience=2)
-    drive(stopper, [0.5, 0.6, 0.7])  # stopped at epoch 3
-    saved = stopper.state_dict()
-    same, patient, other = EarlyStopping(patience=2), EarlyStopping(patience=5), EarlyStopping(monitor="val/acc",
-                                                                                                mode="max")
-    for fresh in (same, patient, other):
-        fresh.load_state_dict(saved, None)
-    states = [make_state() for _ in range(3)]
-    for fresh, state in zip((same, patient, other), states):
-        fresh.on_fit_start(state)
+    pair = stopping(patience=2)
+    state, _ = drive(pair, [0.5, 0.6, 0.7])  # stopped at epoch 3
+    saved_stopper, saved_best = pair[0].state_dict(), state.best.state_dict()
+    same, patient, other = stopping(patience=2), stopping(patience=5), stopping(monitor="val/acc", mode="max")
+    states = []
+    for fresh_stopper, fresh_best in (same, patient, other):
+        fresh_stopper.load_state_dict(saved_stopper)
+        fresh_best.load_state_dict(saved_best, None)
+        states.append(make_state(fresh_best))
+        fresh_stopper.on_fit_start(states[-1])
     assert states[0].should_stop and "already met" in states[0].stop_reason
     assert not states[1].should_stop  # a larger patience lets the run go on
-    assert not states[2].should_stop and other.best is None  # another monitor starts afresh
+    assert not states[2].should_stop and other[1].value is None  # another monitor starts afresh
+
+
+def test_options_are_split_by_the_class_that_uses_them() -> None:
+    """One definition per option: Best's and EarlyStopping's own signatures, checked at the door."""
+    from dltrain.registry import ConfigError
+
+    parsed = parse_early_stopping({"early_stopping": {"monitor": "val/acc", "mode": "max", "patience": 3}})
+    assert parsed.best == {"monitor": "val/acc", "mode": "max"} and parsed.stopping == {"patience": 3}
+    with pytest.raises(ConfigError) as err:
+        parse_early_stopping({"early_stopping": {"patience": -1, "min_delta": -0.5}})
+    assert len(err.value.problems) == 2  # every problem, one line each
+    with pytest.raises(ConfigError, match="early_stopping.patiense is not an option of early_stopping; valid: "
+                                          "monitor, mode, min_delta, start_from_epoch, restore_best, enabled"):
+        parse_early_stopping({"early_stopping": {"patiense": 3}})

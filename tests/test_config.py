@@ -1,35 +1,47 @@
-"""Every YAML in conf/ and experiments/ composes, names only options its builder takes, and builds."""
+"""Every YAML in conf/ and experiments/ composes, passes the parse at the door (every key an option of the
+builder or class it configures), and builds."""
 from __future__ import annotations
 
 import pytest
 
-from dltrain.config import config_dir, groups
+from dltrain.build import build
+from dltrain.conf_dirs import config_dir, groups
+from dltrain.config import RunConfig
 from dltrain.data import DATASETS
 from dltrain.models import MODELS
-from dltrain.optim import OPTIMIZERS
-from dltrain.registry import check_kwargs
-from dltrain.sched import SCHEDULES
-from dltrain.train import build
-from tests.conftest import MNIST_T10K, compose
+from dltrain.registry import ConfigError
+from tests.conftest import MNIST_T10K, compose, parse
 
-REGISTRIES = {"model": (MODELS, ("in_shape", "num_outputs")), "data": (DATASETS, ("seed",)),
-              "optim": (OPTIMIZERS, ("params",)), "sched": (SCHEDULES, ("lr0", "total"))}
-SKIPPED_KEYS = {"data": ("name", "batch_size", "augment"), "sched": ("name", "interval", "warmup")}
 CHOICES = [(g, c) for g, cs in groups().items() if g != "experiment" for c in cs]
 EXPERIMENTS = groups().get("experiment", [])
 
 
 @pytest.mark.parametrize("group, choice", CHOICES)
-def test_every_choice_composes_and_fits_its_builder(group: str, choice: str) -> None:
+def test_every_choice_composes_and_parses(group: str, choice: str) -> None:
     cfg = compose([f"{group}={choice}", *(["data.path=corpus.txt"] if (group, choice) == ("data", "text") else [])])
-    node = cfg[group]
-    assert isinstance(node, dict) and node, f"{group}/{choice}.yaml is empty"
-    if group in REGISTRIES:
-        registry, runtime = REGISTRIES[group]
-        assert node["name"] in registry.names(), f"{group}/{choice}.yaml names an unregistered builder"
-        skipped = SKIPPED_KEYS.get(group, ("name",))
-        kwargs = {k: v for k, v in node.items() if k not in skipped}
-        check_kwargs(group, node["name"], registry.get(node["name"]), kwargs, runtime)
+    assert isinstance(cfg[group], dict) and cfg[group], f"{group}/{choice}.yaml is empty"
+    config = RunConfig.parse(cfg)  # raises a ConfigError naming the key a YAML gets wrong
+    if group in ("model", "data", "optim"):
+        spec = config.data.spec if group == "data" else getattr(config, group)
+        assert spec.name == cfg[group]["name"]
+
+
+def test_every_problem_of_a_config_is_reported_at_once() -> None:
+    """torchtune-style: one ConfigError, one line per problem, across groups."""
+    with pytest.raises(ConfigError) as err:
+        parse(["optim.lr=-1", "model.dropout=2.0", "trainer.max_epochs=0", "+model.widht=3",
+               "early_stopping.patience=-1", "data.batch_size=0"])
+    problems = err.value.problems
+    assert len(problems) == 5, problems  # model.dropout's range is the model builder's, checked when it builds
+    for fragment in ("optim.lr=-1", "trainer.max_epochs=0", "model.widht is not an option", "patience=-1",
+                     "data.batch_size=0"):
+        assert sum(fragment in p for p in problems) == 1, (fragment, problems)
+
+
+def test_a_single_problem_is_a_single_line() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(["optim.lr=-1"])
+    assert err.value.problems == ["optim.lr=-1 must be >= 0"] and "\n" not in str(err.value)
 
 
 def test_every_yaml_key_is_commented() -> None:
@@ -52,7 +64,7 @@ MODEL_DATA = {"rnn": ["data=digit_rows"], "lstm": ["data=digit_rows"], "gru": ["
 
 @pytest.mark.parametrize("model", sorted(MODELS.names()))
 def test_every_model_builds_with_a_fitting_dataset(model: str) -> None:
-    parts = build(compose([f"model={model}", *MODEL_DATA.get(model, [])]))
+    parts = build(parse([f"model={model}", *MODEL_DATA.get(model, [])]))
     assert sum(p.numel() for p in parts.model.parameters()) > 0
 
 
@@ -66,8 +78,8 @@ def test_every_dataset_builds_or_explains_what_is_missing(data: str, tmp_path) -
         pytest.skip("the shared MNIST t10k files are not beside this checkout")
     cfg = compose([f"data={data}", *extra])
     try:
-        parts = build({**cfg, "model": {"name": "mlp", "hidden": [8]}} if data not in ("text",) else
-                      {**cfg, "model": {"name": "lstm", "hidden_size": 8}})
+        parts = build(RunConfig.parse({**cfg, "model": {"name": "mlp", "hidden": [8]}} if data not in ("text",) else
+                                      {**cfg, "model": {"name": "lstm", "hidden_size": 8}}))
     except Exception as err:  # noqa: BLE001
         assert data in ("fashion_mnist", "cifar10"), f"data={data}: {err}"
         assert "data.download=true" in str(err) and "empty" in str(err)
@@ -77,5 +89,4 @@ def test_every_dataset_builds_or_explains_what_is_missing(data: str, tmp_path) -
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_and_builds(name: str) -> None:
-    cfg = compose([f"experiment={name}"])
-    build(cfg)
+    build(parse([f"experiment={name}"]))

@@ -30,10 +30,18 @@ def test_two_processes_equal_one(tmp_path, extra: list[str]) -> None:
 
 
 def test_a_dead_worker_fails_the_run_without_hanging(tmp_path) -> None:
-    result = cli([*SAME, "trainer.devices=2", "hydra.run.dir=run"], cwd=tmp_path, timeout=120,
-                 env={"DLTRAIN_FAIL_RANK": "1"})
-    assert result.returncode != 0
-    assert "a DDP worker failed" in result.stderr
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = "import tests.faults as f; f.dead_worker_cli()"  # rank 1's entry point exits at once
+    result = subprocess.run([sys.executable, "-c", code, *SAME, "trainer.devices=2", "hydra.run.dir=run"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 1, result.stderr
+    assert "dltrain: error: a DDP worker failed (rank 1 exit code 3)" in result.stderr
     assert not (tmp_path / "run" / "metrics.json").exists() or \
         json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] != "completed"
 

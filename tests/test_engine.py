@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dltrain.data import Split
-from dltrain.engine import Settings, State, train_epoch
+from dltrain.engine import LoopSettings, State, train_epoch
 from dltrain.tasks import Classification
 
 DATA = Split(torch.randn(10, 4, generator=torch.Generator().manual_seed(1)), torch.arange(10) % 3)
@@ -18,8 +18,8 @@ def engine_epoch(batch_size: int, scaled: bool) -> tuple[nn.Module, dict[str, fl
     model = nn.Linear(4, 3)
     state = State(model=model, raw_model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.5),
                   scaler=torch.amp.GradScaler("cpu", enabled=scaled))
-    metrics = train_epoch(state, Classification(), DATA, Settings(max_epochs=1, batch_size=batch_size,
-                                                                 lr_at=lambda t: 0.5, lr_per_step=False), [])
+    metrics = train_epoch(state, Classification(), DATA, LoopSettings(max_epochs=1, batch_size=batch_size,
+                                                                     lr_at=lambda t: 0.5, lr_per_step=False), [])
     return model, metrics
 
 

@@ -1,19 +1,20 @@
-"""Schedules against their closed forms at several t, for both intervals, staircase and warm-up."""
+"""Schedules against their closed forms at several t, for both intervals, staircase and warm-up; parse errors."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
 from dltrain.registry import ConfigError
-from dltrain.sched import build_schedule
+from dltrain.sched import ScheduleSpec, build_schedule, parse_schedule
 from tests.conftest import compose
 
 LR0 = 0.2
 
 
 def sched(node: dict, total: int = 100):
-    return build_schedule(node, LR0, total)
+    return build_schedule(parse_schedule(node, LR0), LR0, total)
 
 
 @pytest.mark.parametrize("t", [0, 1, 3, 7, 25])
@@ -57,13 +58,69 @@ def test_cosine(t: int) -> None:
     assert cos(t) == pytest.approx(0.02 + (LR0 - 0.02) * 0.5 * (1 + math.cos(math.pi * min(t, 100) / 100)))
 
 
-def test_warmup_ramps_linearly_then_follows_the_schedule() -> None:
-    warm = sched({"name": "exponential", "k": 0.1, "warmup": 4})
-    plain = sched({"name": "exponential", "k": 0.1})
-    for t in range(4):
-        assert warm(t) == pytest.approx(plain(t) * (t + 1) / 5)
-    for t in (4, 5, 10):
-        assert warm(t) == pytest.approx(plain(t))
+def test_parse_gives_a_spec_with_interval_and_warmup_inside() -> None:
+    spec = parse_schedule({"name": "step", "interval": "step", "warmup": 3, "boundaries": [5]}, LR0)
+    assert spec == ScheduleSpec("step", {"boundaries": [5]}, interval="step", warmup=3)
+    assert parse_schedule({"name": "cosine"}, LR0) == ScheduleSpec("cosine", {}, interval="epoch", warmup=0)
+
+
+W = 4  # warm-up length in the warm-up tests (interval units)
+
+
+def ramp(t: int) -> float:
+    """The warm-up's closed form: lr0 * (t + 1) / (W + 1) for t < W."""
+    return LR0 * (t + 1) / (W + 1)
+
+
+@pytest.mark.parametrize("node", [
+    {"name": "constant"}, {"name": "step", "boundaries": [3]}, {"name": "exponential", "k": 0.1},
+    {"name": "inverse_time", "k": 0.5}, {"name": "cosine", "min_lr": 0.02},
+])
+def test_warmup_ramps_linearly_to_lr0_at_w(node: dict) -> None:
+    warm = sched({**node, "warmup": W}, total=20)
+    assert [warm(t) for t in range(W)] == pytest.approx([ramp(t) for t in range(W)])
+    assert [warm(t) for t in range(W)] == pytest.approx([LR0 * 0.2, LR0 * 0.4, LR0 * 0.6, LR0 * 0.8])
+    assert warm(W) == pytest.approx(LR0)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 5, 9])
+def test_warmup_then_each_decay_starts_from_its_own_zero(k: int) -> None:
+    """After warm-up the decay is evaluated at t - W: boundaries and decay_steps count from the warm-up's end."""
+    t = W + k
+    assert sched({"name": "constant", "warmup": W})(t) == pytest.approx(LR0)
+    step = sched({"name": "step", "warmup": W, "boundaries": [3, 6], "values": None, "gamma": 0.5})
+    assert step(t) == pytest.approx(LR0 * 0.5 ** (int(k >= 3) + int(k >= 6)))
+    exp = sched({"name": "exponential", "warmup": W, "k": 0.3, "decay_steps": 2})
+    assert exp(t) == pytest.approx(LR0 * math.exp(-0.3 * k / 2))
+    stair = sched({"name": "exponential", "warmup": W, "k": 0.3, "decay_steps": 2, "staircase": True})
+    assert stair(t) == pytest.approx(LR0 * math.exp(-0.3 * (k // 2)))
+    inv = sched({"name": "inverse_time", "warmup": W, "k": 0.5})
+    assert inv(t) == pytest.approx(LR0 / (1 + 0.5 * k))
+
+
+def test_warmup_step_boundaries_count_from_the_end_of_warmup() -> None:
+    warm = sched({"name": "step", "warmup": 2, "boundaries": [3], "values": [1.0, 0.5]})
+    # ramps to values[0] (the rate the decay starts at), switches 3 units after the warm-up ends (t = 5)
+    assert [warm(t) for t in range(8)] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5])
+
+
+@pytest.mark.parametrize("total", [10, 37, 100])
+def test_warmup_cosine_spans_the_rest_of_the_run(total: int) -> None:
+    cos = sched({"name": "cosine", "min_lr": 0.02, "warmup": W}, total=total)
+    length = total - W  # the cosine's length: the run after the warm-up
+    assert cos(W) == pytest.approx(LR0)
+    assert cos(total) == pytest.approx(0.02, abs=1e-12)
+    assert cos(total + 7) == pytest.approx(0.02, abs=1e-12)
+    for t in (W + 1, W + length // 2, total - 1):
+        assert cos(t) == pytest.approx(0.02 + (LR0 - 0.02) * 0.5 * (1 + math.cos(math.pi * (t - W) / length)))
+    assert cos(W + length / 2) == pytest.approx((LR0 + 0.02) / 2)  # half-way at the middle of the decay
+    assert all(cos(t) >= cos(t + 1) for t in range(W, total + 2))  # never rises after the warm-up
+
+
+def test_zero_warmup_is_no_warmup() -> None:
+    for node in ({"name": "exponential", "k": 0.1}, {"name": "cosine"}):
+        warm, plain = sched({**node, "warmup": 0}), sched(node)
+        assert [warm(t) for t in range(10)] == [plain(t) for t in range(10)]
 
 
 @pytest.mark.parametrize("node, message", [
@@ -73,10 +130,48 @@ def test_warmup_ramps_linearly_then_follows_the_schedule() -> None:
     ({"name": "inverse_time", "k": -1}, "k=-1 must be >= 0"),
     ({"name": "constant", "interval": "batch"}, "must be 'epoch' or 'step'"),
     ({"name": "cosine", "warmup": -2}, "warmup=-2"),
+    ({"name": "cosine", "warmup": True}, "sched.warmup=True must be an integer >= 0"),
+    ({"name": "cosine", "warmup": 1.5}, "sched.warmup=1.5 must be an integer >= 0"),
+    ({"name": "cosine", "min_lr": 0.5}, "sched.min_lr=0.5 must be in [0, optim.lr=0.2]"),
+    ({"name": "step", "boundaries": [3], "values": [0.1, -1.0]}, "must be >= 0"),
+    ({"name": "linear"}, "unknown sched 'linear'; valid: constant, cosine, exponential, inverse_time, step"),
 ])
 def test_bad_schedules_name_the_problem(node: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         sched(node)
+
+
+def test_parse_collects_every_problem_at_once() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_schedule({"name": "constant", "interval": "x", "warmup": -1}, LR0)
+    assert err.value.problems == ["sched.interval='x' must be 'epoch' or 'step'",
+                                  "sched.warmup=-1 must be an integer >= 0"]
+    assert str(err.value).splitlines() == err.value.problems  # one line per problem
+
+
+def test_parse_collects_key_type_and_value_problems_together() -> None:
+    node = {"name": "step", "boundaries": [6, 3], "values": [1.0, 0.5], "foo": 1, "interval": "batch"}
+    with pytest.raises(ConfigError) as err:
+        parse_schedule(node, LR0)
+    assert len(err.value.problems) == 4, err.value.problems
+    text = str(err.value)
+    for part in ("sched.foo is not an option", "'batch' must be 'epoch' or 'step'", "strictly increasing",
+                 "needs len(boundaries) + 1 = 3"):
+        assert part in text
+    with pytest.raises(ConfigError) as err:
+        parse_schedule({"name": "exponential", "k": "fast", "decay_steps": 0, "warmup": "2"}, LR0)
+    assert len(err.value.problems) == 2 and "sched.k='fast' has the wrong type" in str(err.value)  # types first
+    assert "sched.warmup=2 must be an integer >= 0" in str(err.value)
+
+
+def test_an_unknown_key_lists_interval_and_warmup_among_the_valid_ones() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_schedule(compose(["sched=step", "+sched.foo=1"])["sched"], LR0)
+    assert err.value.problems == [
+        "sched.foo is not an option of sched=step; valid: interval, warmup, boundaries, values, gamma"]
+    with pytest.raises(ConfigError, match=re.escape("sched.warm_up is not an option of sched=cosine; "
+                                                   "valid: interval, warmup, min_lr")):
+        parse_schedule({"name": "cosine", "warm_up": 2}, LR0)
 
 
 def test_step_interval_changes_lr_every_optimizer_step(tmp_path) -> None:

@@ -27,21 +27,23 @@ class Fixed(torch.nn.Module):
                                       ("huber", F.huber_loss)])
 def test_regression_losses_and_metrics(loss: str, fn) -> None:
     out, y = torch.tensor([[1.0, 2.0], [0.0, -1.0]]), torch.tensor([[0.5, 2.0], [2.0, -1.0]])
-    task = build_task("regression", loss, 0.0)
+    task = build_task("regression", loss=loss)
     loss_sum, sums = task.step(Fixed(out), out, y)
     assert loss_sum.item() == pytest.approx(fn(out, y).item() * 2)  # mean over 4 values -> sum over 2 samples
-    assert sums["mse"].item() / 2 == pytest.approx(F.mse_loss(out, y).item())
-    assert sums["mae"].item() / 2 == pytest.approx(F.l1_loss(out, y).item())
+    assert task.metric_names == ("mse", "mae")  # the sums vector: loss, then metric_names in order
+    assert sums[0].item() == pytest.approx(loss_sum.item())
+    assert sums[1].item() / 2 == pytest.approx(F.mse_loss(out, y).item())
+    assert sums[2].item() / 2 == pytest.approx(F.l1_loss(out, y).item())
 
 
 def test_classification_bce_and_label_smoothing() -> None:
     logits, y = torch.tensor([[2.0], [-1.0], [0.5]]), torch.tensor([1, 1, 0])
-    loss_sum, sums = build_task("classification", "bce", 0.0).step(Fixed(logits), logits, y)
+    loss_sum, sums = build_task("classification", loss="bce").step(Fixed(logits), logits, y)
     assert loss_sum.item() == pytest.approx(F.binary_cross_entropy_with_logits(logits[:, 0], y.float(),
                                                                                reduction="sum").item())
-    assert sums["acc"].item() == 1
+    assert sums[1].item() == 1  # accuracy sum: one of three right
     logits3 = torch.randn(4, 3)
-    smoothed, _ = build_task("classification", None, 0.1).step(Fixed(logits3), logits3, torch.tensor([0, 1, 2, 0]))
+    smoothed, _ = build_task("classification", label_smoothing=0.1).step(Fixed(logits3), logits3, torch.tensor([0, 1, 2, 0]))
     expected = F.cross_entropy(logits3, torch.tensor([0, 1, 2, 0]), label_smoothing=0.1, reduction="sum")
     assert smoothed.item() == pytest.approx(expected.item())
 
@@ -53,7 +55,7 @@ def test_classification_bce_and_label_smoothing() -> None:
 ])
 def test_a_loss_that_does_not_fit_the_task_is_an_error(task: str, loss: str, valid: str) -> None:
     with pytest.raises(ConfigError, match=f"loss={loss} does not fit task={task}; valid: {valid}"):
-        build_task(task, loss, 0.0)
+        build_task(task, loss=loss)
 
 
 def test_wrong_loss_from_the_cli(tmp_path) -> None:
@@ -62,7 +64,7 @@ def test_wrong_loss_from_the_cli(tmp_path) -> None:
 
 
 def test_denoising_corrupts_training_inputs_only() -> None:
-    task = build_task("reconstruction", "mse", 0.0, noise=0.5)
+    task = build_task("reconstruction", loss="mse", denoise=0.5)
     model = torch.nn.Identity()
     x = torch.randn(8, 4)
     model.train()

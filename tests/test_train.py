@@ -8,9 +8,8 @@ import torch
 import yaml
 
 from dltrain import checkpoint
-from dltrain.optim import OPTIMIZERS
-from dltrain.train import build
-from tests.conftest import compose, load_scalars, run
+from dltrain.build import build, make_optimizer
+from tests.conftest import load_scalars, parse, run
 
 
 def test_default_run_learns_and_reports(tmp_path, fast) -> None:
@@ -41,20 +40,20 @@ def test_checkpoints_hold_everything_to_resume(tmp_path, fast) -> None:
     run(fast, tmp_path)
     saved = checkpoint.load(tmp_path / "last.pt")
     assert saved["epoch"] == 3 and saved["step"] == 3 * 17  # 1078 train samples at batch 64
-    assert {"model", "optimizer", "scaler", "early_stopping", "rng", "config", "git_commit"} <= set(saved)
+    assert {"model", "optimizer", "scaler", "best", "callbacks", "rng", "config", "git_commit"} <= set(saved)
+    assert saved["callbacks"]["EarlyStopping"] == {"wait": 0} and saved["best"]["epoch"] == 3
     assert yaml.safe_load(saved["config"])["trainer"]["max_epochs"] == 3
     assert (tmp_path / "best.pt").is_file()
     assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_override_reaches_the_object_it_configures() -> None:
-    cfg = compose(["model.hidden=[7,5]", "model.activation=tanh", "optim=momentum", "optim.lr=0.03",
-                   "optim.momentum=0.7", "optim.nesterov=true"])
-    parts = build(cfg)
+    parts = build(parse(["model.hidden=[7,5]", "model.activation=tanh", "optim=momentum", "optim.lr=0.03",
+                         "optim.momentum=0.7", "optim.nesterov=true"]))
     linears = [m for m in parts.model.modules() if isinstance(m, torch.nn.Linear)]
     assert [m.out_features for m in linears] == [7, 5, 10]
     assert any(isinstance(m, torch.nn.Tanh) for m in parts.model.modules())
-    opt = OPTIMIZERS.build(cfg["optim"], params=parts.model.parameters())
+    opt, _ = make_optimizer(parts)
     group = opt.param_groups[0]
     assert isinstance(opt, torch.optim.SGD) and (group["lr"], group["momentum"], group["nesterov"]) == (0.03, 0.7, True)
 

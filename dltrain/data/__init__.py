@@ -3,18 +3,21 @@
 A builder is `build(*, seed: int, **typed_config_kwargs) -> DataBundle`: whole splits as tensors, which
 the engine moves to the training device once and batches by indexing (no DataLoader on the hot path).
 Adding a dataset is a new file here plus a YAML in conf/data/: every module here is imported automatically.
+This module also holds the helpers several sets share: split sizes and fractions, seeded splits and the
+per-channel standardisation by train statistics.
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from dltrain.registry import Registry, check
 
-DATASETS = Registry("data")
+DATASETS = Registry("data", runtime=("seed",))  # the seed comes from trainer.seed, never from data.*
 
 
 @dataclass
@@ -36,18 +39,36 @@ class DataBundle:
     val: Split
     test: Split
     task: str = "classification"  # which task (tasks.py) trains on it
-    num_outputs: int = 10  # classes for classification, target size for regression
-    meta: dict = field(default_factory=dict)  # e.g. vocabulary of a text corpus, class names
+    num_outputs: int = 10  # classes for classification, target size for regression, vocabulary size for tokens
+    vocab: list[str] | None = None  # token inputs only: index -> character table (decodes ids, sizes embeddings)
+    per_step_targets: bool = False  # one target per time step (language modelling), not one per sequence
+    class_names: list[str] | None = None  # classification: a readable name per class index, when known
+    chance_mse: float | None = None  # regression: the MSE of the best constant prediction (the chance level)
 
     @property
     def in_shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
+
+    def model_args(self) -> dict[str, Any]:
+        """What a model builder receives from the data besides in_shape/num_outputs: {"vocab_size": len(vocab),
+        "per_step": per_step_targets} for token data, else {}."""
+        if self.vocab is None:
+            return {}
+        return {"vocab_size": len(self.vocab), "per_step": self.per_step_targets}
 
 
 def check_sizes(train_size: int, val_size: int, test_size: int) -> None:
     """Split sizes of generated data sets (samples)."""
     check(train_size > 0 and val_size >= 0 and test_size >= 0,
           f"data sizes train={train_size}, val={val_size}, test={test_size} must be >= 0, with train_size > 0")
+
+
+def check_fractions(fractions: list[float]) -> tuple[float, float, float]:
+    """data.fractions: train/val/test shares of the samples, train > 0, summing to at most 1."""
+    check(len(fractions) == 3 and all(f >= 0 for f in fractions) and 0 < sum(fractions) <= 1.0 + 1e-9
+          and fractions[0] > 0, f"data.fractions={fractions} must be three train/val/test fractions "
+          "with train > 0 and a sum <= 1, e.g. [0.6, 0.2, 0.2]")
+    return fractions[0], fractions[1], fractions[2]
 
 
 def split_indices(n: int, fractions: tuple[float, float, float], seed: int) -> tuple[torch.Tensor, ...]:
@@ -57,6 +78,22 @@ def split_indices(n: int, fractions: tuple[float, float, float], seed: int) -> t
     rest = n - n_train - n_val
     n_test = rest if abs(sum(fractions) - 1.0) < 1e-9 else min(int(round(fractions[2] * n)), rest)  # no lost sample
     return perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:n_train + n_val + n_test]
+
+
+def standardize(train_x: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(train_x, *others) scaled by train_x's mean and std per channel (axis 1; a feature for (N, F) data):
+    statistics over the samples and every other axis, so no val/test value leaks into them."""
+    dims = [0] + list(range(2, train_x.dim()))  # all but the channel axis
+    mean = train_x.mean(dim=dims, keepdim=True)[0]
+    std = train_x.std(dim=dims, keepdim=True)[0].clamp_min(1e-8)  # a constant channel stays finite (all zero)
+    return tuple((x - mean) / std for x in (train_x, *others))
+
+
+def standardized_splits(x: torch.Tensor, y: torch.Tensor, fractions: list[float], seed: int) -> tuple[Split, ...]:
+    """Split by seeded fractions, then scale by the train split's mean and std (one value per channel)."""
+    indices = split_indices(len(x), check_fractions(fractions), seed)
+    xs = standardize(*(x[i] for i in indices))
+    return tuple(Split(xi, y[i]) for xi, i in zip(xs, indices))
 
 
 for _module in pkgutil.iter_modules(__path__):

@@ -2,14 +2,14 @@
 
 Whatever standard files are present are pooled and split by `fractions` with the seed (e.g. only MNIST's
 10,000-image t10k files), unless `use_official_test` keeps the official test set as the test split. Files
-are downloaded (with MD5 checks) only when missing and `data.download=true`.
+are downloaded (with MD5 checks) only when missing and `data.download=true`. CIFAR-10's pickled batches are
+read by data/cifar.py, which never runs code from a file.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
 import os
-import pickle
 import shutil
 import tarfile
 import tempfile
@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split, split_indices
-from dltrain.data.digits import check_fractions
-from dltrain.registry import ConfigError, check
+from dltrain.data import DATASETS, DataBundle, Split, check_fractions, split_indices, standardize
+from dltrain.data.cifar import CLASSES, load_batch
+from dltrain.data.digits import DIGIT_NAMES
+from dltrain.registry import ConfigError, check, first_line
 
 IDX_PARTS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -38,6 +39,9 @@ MIRRORS = {  # file -> (url, md5 of the .gz); the addresses torchvision uses
         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}),
     "cifar10": ("https://www.cs.toronto.edu/~kriz/", {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"}),
 }
+CLASS_NAMES = {"mnist": DIGIT_NAMES, "cifar10": list(CLASSES),  # index -> name, as the data sets' own docs list them
+               "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                                 "Bag", "Ankle boot"]}
 
 
 def md5(path: Path) -> str:
@@ -61,7 +65,8 @@ def download(url: str, target: Path, expected_md5: str) -> None:
             raise ConfigError(f"download of {url} has MD5 {got}, expected {expected_md5}; try again later")
         os.replace(tmp, target)
     except OSError as err:
-        raise ConfigError(f"could not download {url} ({err}); put the file in {target.parent} by hand") from None
+        raise ConfigError(f"could not download {url} ({first_line(err)}); "
+                          f"put the file in {target.parent} by hand") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -81,7 +86,7 @@ def read_idx(path: Path) -> np.ndarray:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
             raw = handle.read()
     except (OSError, EOFError) as err:
-        raise ConfigError(f"{path} is not readable ({err}); replace it with the original file") from None
+        raise ConfigError(f"{path} is not readable ({first_line(err)}); replace it with the original file") from None
     rank = raw[3] if len(raw) >= 4 and raw[:3] == b"\0\0\x08" else 0  # 0x08: unsigned bytes
     dims = np.frombuffer(raw, dtype=">u4", count=rank, offset=4) if len(raw) >= 4 + 4 * rank else []
     check(rank > 0 and len(raw) == 4 + 4 * rank + int(np.prod(dims)),
@@ -112,12 +117,6 @@ def read_idx_parts(name: str, root: Path, download_ok: bool) -> dict[str, tuple[
     return parts
 
 
-def load_pickle(path: Path) -> dict:
-    """One CIFAR-10 python batch: {b"data": (N, 3072) uint8, b"labels": [N ints]}."""
-    with open(path, "rb") as handle:
-        return pickle.load(handle, encoding="bytes")
-
-
 def read_cifar10(root: Path, download_ok: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     folder = next((p for p in (root / "cifar-10-batches-py", root) if (p / "test_batch").is_file()
                    or (p / "data_batch_1").is_file()), None)
@@ -132,15 +131,14 @@ def read_cifar10(root: Path, download_ok: bool) -> dict[str, tuple[np.ndarray, n
           "cifar-10-batches-py/ folder (data_batch_1..5, test_batch) there, or set data.download=true")
     parts = {}
     for part, names in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
-        batches = [load_pickle(folder / n) for n in names if (folder / n).is_file()]
+        batches = [load_batch(folder / n) for n in names if (folder / n).is_file()]  # never runs code
         if batches:
-            x = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
-            parts[part] = (x, np.concatenate([b[b"labels"] for b in batches]))
+            parts[part] = (np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]))
     return parts
 
 
 def bundle(parts: dict[str, tuple[np.ndarray, np.ndarray]], fractions: list[float], seed: int,
-           use_official_test: bool) -> DataBundle:
+           use_official_test: bool, class_names: list[str] | None = None) -> DataBundle:
     """Pool what is present, split, scale to [0, 1] and standardize per channel by train statistics."""
     def tensors(arrays: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(np.concatenate([a[0] for a in arrays])).float().div_(255)
@@ -153,12 +151,10 @@ def bundle(parts: dict[str, tuple[np.ndarray, np.ndarray]], fractions: list[floa
     if official:  # train/val from the official train set by their shares; the official test set stays test
         f = (f[0] / (f[0] + f[1]), f[1] / (f[0] + f[1]), 0.0)
     train_idx, val_idx, test_idx = split_indices(len(x), f, seed)
-    mean = x[train_idx].mean(dim=(0, 2, 3), keepdim=True)[0]
-    std = x[train_idx].std(dim=(0, 2, 3), keepdim=True)[0].clamp_min(1e-8)
     test_x, test_y = tensors([parts["test"]]) if official else (x[test_idx], y[test_idx])
-    splits = [Split((xs - mean) / std, ys) for xs, ys in ((x[train_idx], y[train_idx]), (x[val_idx], y[val_idx]),
-                                                           (test_x, test_y))]
-    return DataBundle(*splits, task="classification", num_outputs=10)
+    xs = standardize(x[train_idx], x[val_idx], test_x)
+    splits = [Split(xi, yi) for xi, yi in zip(xs, (y[train_idx], y[val_idx], test_y))]
+    return DataBundle(*splits, task="classification", num_outputs=10, class_names=class_names)
 
 
 def _register(name: str) -> None:
@@ -170,7 +166,7 @@ def _register(name: str) -> None:
         check(not use_official_test or {"train", "test"} <= set(parts), f"data.use_official_test=true needs both "
               f"the official train and test files in {folder}; only the {', '.join(parts)} part is there "
               "(set it to false to split what is there)")
-        return bundle(parts, list(fractions), seed, use_official_test)
+        return bundle(parts, list(fractions), seed, use_official_test, list(CLASS_NAMES[name]))
 
 
 for _name in ("mnist", "fashion_mnist", "cifar10"):

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split, check_sizes
-from dltrain.data.digits import standardized_splits
+from dltrain.data import DATASETS, DataBundle, Split, check_sizes, standardized_splits
+from dltrain.data.digits import DIGIT_NAMES
 from dltrain.registry import check
 
 
@@ -32,7 +32,7 @@ def build_adding(*, seed: int, length: int = 50, train_size: int = 5000, val_siz
     check_sizes(train_size, val_size, test_size)
     gen = torch.Generator().manual_seed(seed)
     splits = [adding_problem(n, length, gen) for n in (train_size, val_size, test_size)]
-    return DataBundle(*splits, task="regression", num_outputs=1, meta={"chance_mse": 1 / 6})
+    return DataBundle(*splits, task="regression", num_outputs=1, chance_mse=1 / 6)
 
 
 @DATASETS.register("digit_rows")
@@ -44,7 +44,7 @@ def build_digit_rows(*, seed: int, fractions: list[float] = (0.6, 0.2, 0.2)) -> 
     x = torch.tensor(raw.images, dtype=torch.float32).unsqueeze(1)  # channel axis for the shared scaling
     train, val, test = standardized_splits(x, torch.tensor(raw.target, dtype=torch.long), list(fractions), seed)
     return DataBundle(*(Split(s.x.squeeze(1), s.y) for s in (train, val, test)), task="classification",
-                      num_outputs=10)
+                      num_outputs=10, class_names=list(DIGIT_NAMES))
 
 
 @DATASETS.register("sine")

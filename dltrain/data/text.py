@@ -5,9 +5,8 @@ from pathlib import Path
 
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split
-from dltrain.data.digits import check_fractions
-from dltrain.registry import ConfigError, check
+from dltrain.data import DATASETS, DataBundle, Split, check_fractions
+from dltrain.registry import ConfigError, check, first_line
 
 
 def windows(ids: torch.Tensor, seq_len: int) -> Split:
@@ -26,7 +25,7 @@ def build_text(*, seed: int, path: str, seq_len: int = 64, fractions: list[float
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"data.path={path} is not readable UTF-8 text ({type(err).__name__})") from None
+        raise ConfigError(f"data.path={path} is not readable UTF-8 text ({first_line(err)})") from None
     check(seq_len >= 1, f"data.seq_len={seq_len} must be >= 1 (characters)")
     check(len(text) > seq_len, f"data.path={path} has {len(text)} characters: too short for seq_len={seq_len}")
     vocab = sorted(set(text))
@@ -36,6 +35,5 @@ def build_text(*, seed: int, path: str, seq_len: int = 64, fractions: list[float
     ends = [int(len(ids) * f[0]), int(len(ids) * (f[0] + f[1])), int(len(ids) * sum(f))]
     splits = [windows(ids[a:b], seq_len) for a, b in zip([0, *ends[:2]], ends)]
     check(len(splits[0]) > 0, f"data.path={path} has {len(text)} characters: too short for seq_len={seq_len}")
-    meta = {"vocab": vocab, "model_args": {"vocab_size": len(vocab), "per_step": True}}
-    return DataBundle(*splits, task="language_model", num_outputs=len(vocab), meta=meta)
+    return DataBundle(*splits, task="language_model", num_outputs=len(vocab), vocab=vocab, per_step_targets=True)
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from dltrain.models import MODELS
 from dltrain.models.layers import activation as make_activation
-from dltrain.models.layers import init_weights
+from dltrain.models.layers import init_weights, linear_stack
 from dltrain.registry import check
 
 
@@ -31,15 +31,6 @@ class AutoEncoder(nn.Module):
         if out.dim() == 4:  # transposed convs may overshoot odd sizes: crop to the input
             out = out[..., : self.in_shape[1], : self.in_shape[2]]
         return out.reshape(x.shape)
-
-
-def mlp_coder(sizes: list[int], act: str, slope: float, last_act: bool) -> list[nn.Module]:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if last_act or i < len(sizes) - 2:
-            layers.append(make_activation(act, slope))
-    return layers
 
 
 def conv_parts(in_shape: tuple[int, ...], channels: list[int], bottleneck: int, act: str,
@@ -76,8 +67,8 @@ def build_autoencoder(*, in_shape: tuple[int, ...], num_outputs: int, variant: L
     else:
         check(all(h > 0 for h in hidden), f"model.hidden={list(hidden)} must be positive widths")
         sizes = [math.prod(in_shape), *hidden, bottleneck]
-        encoder = nn.Sequential(nn.Flatten(), *mlp_coder(sizes, activation, slope, last_act=False))
-        decoder = nn.Sequential(*mlp_coder(sizes[::-1], activation, slope, last_act=False))
+        encoder = nn.Sequential(nn.Flatten(), *linear_stack(sizes, activation, slope))  # ends in the bare code
+        decoder = nn.Sequential(*linear_stack(sizes[::-1], activation, slope))
     if output == "sigmoid":
         decoder.append(nn.Sigmoid())
     model = AutoEncoder(encoder, decoder, in_shape)

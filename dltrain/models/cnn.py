@@ -10,7 +10,7 @@ from torch import nn
 
 from dltrain.models import MODELS
 from dltrain.models.layers import activation as make_activation
-from dltrain.models.layers import init_weights
+from dltrain.models.layers import init_weights, linear_stack
 from dltrain.registry import check
 
 
@@ -18,7 +18,7 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-@MODELS.register("cnn")
+@MODELS.register("cnn", channels_last=True)  # conv nets run faster in NHWC on GPUs
 def build_cnn(*, in_shape: tuple[int, ...], num_outputs: int, channels: list[int], kernel_size: int = 5,
               stride: int = 1, padding: int = 2, pool: Literal["max", "avg", "none"] = "max", pool_size: int = 2,
               head: list[int] | None = None, activation: str = "relu", slope: float = 0.01, dropout: float = 0.0,
@@ -41,17 +41,7 @@ def build_cnn(*, in_shape: tuple[int, ...], num_outputs: int, channels: list[int
         check(h > 0 and w > 0, f"model=cnn: a {in_shape[1]}x{in_shape[2]} input shrinks to nothing after conv block "
               f"{i + 1}; use fewer blocks, a smaller kernel_size/pool_size or more padding")
         c = out
-    layers.append(nn.Flatten())
-    width = c * h * w
-    for size in head if head is not None else [120, 84]:
-        layers += [nn.Linear(width, size), make_activation(activation, slope)]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        width = size
-    layers.append(nn.Linear(width, num_outputs))
-    model = nn.Sequential(*layers)
+    sizes = [c * h * w, *(head if head is not None else [120, 84]), num_outputs]
+    model = nn.Sequential(*layers, nn.Flatten(), *linear_stack(sizes, activation, slope, dropout))
     init_weights(model, init, init_args)
-    model.channels_last = True  # conv nets run faster in NHWC on GPUs
     return model
-
-

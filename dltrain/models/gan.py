@@ -16,26 +16,19 @@ from torch import nn
 from torch.func import functional_call
 
 from dltrain.models import MODELS
-from dltrain.models.layers import activation as make_activation
-from dltrain.models.layers import init_weights
+from dltrain.models.layers import init_weights, linear_stack
+from dltrain.optim import ParamGroup
 from dltrain.registry import check
 
 
-def mlp(sizes: list[int], act: str, slope: float, dropout: float = 0.0) -> list[nn.Module]:
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-2], sizes[1:-1]):
-        layers += [nn.Linear(a, b), make_activation(act, slope)]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-    return [*layers, nn.Linear(sizes[-2], sizes[-1])]
-
-
 class GAN(nn.Module):
+    """Implements models.Generative: `sample` and `param_groups`."""
+
     def __init__(self, generator: nn.Module, discriminator: nn.Module, latent_dim: int, d_lr_scale: float,
                  g_lr_scale: float) -> None:
         super().__init__()
         self.generator, self.discriminator, self.latent_dim = generator, discriminator, latent_dim
-        self.lr_scales = {"generator": g_lr_scale, "discriminator": d_lr_scale}
+        self.g_lr_scale, self.d_lr_scale = g_lr_scale, d_lr_scale  # multiples of optim.lr
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         device = next(self.parameters()).device
@@ -48,13 +41,13 @@ class GAN(nn.Module):
         return (self.discriminator(x), self.discriminator(fake.detach()),
                 functional_call(self.discriminator, frozen, (fake,)))
 
-    def param_groups(self) -> list[dict]:
-        """The two networks as optimizer groups, each with its own learning-rate scale."""
-        return [{"params": list(getattr(self, name).parameters()), "lr_scale": scale}
-                for name, scale in self.lr_scales.items()]
+    def param_groups(self) -> list[ParamGroup]:
+        """The two networks as optimizer groups, generator first, each with its own learning-rate scale."""
+        return [ParamGroup(list(self.generator.parameters()), self.g_lr_scale),
+                ParamGroup(list(self.discriminator.parameters()), self.d_lr_scale)]
 
 
-@MODELS.register("gan")
+@MODELS.register("gan", generative=True)
 def build_gan(*, in_shape: tuple[int, ...], num_outputs: int, latent_dim: int = 64, g_hidden: list[int] = (128, 256),
               d_hidden: list[int] = (256, 128), activation: str = "leaky_relu", slope: float = 0.2,
               d_dropout: float = 0.0, output: Literal["tanh", "linear"] = "linear", g_lr_scale: float = 1.0,
@@ -64,11 +57,11 @@ def build_gan(*, in_shape: tuple[int, ...], num_outputs: int, latent_dim: int = 
     check(0.0 <= d_dropout < 1.0, f"model.d_dropout={d_dropout} must be in [0, 1)")
     check(g_lr_scale > 0 and d_lr_scale > 0, "model.g_lr_scale and model.d_lr_scale must be > 0")
     features = math.prod(in_shape)
-    g_layers = mlp([latent_dim, *g_hidden, features], activation, slope)
+    g_layers = linear_stack([latent_dim, *g_hidden, features], activation, slope)
     if output == "tanh":
         g_layers.append(nn.Tanh())
     generator = nn.Sequential(*g_layers, nn.Unflatten(1, tuple(in_shape)))
-    discriminator = nn.Sequential(nn.Flatten(), *mlp([features, *d_hidden, 1], activation, slope, d_dropout))
+    discriminator = nn.Sequential(nn.Flatten(), *linear_stack([features, *d_hidden, 1], activation, slope, d_dropout))
     model = GAN(generator, discriminator, latent_dim, d_lr_scale, g_lr_scale)
     init_weights(model, init, init_args)
     return model

@@ -1,9 +1,12 @@
-"""Shared building blocks of the model families: activations and weight initialization by name."""
+"""Shared building blocks of the model families: activations, Linear stacks and weight initialization by name."""
 from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
 
 from torch import nn
 
-from dltrain.registry import ConfigError, check
+from dltrain.registry import ConfigError, check, first_line
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "gelu", "elu", "identity")
 # init scheme -> torch.nn.init function; its own keyword names (mean/std, a/b, val, ...) are init_args.
@@ -18,7 +21,6 @@ INITS = {
     "ones": nn.init.ones_,
     "constant": nn.init.constant_,
 }
-FAN_BASED = ("xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform")  # need 2-D+ weights
 
 
 def activation(name: str, slope: float = 0.01) -> nn.Module:
@@ -31,36 +33,56 @@ def activation(name: str, slope: float = 0.01) -> nn.Module:
     return makers[name]()
 
 
+def linear_stack(sizes: Sequence[int], act: str, slope: float = 0.01, dropout: float = 0.0,
+                 batch_norm: bool = False) -> list[nn.Module]:
+    """Linear layers sizes[0] -> sizes[1] -> ... -> sizes[-1] (widths in units).
+
+    Every hidden Linear is followed by [BatchNorm1d?] -> activation(act, slope) -> [Dropout(dropout)?]; the last
+    Linear is bare (logits, a code, a sample) and always has a bias. With `batch_norm` the hidden Linears have
+    no bias: BN's shift replaces it. The one MLP body of mlp, the GAN's two networks, the mlp autoencoder and
+    the cnn head.
+    """
+    if len(sizes) < 2:
+        raise ValueError(f"linear_stack needs an input and an output width, got {list(sizes)}")
+    layers: list[nn.Module] = []
+    for width_in, width_out in zip(sizes[:-2], sizes[1:-1]):
+        layers.append(nn.Linear(width_in, width_out, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(width_out))
+        layers.append(activation(act, slope))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+    return [*layers, nn.Linear(sizes[-2], sizes[-1])]
+
+
 def check_init(scheme: str, init_args: dict | None = None) -> None:
     """Fail early, with the valid names, on an unknown scheme or argument."""
-    import inspect
-
     check(scheme == "default" or scheme in INITS,
           f"unknown init '{scheme}'; valid: default, {', '.join(INITS)}")
     if scheme != "default" and init_args:
-        params = list(inspect.signature(INITS[scheme]).parameters)[1:]
+        params = [p for p in list(inspect.signature(INITS[scheme]).parameters)[1:] if p != "generator"]
         for key in init_args:
-            check(key in params and key != "generator",
-                  f"init_args.{key} is not an argument of init={scheme}; valid: {', '.join(p for p in params if p != 'generator')}")
+            check(key in params, f"init_args.{key} is not an argument of init={scheme}; valid: {', '.join(params)}")
 
 
 def init_weights(model: nn.Module, scheme: str = "default", init_args: dict | None = None) -> None:
-    """Initialize weights of linear/conv/recurrent layers with `scheme`; biases start at zero.
+    """Initialize the weights of linear/conv/recurrent/embedding layers with `scheme`; biases start at zero.
 
-    `default` keeps PyTorch's own initialization (biases included). Norm layers keep weight 1, bias 0.
+    `default` keeps PyTorch's own initialization (biases included). Only weights with two or more dimensions
+    are set (the rule dltrain/reg.py uses too): norm layers (BatchNorm, InstanceNorm, LayerNorm, GroupNorm, ...)
+    have 1-D scales, so they keep weight 1, and their zero shift stays 0.
     """
     check_init(scheme, init_args)
     if scheme == "default":
         return
     fn, kwargs = INITS[scheme], dict(init_args or {})
     for module in model.modules():
-        if isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
-            continue
         for pname, param in module.named_parameters(recurse=False):
             if pname.startswith("bias"):
                 nn.init.zeros_(param)
-            elif pname.startswith("weight") and (param.dim() >= 2 or scheme not in FAN_BASED):
+            elif pname.startswith("weight") and param.dim() >= 2:
                 try:
                     fn(param, **kwargs)
                 except (TypeError, ValueError) as err:
-                    raise ConfigError(f"init={scheme} failed on {type(module).__name__}.{pname}: {err}") from None
+                    raise ConfigError(f"init={scheme} failed on {type(module).__name__}.{pname}: "
+                                      f"{first_line(err)}") from None

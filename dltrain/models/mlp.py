@@ -6,8 +6,7 @@ import math
 from torch import nn
 
 from dltrain.models import MODELS
-from dltrain.models.layers import activation as make_activation
-from dltrain.models.layers import init_weights
+from dltrain.models.layers import init_weights, linear_stack
 from dltrain.registry import check
 
 
@@ -19,17 +18,7 @@ def build_mlp(*, in_shape: tuple[int, ...], num_outputs: int, hidden: list[int],
     check(len(hidden) > 0, "model.hidden must list at least one layer width, e.g. [128, 64]")
     check(all(h > 0 for h in hidden), f"model.hidden widths must be positive, got {hidden}")
     check(0.0 <= dropout < 1.0, f"model.dropout={dropout} must be in [0, 1)")
-    layers: list[nn.Module] = [nn.Flatten()]
-    width = math.prod(in_shape)
-    for size in hidden:
-        layers.append(nn.Linear(width, size, bias=not batch_norm))  # BN's shift replaces the bias
-        if batch_norm:
-            layers.append(nn.BatchNorm1d(size))
-        layers.append(make_activation(activation, slope))
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        width = size
-    layers.append(nn.Linear(width, num_outputs))
-    model = nn.Sequential(*layers)
+    sizes = [math.prod(in_shape), *hidden, num_outputs]
+    model = nn.Sequential(nn.Flatten(), *linear_stack(sizes, activation, slope, dropout, batch_norm))
     init_weights(model, init, init_args)
     return model

@@ -36,7 +36,7 @@ class Block(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
-@MODELS.register("resnet")
+@MODELS.register("resnet", channels_last=True)  # conv nets run faster in NHWC on GPUs
 def build_resnet(*, in_shape: tuple[int, ...], num_outputs: int, block: Literal["basic", "bottleneck"] = "basic",
                  layers: list[int] = (2, 2, 2, 2), widths: list[int] = (64, 128, 256, 512), activation: str = "relu",
                  slope: float = 0.01, init: str = "default", init_args: dict | None = None) -> nn.Module:
@@ -56,5 +56,4 @@ def build_resnet(*, in_shape: tuple[int, ...], num_outputs: int, block: Literal[
     modules += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_outputs)]
     model = nn.Sequential(*modules)
     init_weights(model, init, init_args)
-    model.channels_last = True  # conv nets run faster in NHWC on GPUs
     return model

@@ -18,7 +18,7 @@ from tests.conftest import MNIST_T10K
 
 
 def build(name: str, seed: int = 0, **kwargs):
-    return DATASETS.build({"name": name, **kwargs}, seed=seed)
+    return DATASETS.build(DATASETS.parse({"name": name, **kwargs}), seed=seed)
 
 
 @pytest.mark.skipif(not MNIST_T10K.is_dir(), reason="shared MNIST t10k files not beside the checkout")
@@ -106,10 +106,10 @@ def test_adding_problem_targets_are_the_marked_sums() -> None:
     assert torch.all(markers.sum(1) == 2)
     assert torch.all(markers[:, :10].sum(1) == 1) and torch.all(markers[:, 10:].sum(1) == 1)
     torch.testing.assert_close((x[:, :, 0] * markers).sum(1, keepdim=True), y)
-    assert data.task == "regression" and math.isclose(data.meta["chance_mse"], 1 / 6)
+    assert data.task == "regression" and math.isclose(data.chance_mse, 1 / 6) and data.model_args() == {}
     assert torch.equal(build("adding", length=20, train_size=100, val_size=10, test_size=10).train.x, x)
     big = build("adding", length=20, train_size=20000, val_size=0, test_size=0).train.y
-    assert abs(((big - 1.0) ** 2).mean().item() - data.meta["chance_mse"]) < 0.01  # predicting 1.0 = chance
+    assert abs(((big - 1.0) ** 2).mean().item() - data.chance_mse) < 0.01  # predicting 1.0 = chance
 
 
 def test_digit_rows_and_sine() -> None:
@@ -136,11 +136,12 @@ def test_text_windows_shift_by_one_and_splits_are_contiguous(tmp_path) -> None:
     text = "".join(chr(97 + i % 26) for i in range(1000))
     corpus.write_text(text)
     data = build("text", path=str(corpus), seq_len=10, fractions=[0.8, 0.1, 0.1])
-    vocab = data.meta["vocab"]
+    vocab = data.vocab
     decode = lambda t: "".join(vocab[i] for i in t.tolist())  # noqa: E731
     assert decode(data.train.x[0]) == text[:10] and decode(data.train.y[0]) == text[1:11]
     assert decode(data.val.x[0]) == text[800:810]  # val starts where train's share ends
-    assert data.num_outputs == 26 and data.meta["model_args"] == {"vocab_size": 26, "per_step": True}
+    assert data.num_outputs == 26 and data.per_step_targets and data.class_names is None
+    assert data.model_args() == {"vocab_size": 26, "per_step": True}
     with pytest.raises(ConfigError, match="is not a file"):
         build("text", path=str(tmp_path / "missing.txt"))
 
@@ -191,3 +192,62 @@ def test_mnist_half_a_pair_and_a_missing_official_split_are_named(tmp_path) -> N
     shutil.copy(MNIST_T10K / "t10k-images-idx3-ubyte.gz", tmp_path)
     with pytest.raises(ConfigError, match="has t10k-images-idx3-ubyte but not t10k-labels-idx1-ubyte"):
         build("mnist", root=str(tmp_path))
+
+
+def test_standardize_uses_train_statistics_per_channel_only() -> None:
+    from dltrain.data import standardize
+
+    gen = torch.Generator().manual_seed(0)
+    scale = torch.tensor([1.0, 10.0, 100.0])[None, :, None, None]
+    train, other = torch.randn(50, 3, 4, 4, generator=gen) * scale + 5, torch.randn(20, 3, 4, 4, generator=gen)
+    got_train, got_other = standardize(train, other)
+    flat = train.transpose(0, 1).flatten(1)  # (C, everything else)
+    mean, std = flat.mean(1)[None, :, None, None], flat.std(1)[None, :, None, None]
+    torch.testing.assert_close(got_train, (train - mean) / std)
+    torch.testing.assert_close(got_other, (other - mean) / std)  # val/test never feed the statistics
+    features = torch.randn(30, 5, generator=gen) * 7 + 3  # (N, F): one statistic per feature
+    torch.testing.assert_close(standardize(features)[0], (features - features.mean(0)) / features.std(0))
+    constant = standardize(torch.ones(10, 2, 3))[0]
+    assert torch.equal(constant, torch.zeros(10, 2, 3))  # a constant channel stays finite
+
+
+def test_fractions_and_config_keys_are_checked_at_the_door() -> None:
+    from dltrain.data import check_fractions
+
+    assert check_fractions([0.6, 0.2, 0.2]) == (0.6, 0.2, 0.2)
+    for bad in ([0.6, 0.2], [0.0, 0.5, 0.5], [0.8, 0.3, 0.1], [0.5, -0.1, 0.2]):
+        with pytest.raises(ConfigError, match=r"data.fractions=.* must be three"):
+            check_fractions(bad)
+    with pytest.raises(ConfigError) as err:  # every problem of one node at once, one line each
+        DATASETS.parse({"name": "digits", "fractions": "0.6", "bogus": 1, "seed": 3})
+    assert len(err.value.problems) == 3 and "data.seed is not an option" in str(err.value)  # seed: trainer.seed
+    with pytest.raises(ConfigError, match="unknown data 'cifar100'"):
+        DATASETS.parse({"name": "cifar100"})
+
+
+def test_typed_fields_of_the_bundles() -> None:
+    digits = build("digits")
+    assert digits.class_names == [str(d) for d in range(10)] and digits.vocab is None
+    assert not digits.per_step_targets and digits.chance_mse is None and digits.model_args() == {}
+    assert (len(digits.train), len(digits.val), len(digits.test)) == (1078, 359, 360)
+    per_channel = digits.train.x.transpose(0, 1).flatten(1)
+    assert abs(per_channel.mean().item()) < 1e-5 and abs(per_channel.std().item() - 1) < 1e-4
+    assert build("digit_rows").class_names == digits.class_names
+    assert build("synthetic", shape=[4], train_size=8, val_size=2, test_size=2).class_names is None
+
+
+def test_unreadable_text_is_one_line_with_the_reason(tmp_path) -> None:
+    corpus = tmp_path / "latin1.txt"
+    corpus.write_bytes("caf\xe9 au lait ".encode("latin1") * 20)
+    with pytest.raises(ConfigError) as err:
+        build("text", path=str(corpus), seq_len=4)
+    assert "\n" not in str(err.value) and "is not readable UTF-8 text" in str(err.value)
+    assert "can't decode byte 0xe9" in str(err.value)
+
+
+@pytest.mark.skipif(not MNIST_T10K.is_dir(), reason="shared MNIST t10k files not beside the checkout")
+def test_mnist_class_names_and_per_channel_scaling() -> None:
+    data = build("mnist", root=str(MNIST_T10K))
+    assert data.class_names == [str(d) for d in range(10)] and data.num_outputs == 10
+    raw = torch.cat([data.train.x, data.val.x, data.test.x])
+    assert raw.shape == (10000, 1, 28, 28) and torch.isfinite(raw).all()

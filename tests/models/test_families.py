@@ -10,24 +10,26 @@ from dltrain.models import MODELS
 from dltrain.registry import ConfigError
 from dltrain.tasks import build_task
 
-# name -> (yaml overrides for a tiny model, input sample shape, runtime args, task, targets maker)
+# name -> (yaml overrides for a tiny model, input sample shape, task)
 CASES = {
-    "mlp": ({"hidden": [16]}, (1, 8, 8), {}, "classification"),
-    "cnn": ({"channels": [4, 8], "head": [16]}, (1, 8, 8), {}, "classification"),
-    "resnet": ({"layers": [1, 1], "widths": [8, 16]}, (3, 16, 16), {}, "classification"),
-    "rnn": ({"hidden_size": 16}, (12, 3), {}, "classification"),
-    "lstm": ({"hidden_size": 16}, (12, 3), {}, "classification"),
-    "gru": ({"hidden_size": 16, "bidirectional": True, "num_layers": 2}, (12, 3), {}, "classification"),
-    "autoencoder": ({"hidden": [32], "bottleneck": 8}, (1, 8, 8), {}, "reconstruction"),
-    "gan": ({"g_hidden": [32], "d_hidden": [32], "latent_dim": 8}, (1, 8, 8), {}, "adversarial"),
+    "mlp": ({"hidden": [16]}, (1, 8, 8), "classification"),
+    "cnn": ({"channels": [4, 8], "head": [16]}, (1, 8, 8), "classification"),
+    "resnet": ({"layers": [1, 1], "widths": [8, 16]}, (3, 16, 16), "classification"),
+    "rnn": ({"hidden_size": 16}, (12, 3), "classification"),
+    "lstm": ({"hidden_size": 16}, (12, 3), "classification"),
+    "gru": ({"hidden_size": 16, "bidirectional": True, "num_layers": 2}, (12, 3), "classification"),
+    "autoencoder": ({"hidden": [32], "bottleneck": 8}, (1, 8, 8), "reconstruction"),
+    "gan": ({"g_hidden": [32], "d_hidden": [32], "latent_dim": 8}, (1, 8, 8), "adversarial"),
 }
 
 
 def build(name: str, in_shape: tuple[int, ...], **extra) -> torch.nn.Module:
+    """The family's YAML plus CASES plus `extra`; run-time keys of `extra` (vocab_size, ...) go to build()."""
     node = OmegaConf.to_container(OmegaConf.load(config_dir() / "model" / f"{name}.yaml"))
     node.update(CASES[name][0])
+    runtime = {k: extra.pop(k) for k in list(extra) if k in MODELS.runtime}
     node.update(extra)
-    return MODELS.build(node, in_shape=in_shape, num_outputs=4, **CASES[name][2])
+    return MODELS.build(MODELS.parse(node), in_shape=in_shape, num_outputs=4, **runtime)
 
 
 def test_every_registered_model_has_a_case() -> None:
@@ -37,9 +39,9 @@ def test_every_registered_model_has_a_case() -> None:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_forward_backward_and_a_short_run_lowers_the_loss(name: str) -> None:
     torch.manual_seed(0)
-    _, shape, _, task_name = CASES[name]
+    _, shape, task_name = CASES[name]
     model = build(name, shape)
-    task = build_task(task_name, None, 0.0)
+    task = build_task(task_name)
     x = torch.randn(32, *shape)
     y = torch.arange(32) % 4
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)

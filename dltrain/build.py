@@ -1,0 +1,164 @@
+"""Building a run's parts from a checked RunConfig: data, task and model on the CPU (and a check that they fit
+together), then the device, memory layout and wrappers, the optimizer, the loop's settings and the callbacks.
+`train.py` runs a job with them; `evaluation.py` and `bench/` use them too.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from dltrain import checkpoint, dist
+from dltrain.callbacks import Checkpointer, EarlyStopping, Progress, TensorBoard
+from dltrain.config import RunConfig, TrainerConfig
+from dltrain.data import DATASETS, DataBundle, Split
+from dltrain.data.augment import Augment, build_augment
+from dltrain.engine import Best, Callback, LoopSettings
+from dltrain.models import MODELS, ModelTraits, model_traits, param_groups
+from dltrain.optim import build_optimizer
+from dltrain.registry import ConfigError, check, first_line
+from dltrain.sched import build_schedule
+from dltrain.tasks import Task, build_task
+
+PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+
+
+@dataclass
+class RunComponents:
+    """Everything a run trains with, built on the CPU from its config."""
+
+    config: RunConfig
+    data: DataBundle
+    task: Task
+    task_name: str  # the configured task, or the data's own
+    model: nn.Module
+    traits: ModelTraits  # what the model's registration declares (channels_last, generative)
+    augment: Augment | None  # on-device augmentation of training batches
+
+
+def build(config: RunConfig) -> RunComponents:
+    """Build data, task and model; a model that cannot take the data fails here, not mid-run."""
+    torch.manual_seed(config.trainer.seed)
+    data = DATASETS.build(config.data.spec, seed=config.trainer.seed)
+    task_name = config.task.name or data.task
+    task = build_task(task_name, loss=config.task.loss, label_smoothing=config.task.label_smoothing,
+                      denoise=config.task.denoise)
+    model_name, data_name = config.model.name, config.data.spec.name
+    data_args = data.model_args()
+    missing = set(data_args) - set(MODELS.builder_args(model_name))
+    check(not missing, f"model={model_name} cannot take data={data_name} (it needs a model that accepts "
+          f"{', '.join(sorted(missing))}, e.g. model=lstm)")
+    model = MODELS.build(config.model, in_shape=data.in_shape, num_outputs=data.num_outputs, **data_args)
+    traits = model_traits(model_name)
+    check_fits(model, task, data, model_name, task_name, traits)
+    monitor = config.early_stopping.best.get("monitor", Best.monitor)
+    names = [f"{split}/{name}" for split in ("train", "val")
+             for name in ("loss", *task.metric_names, *task.derived_names)]
+    check(monitor in names, f"early_stopping.monitor={monitor} is not a metric of this run; valid: {', '.join(names)}")
+    check(len(data.val) > 0 or not monitor.startswith("val/"), f"the validation split is empty, so "
+          f"early_stopping.monitor={monitor} has no values; give data a validation share or monitor train/loss")
+    augment = build_augment(**config.data.augment) if config.data.augment else None
+    return RunComponents(config, data, task, task_name, model, traits, augment)
+
+
+def check_fits(model: nn.Module, task: Task, data: DataBundle, name: str, task_name: str,
+               traits: ModelTraits) -> None:
+    """One forward pass on two training samples: a clear message instead of a shape error mid-run."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            task.step(model, data.train.x[:2], data.train.y[:2])
+    except Exception as err:  # noqa: BLE001  (whatever the model raises, the user gets one line)
+        hint = " (model=gan trains with task=adversarial)" if traits.generative else ""
+        raise ConfigError(f"model={name} with task={task_name} cannot take the data's samples of shape "
+                          f"{tuple(data.in_shape)}{hint}: {first_line(err)}") from None
+    finally:
+        model.train(was_training)
+
+
+def pick_device(trainer: TrainerConfig) -> torch.device:
+    if trainer.device == "cuda" or (trainer.device == "auto" and torch.cuda.is_available()):
+        check(torch.cuda.is_available(), "trainer.device=cuda but no CUDA GPU is visible; use trainer.device=cpu or auto")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def to_device(split: Split, device: torch.device, channels_last: bool) -> Split:
+    x = split.x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return Split(x, split.y.to(device, non_blocking=True))
+
+
+def wrap_model(parts: RunComponents, device: torch.device) -> tuple[nn.Module, bool]:
+    """Device, memory layout, DDP and torch.compile; returns the model the step calls and channels_last."""
+    model = parts.model.to(device)
+    trainer = parts.config.trainer
+    wanted = trainer.channels_last is True or (trainer.channels_last == "auto" and device.type == "cuda"
+                                               and parts.traits.channels_last)
+    channels_last = wanted and len(parts.data.in_shape) == 3
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if dist.is_initialized():
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if trainer.compile:
+        model = torch.compile(model)
+    return model, channels_last
+
+
+def make_optimizer(parts: RunComponents) -> tuple[torch.optim.Optimizer, tuple[float, ...]]:
+    """The optimizer over the model's parameter groups, and each torch group's learning-rate scale."""
+    groups = param_groups(parts.model, parts.traits)
+    optimizer = build_optimizer(parts.config.optim, groups)
+    scale_of = {id(p): group.lr_scale for group in groups for p in group.params}  # a torch group may be a split
+    return optimizer, tuple(scale_of[id(g["params"][0])] if g["params"] else 1.0 for g in optimizer.param_groups)
+
+
+def make_settings(parts: RunComponents, train_size: int, lr_scales: tuple[float, ...]) -> LoopSettings:
+    """The loop's knobs; the schedule's length is the run's, in its interval's units."""
+    config = parts.config
+    trainer, sched, reg = config.trainer, config.sched, config.reg
+    per_step = sched.interval == "step"
+    total = trainer.max_epochs * (math.ceil(train_size / config.data.batch_size) if per_step else 1)
+    return LoopSettings(max_epochs=trainer.max_epochs, batch_size=config.data.batch_size,
+                        lr_at=build_schedule(sched, config.optim.kwargs["lr"], total), lr_per_step=per_step,
+                        lr_scales=lr_scales, seed=trainer.seed, autocast_dtype=PRECISIONS[str(trainer.precision)],
+                        grad_clip=reg.grad_clip, l1=reg.l1, l2=reg.l2, log_every_n_steps=trainer.log_every_n_steps,
+                        augment=parts.augment)
+
+
+def make_best(parts: RunComponents) -> Best:
+    return Best(**parts.config.early_stopping.best)
+
+
+def make_callbacks(parts: RunComponents, run_dir: Path) -> list[Callback]:
+    """Early stopping on every rank (they must agree when to stop); the writers on rank 0 only."""
+    config = parts.config
+    callbacks: list[Callback] = [EarlyStopping(**config.early_stopping.stopping)]
+    if dist.is_main():
+        sample = parts.model.sample if parts.traits.generative else None
+        callbacks += [TensorBoard(run_dir, flat_hparams(config.resolved), sample), Progress(config.trainer.max_epochs)]
+        extra = {"config": yaml.safe_dump(config.resolved, sort_keys=False), "git_commit": checkpoint.git_commit()}
+        ckpt = config.checkpoints
+        callbacks.append(Checkpointer(run_dir, extra, list(callbacks), ckpt.save_last, ckpt.save_best))
+    return callbacks
+
+
+def flat_hparams(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Config leaves as HParams values: numbers, strings and booleans; lists and nulls as text."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_hparams(value, f"{name}."))
+        elif isinstance(value, (int, float, str, bool)):
+            out[name] = value
+        else:
+            out[name] = str(value)
+    return out
