@@ -4,7 +4,6 @@ together), then the device, memory layout and wrappers, the optimizer, the loop'
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from dltrain.callbacks import Checkpointer, EarlyStopping, Progress, TensorBoard
 from dltrain.config import RunConfig, TrainerConfig
 from dltrain.data import DATASETS, DataBundle, Split
 from dltrain.data.augment import Augment, build_augment
-from dltrain.engine import Best, Callback, LoopSettings
+from dltrain.engine import Best, Callback, LoopSettings, min_share, steps_per_epoch
 from dltrain.models import MODELS, ModelTraits, model_traits, param_groups
 from dltrain.optim import build_optimizer
 from dltrain.registry import ConfigError, check, first_line
@@ -125,7 +124,9 @@ def make_settings(parts: RunComponents, train_size: int, lr_scales: tuple[float,
     config = parts.config
     trainer, sched, reg = config.trainer, config.sched, config.reg
     per_step = sched.interval == "step"
-    total = trainer.max_epochs * (math.ceil(train_size / config.data.batch_size) if per_step else 1)
+    steps = steps_per_epoch(train_size, config.data.batch_size, max(dist.world_size(), trainer.devices),
+                            min_share(parts.model))  # the steps the engine will take, a dropped last batch excluded
+    total = trainer.max_epochs * (steps if per_step else 1)
     return LoopSettings(max_epochs=trainer.max_epochs, batch_size=config.data.batch_size,
                         lr_at=build_schedule(sched, config.optim.kwargs["lr"], total), lr_per_step=per_step,
                         lr_scales=lr_scales, seed=trainer.seed, autocast_dtype=PRECISIONS[str(trainer.precision)],

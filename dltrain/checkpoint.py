@@ -3,9 +3,7 @@ with torch.load(weights_only=True): tensors, numbers, strings, lists and dicts o
 """
 from __future__ import annotations
 
-import os
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from torch import nn
 
 from dltrain import dist
 from dltrain.engine import Callback, State, rng_state
+from dltrain.files import write_atomic
 from dltrain.optim import optimizer_class
 from dltrain.registry import ConfigError, check, first_line
 
@@ -24,16 +23,7 @@ FORMAT = 3  # bump when the layout below changes (2: one RNG state per rank; 3: 
 
 def save_atomic(obj: Any, path: Path) -> None:
     """A crash leaves either the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda handle: torch.save(obj, handle))
 
 
 def callback_key(callback: Callback) -> str:

@@ -160,6 +160,17 @@ def local_batch(train: Split, global_idx: torch.Tensor, augment: Callable | None
     return augment(train.x[global_idx], gen)[rank::world], train.y[mine]
 
 
+def min_share(model: nn.Module) -> int:
+    """Samples each process needs in a training batch: batch norm needs two, so a smaller last batch is dropped."""
+    return 2 if any(isinstance(m, NORM_LAYERS) for m in model.modules()) else 1
+
+
+def steps_per_epoch(train_size: int, batch_size: int, world: int, share: int) -> int:
+    """Optimizer steps in one epoch: the global batches, less a last one too small to share (see min_share)."""
+    full, last = divmod(train_size, batch_size)
+    return full + (1 if last and last // world >= share else 0) if batch_size // world >= share else 0
+
+
 def train_epoch(state: State, task: Task, train: Split, settings: LoopSettings,
                 callbacks: Sequence[Callback]) -> dict[str, float]:
     """One pass over the train split in global batches; returns the epoch's train metrics."""
@@ -169,8 +180,7 @@ def train_epoch(state: State, task: Task, train: Split, settings: LoopSettings,
     gen = torch.Generator(device=device).manual_seed(settings.seed * 1_000_003 + state.epoch)  # same on every rank
     perm = torch.randperm(n, device=device, generator=gen)
     weights = penalized_weights(state.raw_model) if (settings.l1 or settings.l2) else []
-    # batch norm needs two samples per process: a last batch too small for that is dropped
-    min_share = 2 if any(isinstance(m, NORM_LAYERS) for m in state.raw_model.modules()) else 1
+    share = min_share(state.raw_model)
     sums = torch.zeros(len(names), device=device)  # float32 metric sums of the epoch, in `names` order
     grad_seeds: dict[int, torch.Tensor] = {}  # batch size -> d(loss)/d(loss_sum), made once on the device
     seen = 0
@@ -178,7 +188,7 @@ def train_epoch(state: State, task: Task, train: Split, settings: LoopSettings,
     for start in range(0, n, settings.batch_size):
         global_idx = perm[start:start + settings.batch_size]
         batch_count = len(global_idx)
-        if batch_count // world < min_share:
+        if batch_count // world < share:  # too small to give each process its share: dropped
             continue
         x, y = local_batch(train, global_idx, settings.augment, gen)
         if settings.lr_per_step:

@@ -20,6 +20,7 @@ from dltrain.build import (RunComponents, build, make_best, make_callbacks, make
                            to_device, wrap_model)
 from dltrain.config import RunConfig
 from dltrain.engine import State, fit
+from dltrain.files import write_json_atomic, write_text_atomic
 from dltrain.optim import optimizer_class
 from dltrain.registry import check
 
@@ -62,11 +63,11 @@ def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: 
     if trainer.resume:
         checkpoint.resume(state, callbacks, trainer.resume, trainer.max_epochs)
     if dist.is_main():  # only now: a failed resume leaves the resumed run's files as they were
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.resolved, sort_keys=False))
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.resolved, sort_keys=False))
     fit(state, parts.task, train_split, val, test, make_settings(parts, len(train_split), lr_scales), callbacks)
     report = make_report(state, parts, overrides)
     if dist.is_main():
-        (run_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_json_atomic(run_dir / "metrics.json", report)
     return report
 
 
