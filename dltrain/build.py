@@ -13,14 +13,15 @@ import yaml
 from torch import nn
 
 from dltrain import checkpoint, dist
-from dltrain.callbacks import Checkpointer, EarlyStopping, Progress, TensorBoard
+from dltrain.callbacks import CALLBACKS, Checkpointer, EarlyStopping, Progress, TensorBoard
 from dltrain.config import RunConfig, TrainerConfig
 from dltrain.data import DATASETS, DataBundle, Split
 from dltrain.data.augment import Augment, build_augment
 from dltrain.engine import Best, Callback, LoopSettings, min_share, steps_per_epoch
 from dltrain.models import MODELS, ModelTraits, model_traits, param_groups
 from dltrain.optim import build_optimizer
-from dltrain.registry import ConfigError, check, first_line
+from dltrain.plugins import provenance, user_frame
+from dltrain.registry import ConfigError, Registry, Spec, check, first_line
 from dltrain.sched import build_schedule
 from dltrain.tasks import Task, build_task
 
@@ -43,7 +44,9 @@ class RunComponents:
 def build(config: RunConfig) -> RunComponents:
     """Build data, task and model; a model that cannot take the data fails here, not mid-run."""
     torch.manual_seed(config.trainer.seed)
-    data = DATASETS.build(config.data.spec, seed=config.trainer.seed)
+    data = user_code(DATASETS, config.data.spec, seed=config.trainer.seed)
+    check(config.data.batch_size <= len(data.train), f"data.batch_size={config.data.batch_size} is larger than the "
+          f"training split ({len(data.train)} samples); use data.batch_size={len(data.train)} or less")
     task_name = config.task.name or data.task
     task = build_task(task_name, loss=config.task.loss, label_smoothing=config.task.label_smoothing,
                       denoise=config.task.denoise)
@@ -52,7 +55,7 @@ def build(config: RunConfig) -> RunComponents:
     missing = set(data_args) - set(MODELS.builder_args(model_name))
     check(not missing, f"model={model_name} cannot take data={data_name} (it needs a model that accepts "
           f"{', '.join(sorted(missing))}, e.g. model=lstm)")
-    model = MODELS.build(config.model, in_shape=data.in_shape, num_outputs=data.num_outputs, **data_args)
+    model = user_code(MODELS, config.model, in_shape=data.in_shape, num_outputs=data.num_outputs, **data_args)
     traits = model_traits(model_name)
     check_fits(model, task, data, model_name, task_name, traits)
     monitor = config.early_stopping.best.get("monitor", Best.monitor)
@@ -63,6 +66,20 @@ def build(config: RunConfig) -> RunComponents:
           f"early_stopping.monitor={monitor} has no values; give data a validation share or monitor train/loss")
     augment = build_augment(**config.data.augment) if config.data.augment else None
     return RunComponents(config, data, task, task_name, model, traits, augment)
+
+
+def user_code(registry: Registry, spec: Spec, **runtime: Any) -> Any:
+    """Build `spec`; a crash inside a user's builder (a plugin, not dltrain's own) is one line naming their file."""
+    builder = registry.get(spec.name)
+    if builder.__module__.split(".")[0] == "dltrain":
+        return registry.build(spec, **runtime)
+    try:
+        return registry.build(spec, **runtime)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001  (the user's code: one line naming their file and line)
+        raise ConfigError(f"{registry.kind}={spec.name} failed in your code{user_frame(err)}: "
+                          f"{type(err).__name__}: {first_line(err)}") from None
 
 
 def check_fits(model: nn.Module, task: Task, data: DataBundle, name: str, task_name: str,
@@ -76,7 +93,7 @@ def check_fits(model: nn.Module, task: Task, data: DataBundle, name: str, task_n
     except Exception as err:  # noqa: BLE001  (whatever the model raises, the user gets one line)
         hint = " (model=gan trains with task=adversarial)" if traits.generative else ""
         raise ConfigError(f"model={name} with task={task_name} cannot take the data's samples of shape "
-                          f"{tuple(data.in_shape)}{hint}: {first_line(err)}") from None
+                          f"{tuple(data.in_shape)}{hint}{user_frame(err)}: {first_line(err)}") from None
     finally:
         model.train(was_training)
 
@@ -142,10 +159,12 @@ def make_callbacks(parts: RunComponents, run_dir: Path) -> list[Callback]:
     """Early stopping on every rank (they must agree when to stop); the writers on rank 0 only."""
     config = parts.config
     callbacks: list[Callback] = [EarlyStopping(**config.early_stopping.stopping)]
+    callbacks += [CALLBACKS.build(spec) for spec in config.callbacks]  # the user's, on every rank
     if dist.is_main():
         sample = parts.model.sample if parts.traits.generative else None
         callbacks += [TensorBoard(run_dir, flat_hparams(config.resolved), sample), Progress(config.trainer.max_epochs)]
-        extra = {"config": yaml.safe_dump(config.resolved, sort_keys=False), "git_commit": checkpoint.git_commit()}
+        extra = {"config": yaml.safe_dump(config.resolved, sort_keys=False), "git_commit": checkpoint.git_commit(),
+                 "provenance": provenance(Path(config.project) if config.project else None)}
         ckpt = config.checkpoints
         callbacks.append(Checkpointer(run_dir, extra, list(callbacks), ckpt.save_last, ckpt.save_best))
     return callbacks

@@ -5,7 +5,6 @@ The engine judges each epoch (`state.best`) before any callback runs, so their o
 """
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,6 +14,9 @@ import torch
 
 from dltrain import checkpoint
 from dltrain.engine import Callback, State
+from dltrain.registry import Registry
+
+CALLBACKS = Registry("callback")  # users' callbacks by name (dltrain.register_callback); built-ins are fixed
 
 
 class EarlyStopping(Callback):
@@ -59,7 +61,11 @@ class EarlyStopping(Callback):
 
 class Checkpointer(Callback):
     """Writes last.pt every epoch and best.pt on improvement, each atomically (temp file, then rename).
-    A checkpoint holds the loop's state and the state of every callback in `callbacks`."""
+    A checkpoint holds the loop's state and the state of every callback in `callbacks`.
+
+    last.pt goes first: a kill between the two writes then leaves a last.pt that holds the best epoch itself, from
+    which a resumed run rewrites best.pt (`on_fit_start`). The other order would leave a best.pt one epoch ahead
+    of a last.pt that names an earlier best, whose weights the kill had already overwritten."""
 
     def __init__(self, run_dir: Path, extra: dict[str, Any], callbacks: Sequence[Callback], save_last: bool = True,
                  save_best: bool = True) -> None:
@@ -76,11 +82,23 @@ class Checkpointer(Callback):
         if improved:
             checkpoint.save_atomic(payload, self.run_dir / "best.pt")
 
+    def on_fit_start(self, state: State) -> None:
+        """A resumed run whose last epoch is its best was killed, maybe, before that epoch's best.pt was written."""
+        best_file = self.run_dir / "best.pt"
+        if (self.save_best and state.epoch > 0 and state.best.epoch == state.epoch
+                and checkpoint.saved_epoch(best_file) != state.epoch):
+            checkpoint.save_atomic(checkpoint.payload(state, self.callbacks, self.extra), best_file)
+
 
 class TensorBoard(Callback):
-    """Scalars per epoch (x = epochs done), the running train loss per logged step, a grid of samples per epoch
-    for generative models (`sample(n, generator)`), and at the end the test metrics plus an HParams summary,
-    so a sweep's runs line up in TensorBoard's HParams table."""
+    """Curves per epoch (x = epochs done): the epoch's train/val metrics and lr, plus the monitored metric's
+    running best `<monitor>_best` (it sorts right after the monitor's own curve; its last value is the run's best);
+    the running train loss per logged step; a grid of samples per epoch for generative models
+    (`sample(n, generator)`); the test metrics at the end. The run's hyper-parameters go in as an HParams session
+    when fitting starts (tensorboard's own `summary_v2.hparams_pb`), so the HParams tab lists a sweep's runs while
+    they train; the sweep's experiment (domains, the swept keys, the metric columns) sits at the sweep root
+    (dltrain/sweep.py). One-point summaries (best, epochs, final values) are HParams columns and metrics.json
+    fields, not scalar tags: the Scalars tab opens on the curves."""
 
     def __init__(self, run_dir: Path, hparams: dict[str, Any],
                  sample: Callable[[int, torch.Generator], torch.Tensor] | None = None) -> None:
@@ -88,17 +106,29 @@ class TensorBoard(Callback):
         self.writer: Any = None
 
     def on_fit_start(self, state: State) -> None:
-        """The event file is opened only now: a run rejected before fitting (a failed resume) writes nothing."""
+        """The event file is opened only now: a run rejected before fitting (a failed resume) writes nothing. Values
+        an interrupted attempt logged past the checkpoint this run starts from are dropped first."""
+        from tensorboard.plugins.hparams.summary_v2 import hparams_pb
         from torch.utils.tensorboard import SummaryWriter
 
+        from dltrain.event_files import keep_until
+
+        keep_until(self.run_dir, state.epoch, state.step)
         self.writer = SummaryWriter(log_dir=str(self.run_dir))
+        # The session is the run (named by its folder); its group, TensorBoard's default, a hash of the values: runs
+        # with the same values are repeats. A resumed run writes it again, which TensorBoard ignores.
+        self.writer.file_writer.add_summary(hparams_pb(self.hparams))
 
     def on_train_log(self, state: State, values: dict[str, float]) -> None:
         self.writer.add_scalar("train/loss_step", values["train/loss"], state.step)
 
     def on_epoch_end(self, state: State) -> None:
+        from dltrain.hparams import best_tag
+
         for tag, value in state.metrics.items():
             self.writer.add_scalar(tag, value, state.epoch)
+        if state.best.value is not None:
+            self.writer.add_scalar(best_tag(state.best.monitor), state.best.value, state.epoch)
         if self.sample is not None:
             device = next(state.raw_model.parameters()).device
             with torch.no_grad():
@@ -108,15 +138,8 @@ class TensorBoard(Callback):
         self.writer.flush()
 
     def on_fit_end(self, state: State) -> None:
-        from torch.utils.tensorboard.summary import hparams
-
-        summary = final_summary(state)
-        for tag, value in summary.items():
+        for tag, value in state.test_metrics.items():
             self.writer.add_scalar(tag, value, state.epoch)
-        # As torch's add_hparams writes them (summary.hparams + file_writer.add_summary), but into this run's own
-        # event file: add_hparams would open a second writer and event file (a sub-folder, or "." beside this one).
-        for event in hparams(self.hparams, summary):
-            self.writer.file_writer.add_summary(event, state.epoch)
         self.writer.close()
 
 
@@ -127,15 +150,6 @@ def image_grid(images: torch.Tensor, columns: int = 8) -> torch.Tensor:
     padded = torch.cat([images, images.new_zeros(rows * columns - n, c, h, w)])
     grid = padded.reshape(rows, columns, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, rows * h, columns * w)
     return (grid - grid.min()) / (grid.max() - grid.min()).clamp_min(1e-8)
-
-
-def final_summary(state: State) -> dict[str, float]:
-    """The HParams metrics: the same keys for every run of a task, so sweeps compare cleanly."""
-    out = {f"final/{k}": v for k, v in state.metrics.items() if k.startswith(("val/", "train/"))}
-    out.update(state.test_metrics)
-    out["epochs"] = float(state.epoch)
-    out[f"best/{state.best.monitor}"] = state.best.value if state.best.value is not None else math.nan
-    return out
 
 
 class Progress(Callback):

@@ -14,7 +14,12 @@ def config_dir() -> Path:
     raise FileNotFoundError(f"dltrain's conf/ folder is missing next to {here}; reinstall the package")
 
 
-def groups() -> dict[str, list[str]]:
-    """Config groups and their choices, read from the YAML file names."""
-    root = config_dir()
-    return {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(root.iterdir()) if d.is_dir()}
+def groups(project_conf: Path | None = None) -> dict[str, list[str]]:
+    """Config groups and their choices, read from the YAML file names: dltrain's, plus a user project's conf/."""
+    found: dict[str, set[str]] = {}
+    for root in (config_dir(), project_conf):
+        if root is None or not root.is_dir():
+            continue
+        for folder in sorted(d for d in root.iterdir() if d.is_dir()):
+            found.setdefault(folder.name, set()).update(p.stem for p in folder.glob("*.yaml"))
+    return {name: sorted(choices) for name, choices in sorted(found.items())}

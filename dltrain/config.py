@@ -8,19 +8,21 @@ others against the one class that uses them (TrainerConfig, RegConfig, engine.Be
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from dltrain.callbacks import EarlyStopping
+from dltrain.callbacks import CALLBACKS, EarlyStopping
 from dltrain.conf_dirs import config_dir, groups  # noqa: F401  (re-exported: where the YAML lives)
 from dltrain.data import DATASETS
 from dltrain.data.augment import build_augment
 from dltrain.engine import Best
 from dltrain.models import MODELS
 from dltrain.optim import parse_optimizer
-from dltrain.registry import ConfigError, Problems, Spec, check, check_kwargs
+from dltrain.registry import ConfigError, Problems, Spec, check, check_kwargs, first_line
 from dltrain.sched import ScheduleSpec, parse_schedule
 from dltrain.tasks import build_task
 
@@ -92,7 +94,21 @@ class RunConfig:
     trainer: TrainerConfig
     checkpoints: CheckpointConfig
     task: TaskConfig
+    callbacks: tuple[Spec, ...]  # the user's registered callbacks (top-level `callbacks` mapping)
     resolved: dict[str, Any]  # the composed config as plain data: saved and shown, never read for settings
+    plugins: tuple[str, ...] = ()  # plugin files/modules already imported (so DDP workers import them too)
+    project: str | None = None  # the user's project folder, if any
+
+    @classmethod
+    def load(cls, cfg: Any, project: Path | None) -> RunConfig:
+        """Import the project's plugins (the config's `plugins`, from the user's own project), then parse."""
+        from dltrain import plugins
+
+        names = cfg.get("plugins") if isinstance(cfg, dict) else None
+        check(names is None or (isinstance(names, list) and all(isinstance(n, str) for n in names)),
+              f"plugins={names!r} must be a list of Python files or module names, e.g. [models.py]")
+        loaded = plugins.load(names or [], project)
+        return dataclasses.replace(cls.parse(cfg), plugins=tuple(loaded), project=str(project) if project else None)
 
     @classmethod
     def parse(cls, cfg: Any) -> RunConfig:
@@ -103,6 +119,8 @@ class RunConfig:
             with problems.collect():
                 check(isinstance(cfg.get(group), dict), f"the config has no {group} group; choose one "
                       f"({group}=NAME, see dltrain --help) instead of removing it")
+        for problem in unknown_top_level(cfg) + unusable_numbers(cfg):
+            problems.found.append(problem)
         problems.raise_if_any()
         parsed: dict[str, Any] = {}
         for key, parse in PARSERS.items():
@@ -112,24 +130,42 @@ class RunConfig:
         return cls(**parsed, resolved=cfg)
 
 
-def typed(kind: str, cls: type, node: Any) -> Any:
+KNOWN_TOP_LEVEL = (*GROUPS, *TOP_LEVEL, "plugins", "callbacks")
+FLOAT32_MAX = 3.4028234663852886e38  # torch computes in float32: a larger setting overflows mid-run
+
+
+def unknown_top_level(cfg: dict[str, Any]) -> list[str]:
+    """A key added with `+key=...` that nothing reads would be silently ignored."""
+    return [f"{key} is not a setting of dltrain (added with +{key}=...?); top-level keys are: "
+            f"{', '.join(KNOWN_TOP_LEVEL)}" for key in cfg if key not in KNOWN_TOP_LEVEL]
+
+
+def unusable_numbers(node: Any, prefix: str = "") -> list[str]:
+    """NaN, infinities and numbers beyond float32's range are never meaningful settings."""
+    if isinstance(node, dict):
+        return [p for key, value in node.items() for p in unusable_numbers(value, f"{prefix}{key}.")]
+    if isinstance(node, list):
+        return [p for i, value in enumerate(node) for p in unusable_numbers(value, f"{prefix}{i}.")]
+    key = prefix.rstrip(".")
+    if isinstance(node, float) and not math.isfinite(node):
+        return [f"{key}={node} is not a finite number"]
+    if isinstance(node, (int, float)) and not isinstance(node, bool) and abs(node) > FLOAT32_MAX:
+        return [f"{key}={node:.3g} is too large for float32 training (at most 3.4e38 in magnitude)"]
+    return []
+
+
+def checked_dataclass(kind: str, cls: type, node: Any) -> Any:
     """A dataclass from a mapping whose keys and types are checked against the class's fields."""
     check(isinstance(node, dict), f"{kind} must be a mapping of options, got {node!r}")
     check_kwargs(kind, "", cls, node)
     return cls(**node)
 
 
-def finite(kind: str, node: dict[str, Any]) -> None:
-    """inf/nan (or an overflow to inf) is never a meaningful setting."""
-    bad = [f"{kind}.{k}={v}" for k, v in node.items() if isinstance(v, float) and not math.isfinite(v)]
-    check(not bad, f"{', '.join(bad)} is not a finite number")
-
-
 def parse_trainer(cfg: dict[str, Any]) -> TrainerConfig:
     node = dict(cfg["trainer"])
     if isinstance(node.get("precision"), int) and not isinstance(node.get("precision"), bool):
         node["precision"] = str(node["precision"])
-    trainer = typed("trainer", TrainerConfig, node)
+    trainer = checked_dataclass("trainer", TrainerConfig, node)
     problems = Problems()
     for ok, message in [(trainer.max_epochs >= 1, f"trainer.max_epochs={trainer.max_epochs} must be >= 1"),
                         (trainer.devices >= 1, f"trainer.devices={trainer.devices} must be >= 1 (processes)"),
@@ -164,8 +200,7 @@ def parse_data(cfg: dict[str, Any]) -> DataConfig:
 
 
 def parse_reg(cfg: dict[str, Any]) -> RegConfig:
-    reg = typed("reg", RegConfig, cfg["reg"])
-    finite("reg", cfg["reg"])
+    reg = checked_dataclass("reg", RegConfig, cfg["reg"])
     problems = Problems()
     for ok, message in [(reg.l1 >= 0, f"reg.l1={reg.l1} must be >= 0"), (reg.l2 >= 0, f"reg.l2={reg.l2} must be >= 0"),
                         (reg.grad_clip is None or reg.grad_clip > 0, f"reg.grad_clip={reg.grad_clip} must be > 0 or null")]:
@@ -230,12 +265,25 @@ def parse_sched(cfg: dict[str, Any]) -> ScheduleSpec:
 
 
 def parse_checkpoints(cfg: dict[str, Any]) -> CheckpointConfig:
-    return typed("trainer.ckpt", CheckpointConfig, cfg["trainer"].get("ckpt") or {})
+    return checked_dataclass("trainer.ckpt", CheckpointConfig, cfg["trainer"].get("ckpt") or {})
+
+
+def parse_callbacks(cfg: dict[str, Any]) -> tuple[Spec, ...]:
+    """`callbacks: {name: {options}}`: each a registered callback whose options fit its signature."""
+    node = cfg.get("callbacks") or {}
+    check(isinstance(node, dict), f"callbacks={node!r} must be a mapping of callback names to their options")
+    problems, specs = Problems(), []
+    for name, options in node.items():
+        with problems.collect():
+            check(options is None or isinstance(options, dict), f"callbacks.{name} must be a mapping of options")
+            specs.append(CALLBACKS.parse({"name": name, **(options or {})}))
+    problems.raise_if_any()
+    return tuple(specs)
 
 
 PARSERS = {"model": lambda cfg: MODELS.parse(cfg["model"]), "data": parse_data, "optim": parse_optim,
            "sched": parse_sched, "reg": parse_reg, "early_stopping": parse_early_stopping,
-           "trainer": parse_trainer, "checkpoints": parse_checkpoints, "task": parse_task}
+           "trainer": parse_trainer, "checkpoints": parse_checkpoints, "task": parse_task, "callbacks": parse_callbacks}
 
 
 def to_plain(cfg: Any) -> dict:
@@ -248,4 +296,4 @@ def to_plain(cfg: Any) -> dict:
     except MissingMandatoryValue as err:
         raise ConfigError(f"{err.full_key} is required: set it on the command line ({err.full_key}=...)") from None
     except OmegaConfBaseException as err:
-        raise ConfigError(str(err).splitlines()[0]) from None
+        raise ConfigError(first_line(err)) from None

@@ -77,7 +77,14 @@ def all_gather_object(obj: Any) -> list[Any]:
 def launch(nprocs: int, entrypoint: Callable[..., Any], *args: Any) -> None:
     """Run entrypoint(*args) in `nprocs` local worker processes and wait; a worker that fails fails all
     (torch's ChildFailedError), with no restarts, so nothing hangs on a dead peer."""
+    import logging
+
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    # the agent's own warnings (shutting down workers on a signal, a failed worker) would wrap our one-line report
+    for name in list(logging.root.manager.loggerDict):  # torch sets each module's logger level itself
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=uuid.uuid4().hex,
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0",  # port 0: a free port, no collisions

@@ -5,17 +5,18 @@ A checkpoint holds its resolved config, so the model and data are rebuilt exactl
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from dltrain import checkpoint
+from dltrain import checkpoint, plugins
 from dltrain.build import RunComponents, build
 from dltrain.config import RunConfig
 from dltrain.engine import evaluate
+from dltrain.files import write_atomic
 from dltrain.registry import ConfigError, check
 
 
@@ -25,14 +26,28 @@ class Loaded:
     parts: RunComponents  # model (with the checkpoint's weights), data, task, and the run's config
 
 
-def load_run(where: str | Path, prefer_best: bool = True) -> Loaded:
-    """A run directory (its best.pt, else last.pt) or a checkpoint file, rebuilt on the CPU."""
+def load_run(where: str | Path, prefer_best: bool = True, project: Path | None = None) -> Loaded:
+    """A run directory (its best.pt, else last.pt) or a checkpoint file, rebuilt on the CPU. A run of a user's
+    project needs that project's plugins: they are imported from `project` (the working directory's, or the
+    one the user names), never from the list the checkpoint's config holds."""
     where = Path(where).expanduser()
     if where.is_dir() and prefer_best and (where / "best.pt").is_file():
         where = where / "best.pt"
     path = checkpoint.checkpoint_file(where)
     saved = checkpoint.load(path)
-    parts = build(RunConfig.parse(yaml.safe_load(saved["config"])))
+    cfg = checkpoint.validate(saved, path)  # a damaged file is one line here, not a traceback below
+    plugins.load(plugins.project_plugins(project), project)
+    try:
+        parts = build(RunConfig.parse(cfg))
+    except ConfigError as err:
+        trained = (saved.get("provenance") or {}).get("project") if isinstance(saved.get("provenance"), dict) else None
+        if not (isinstance(cfg, dict) and cfg.get("plugins")) or project is not None and str(project) == trained:
+            more = f" (and {len(err.problems) - 1} more)" if len(err.problems) > 1 else ""
+            raise ConfigError(f"{path}: its embedded config does not parse: {err.problems[0]}{more}") from None
+        raise ConfigError(f"{err.problems[0]} (this run used its project's plugins {cfg['plugins']}; run this "
+                          f"command in its project folder {trained or ''} or name it with --project DIR)") from None
+    checkpoint.check_weights_fit(parts.model, saved["model"], f"{path} does not fit the model its own config builds",
+                                 "the file is damaged or was edited: use another checkpoint of the run")
     parts.model.load_state_dict(saved["model"])
     parts.model.eval()
     return Loaded(path, parts)
@@ -84,7 +99,8 @@ def export(loaded: Loaded, out_dir: Path) -> dict[str, Path]:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         written = {"torchscript": out_dir / "model.ts"}
-        torch.jit.trace(model, example).save(str(written["torchscript"]))
+        traced = torch.jit.trace(model, example)
+        write_atomic(written["torchscript"], lambda handle: torch.jit.save(traced, handle))
     except OSError as err:
         raise ConfigError(f"cannot write the export to {out_dir}: {err.strerror or err}; give --out a writable "
                           "folder") from None
@@ -95,8 +111,10 @@ def export(loaded: Loaded, out_dir: Path) -> dict[str, Path]:
         return written
     written["onnx"] = out_dir / "model.onnx"
     batch = ({0: torch.export.Dim.AUTO},)  # any batch size
-    torch.onnx.export(model, (example,), str(written["onnx"]), input_names=["input"], output_names=["output"],
+    partial = out_dir / ".model.onnx.tmp"  # renamed when complete: a reader never sees half a model
+    torch.onnx.export(model, (example,), str(partial), input_names=["input"], output_names=["output"],
                       dynamic_shapes=batch, dynamo=True)
+    os.replace(partial, written["onnx"])
     return written
 
 

@@ -22,6 +22,7 @@ from dltrain.config import RunConfig
 from dltrain.engine import State, fit
 from dltrain.files import write_json_atomic, write_text_atomic
 from dltrain.optim import optimizer_class
+from dltrain.plugins import provenance
 from dltrain.registry import check
 
 
@@ -63,6 +64,9 @@ def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: 
     if trainer.resume:
         checkpoint.resume(state, callbacks, trainer.resume, trainer.max_epochs)
     if dist.is_main():  # only now: a failed resume leaves the resumed run's files as they were
+        resumed = [checkpoint.checkpoint_file(trainer.resume).parent] if trainer.resume else []
+        for folder in {run_dir, *resumed}:  # temp files of writes that a kill interrupted
+            checkpoint.remove_orphans(folder)
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.resolved, sort_keys=False))
     fit(state, parts.task, train_split, val, test, make_settings(parts, len(train_split), lr_scales), callbacks)
     report = make_report(state, parts, overrides)
@@ -74,7 +78,7 @@ def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: 
 def make_report(state: State, parts: RunComponents, overrides: list[str]) -> dict[str, Any]:
     """metrics.json: how the run ended, its best epoch, the last epoch's and the test metrics."""
     return {
-        "status": "completed",
+        "status": "diverged" if state.stop_reason.startswith("non-finite") else "completed",
         "stop_reason": state.stop_reason,
         "epochs": state.epoch,
         "monitor": state.best.monitor,
@@ -89,6 +93,7 @@ def make_report(state: State, parts: RunComponents, overrides: list[str]) -> dic
         "device": str(next(parts.model.parameters()).device),
         "overrides": overrides,
         "git_commit": checkpoint.git_commit(),
+        "provenance": provenance(Path(parts.config.project) if parts.config.project else None),
     }
 
 
@@ -114,16 +119,24 @@ def check_before_workers(config: RunConfig) -> None:
     check(config.data.batch_size >= trainer.devices, f"data.batch_size={config.data.batch_size} is smaller than "
           f"trainer.devices={trainer.devices}: each process needs a share of the global batch")
     if trainer.resume:
-        checkpoint.check_resumable(parts.model, checkpoint.load(trainer.resume), optimizer_class(config.optim.name),
-                                   trainer.max_epochs)
+        saved, path, finished = checkpoint.open_resumable(trainer.resume)
+        checkpoint.check_resumable(parts.model, saved, optimizer_class(config.optim.name), trainer.max_epochs, finished)
+        checkpoint.best_weights(saved, path, torch.device("cpu"))  # refuses a best.pt that the checkpoint disowns
     if pick_device(trainer).type == "cuda":
         check(torch.cuda.device_count() >= trainer.devices, f"trainer.devices={trainer.devices} but only "
               f"{torch.cuda.device_count()} GPU(s) are visible")
 
 
 def worker(config: RunConfig, run_dir: str, overrides: list[str]) -> None:
-    """Entry point of each DDP worker process (module level so that spawn can pickle it)."""
-    train(config, Path(run_dir), overrides)
+    """Entry point of each DDP worker process (module level so that spawn can pickle it). The parent's plugins
+    (the user's own components) are imported again here: a spawned process starts with the built-ins only."""
+    from dltrain import plugins
+
+    plugins.load(list(config.plugins), Path(config.project) if config.project else None)
+    try:
+        train(config, Path(run_dir), overrides)
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of the terminal: the parent reports it, once
+        os._exit(130)
 
 
 def summary_text(report: dict[str, Any], run_dir: Path) -> str:

@@ -80,13 +80,48 @@ def test_every_dataset_builds_or_explains_what_is_missing(data: str, tmp_path) -
     try:
         parts = build(RunConfig.parse({**cfg, "model": {"name": "mlp", "hidden": [8]}} if data not in ("text",) else
                                       {**cfg, "model": {"name": "lstm", "hidden_size": 8}}))
-    except Exception as err:  # noqa: BLE001
+    except ConfigError as err:  # the user's own files: a one-line message saying what to give
+        assert "\n" not in str(err)
+        if data in ("csv", "arrays", "image_folder", "imdb"):
+            assert f"data={data}" in str(err) and any(w in str(err) for w in ("needs data.", "data.root", "aclImdb")), str(err)
+            return
         assert data in ("fashion_mnist", "cifar10"), f"data={data}: {err}"
         assert "data.download=true" in str(err) and "empty" in str(err)
         return
     assert len(parts.data.train) > 0 and len(parts.data.val) > 0
 
 
+USER_DATA = {"imdb_rnn_vs_lstm": "aclImdb"}  # experiments on data only the user has: built in tests/data
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_and_builds(name: str) -> None:
-    build(parse([f"experiment={name}"]))
+    config = parse([f"experiment={name}"])
+    if name in USER_DATA:  # the folder is the user's: the build says, in one line, where it looked
+        with pytest.raises(ConfigError, match=USER_DATA[name]):
+            build(config)
+        return
+    build(config)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["optim.lr=1e308"], "optim.lr=1e+308 is too large for float32 training"),
+    (["model.slope=nan"], "model.slope=nan is not a finite number"),
+    (["optim.lr=inf"], "optim.lr=inf is not a finite number"),
+    (["+foo=1"], "foo is not a setting of dltrain (added with +foo=...?)"),
+    (["trainer.seed=99999999999999999999999"], "trainer.seed=99999999999999999999999 must be in [0, 2**63)"),
+    (["trainer.resume=' '"], "trainer.resume is empty"),
+])
+def test_settings_that_were_silently_accepted_or_crashed_are_refused_at_the_door(overrides, message) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(overrides)
+    assert len(err.value.problems) == 1 and err.value.problems[0].startswith(message), err.value.problems
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.batch_size=5000"], "data.batch_size=5000 is larger than the training split (1078 samples)"),
+    (["model.init=normal", "+model.init_args={std:-1}"], "init=normal failed on Linear.weight: normal expects std"),
+])
+def test_settings_that_need_the_data_or_the_model_are_refused_when_built(overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build(parse(overrides))

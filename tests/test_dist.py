@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dltrain import checkpoint
-from tests.conftest import cli, run
+from dltrain.build import build, make_optimizer, make_settings
+from tests.conftest import parse, run
 
 SAME = ["model.hidden=[32,16]", "optim=sgd", "optim.lr=0.2", "data.batch_size=50", "trainer.max_epochs=2",
         "trainer.log_every_n_steps=7", "trainer.device=cpu"]
@@ -64,10 +65,18 @@ def test_external_torchrun_joins_the_group_and_shares_one_run_dir(tmp_path) -> N
 
 
 def test_batch_norm_drops_a_last_batch_too_small_to_share(tmp_path) -> None:
-    # 1078 train samples at batch 539 + 538... : batch 359 leaves a last batch of 1 sample (1078 = 3*359 + 1)
-    report = run(["model.batch_norm=true", "data.batch_size=359", "trainer.max_epochs=1", "trainer.devices=2",
-                  "trainer.log_every_n_steps=0"], tmp_path)
-    assert report["status"] == "completed"
+    """1078 train samples at batch 359 leave a last batch of 1 (1078 = 3*359 + 1), too small to give each of 2
+    processes the 2 samples batch norm needs: it is dropped, and a per-step cosine counts only the steps taken."""
+    overrides = ["model.batch_norm=true", "data.batch_size=359", "trainer.max_epochs=1", "trainer.devices=2",
+                 "trainer.log_every_n_steps=0", "sched=cosine", "sched.interval=step", "sched.min_lr=0.01"]
+    report = run(overrides, tmp_path)
+    assert report["status"] == "completed" and report["world_size"] == 2
+    saved = checkpoint.load(tmp_path / "last.pt")
+    assert saved["step"] == 3
+    parts = build(parse(overrides))
+    lr_at = make_settings(parts, len(parts.data.train), make_optimizer(parts)[1]).lr_at
+    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(lr_at(2))  # the last step's lr
+    assert lr_at(2) > 0.01 + 1e-3 and lr_at(3) == pytest.approx(0.01)  # min_lr exactly at the run's end
 
 
 def test_resume_under_ddp_gives_each_rank_its_own_random_stream(tmp_path) -> None:

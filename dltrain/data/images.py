@@ -71,7 +71,7 @@ def download(url: str, target: Path, expected_md5: str) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def find(root: Path, name: str) -> Path | None:
+def find_data_file(root: Path, name: str) -> Path | None:
     """`name` or `name.gz` in root or root/<anything>/raw (torchvision's layout)."""
     for folder in (root, *sorted(root.glob("*/raw"))):
         for candidate in (folder / name, folder / f"{name}.gz"):
@@ -95,13 +95,13 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def read_idx_parts(name: str, root: Path, download_ok: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    found = {part: [find(root, f) for f in files] for part, files in IDX_PARTS.items()}
+    found = {part: [find_data_file(root, f) for f in files] for part, files in IDX_PARTS.items()}
     if download_ok and not all(all(p) for p in found.values()):
         base, files = MIRRORS[name]
         for file, digest in files.items():
-            if find(root, file.removesuffix(".gz")) is None:
+            if find_data_file(root, file.removesuffix(".gz")) is None:
                 download(base + file, root / file, digest)
-        found = {part: [find(root, f) for f in files] for part, files in IDX_PARTS.items()}
+        found = {part: [find_data_file(root, f) for f in files] for part, files in IDX_PARTS.items()}
     for part, paths in found.items():  # half a pair is a mistake worth naming, not "no files"
         present = [f for f, p in zip(IDX_PARTS[part], paths) if p]
         missing = [f + "(.gz)" for f, p in zip(IDX_PARTS[part], paths) if not p]
@@ -111,6 +111,9 @@ def read_idx_parts(name: str, root: Path, download_ok: bool) -> dict[str, tuple[
     for part, (images, labels) in parts.items():
         check(images.ndim == 3 and labels.ndim == 1 and len(images) == len(labels),
               f"data={name}: the {part} files in {root} disagree: images {images.shape}, labels {labels.shape}")
+        bad = int((labels > 9).sum())  # all samples, at load time: not an IndexError mid-run
+        check(bad == 0, f"data={name}: {found[part][1]} has {bad} label(s) outside 0..9 (e.g. {int(labels.max())}); "
+              "replace it with the original file")
     wanted = ", ".join(f + "(.gz)" for files in IDX_PARTS.values() for f in files)
     check(bool(parts), f"data={name}: no image files in {root}; put {wanted} there (any one images+labels pair "
           "is enough), or set data.download=true to fetch them")

@@ -83,6 +83,6 @@ def init_weights(model: nn.Module, scheme: str = "default", init_args: dict | No
             elif pname.startswith("weight") and param.dim() >= 2:
                 try:
                     fn(param, **kwargs)
-                except (TypeError, ValueError) as err:
+                except (TypeError, ValueError, RuntimeError) as err:  # torch's own range checks raise RuntimeError
                     raise ConfigError(f"init={scheme} failed on {type(module).__name__}.{pname}: "
                                       f"{first_line(err)}") from None

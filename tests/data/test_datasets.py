@@ -251,3 +251,24 @@ def test_mnist_class_names_and_per_channel_scaling() -> None:
     assert data.class_names == [str(d) for d in range(10)] and data.num_outputs == 10
     raw = torch.cat([data.train.x, data.val.x, data.test.x])
     assert raw.shape == (10000, 1, 28, 28) and torch.isfinite(raw).all()
+
+
+def test_mnist_labels_out_of_range_are_found_at_load_time(tmp_path) -> None:
+    """50 labels set to 200 in a copy of the real t10k labels: one line naming the file and the count."""
+    import gzip
+    import shutil
+
+    from dltrain.registry import ConfigError
+    from tests.conftest import MNIST_T10K
+
+    if not MNIST_T10K.is_dir():
+        pytest.skip("the shared MNIST t10k files are not beside the checkout")
+    for source in MNIST_T10K.iterdir():
+        shutil.copy(source, tmp_path / source.name)
+    labels = next(tmp_path.glob("t10k-labels*"))
+    raw = bytearray(gzip.decompress(labels.read_bytes()) if labels.suffix == ".gz" else labels.read_bytes())
+    raw[8:58] = bytes([200]) * 50  # after the 8-byte IDX header
+    labels.write_bytes(gzip.compress(bytes(raw)) if labels.suffix == ".gz" else bytes(raw))
+    with pytest.raises(ConfigError, match=r"has 50 label\(s\) outside 0..9 \(e.g. 200\)") as err:
+        DATASETS.build(DATASETS.parse({"name": "mnist", "root": str(tmp_path)}), seed=0)
+    assert str(labels) in str(err.value) and "\n" not in str(err.value)

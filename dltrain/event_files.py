@@ -1,0 +1,49 @@
+"""A run's TensorBoard history stays a function of the step after any interruption: before a (resumed) run
+writes again, its event files lose every value past the point the checkpoint holds, so each (tag, step) has one
+value and steps only grow. TensorBoard's own `purge_step` cannot do this here: it takes one step for all tags,
+and `train/loss_step` counts optimizer steps while the other curves count epochs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STEP_TAGS = ("train/loss_step",)  # x = optimizer steps; every other tag's x is epochs done
+
+
+def keep_until(run_dir: Path, epoch: int, step: int) -> int:
+    """Drop values logged after `epoch` (epoch tags) or `step` (step tags) from the run's own event files;
+    returns how many values were dropped. Each file is rewritten atomically."""
+    dropped = 0
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        dropped += rewrite(path, epoch, step)
+    return dropped
+
+
+def rewrite(path: Path, epoch: int, step: int) -> int:
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    kept, dropped = [], 0
+    for record in RawEventFileLoader(str(path)).Load():
+        event = Event.FromString(record)
+        if event.HasField("summary") and event.summary.value:
+            values = [v for v in event.summary.value
+                      if event.step <= (step if v.tag in STEP_TAGS else epoch) or v.metadata.plugin_data.plugin_name
+                      == "hparams"]
+            dropped += len(event.summary.value) - len(values)
+            if not values:
+                continue
+            del event.summary.value[:]
+            event.summary.value.extend(values)
+        kept.append(event.SerializeToString())
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as handle:
+            writer = RecordWriter(handle)
+            for record in kept:
+                writer.write(record)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    return dropped

@@ -1,0 +1,215 @@
+"""One Hydra job (one run, or one point of a sweep): parse the config at the door, train, report; a job's lock,
+its wall time, its failure record, and the one-line report of a signal that stopped it."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, like Ctrl-C's KeyboardInterrupt: every file a later command reads is
+    written atomically, so stopping at any instant leaves the last complete epoch's checkpoint."""
+
+    signal = 15
+
+
+def on_terminate_raise_interrupt() -> None:
+    import signal
+
+    def raise_terminated(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+
+
+def interrupted(err: BaseException, run_dir: Path, max_epochs: Any) -> None:
+    """One line, the exit code of the signal (130 Ctrl-C, 143 SIGTERM); a second Ctrl-C now stops at once."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    number = getattr(err, "sigval", None) or getattr(err, "signal", None) or signal.SIGINT
+    number = int(getattr(number, "value", number))
+    try:
+        from dltrain.checkpoint import load
+
+        done = f"epoch {load(run_dir / 'last.pt')['epoch']}/{max_epochs}"
+        print(f"dltrain: interrupted at {done}; resume with: dltrain trainer.resume={run_dir}", file=sys.stderr)
+    except Exception:  # noqa: BLE001  (no complete epoch yet: nothing to resume)
+        print(f"dltrain: interrupted before the first epoch ended; nothing saved in {run_dir}", file=sys.stderr)
+    sys.exit(128 + number)
+
+
+def hydra_job(cfg: Any) -> Any:
+    """The function Hydra calls once per job (once per sweep point with -m). In a sweep the job's own output
+    goes to its dltrain.log and the terminal gets one line as it ends."""
+    import time
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from dltrain.registry import ConfigError
+    from dltrain.sweep import ENDED_OK, job_ended, job_output, status_of
+
+    started = time.monotonic()
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    job = (run_dir, job_name(hydra_cfg, run_dir), int(hydra_cfg.job.num)) if multirun else None
+    finished = read_report(run_dir / "metrics.json") if multirun else {}
+    if status_of(finished) in ENDED_OK:  # re-running a sweep resumes it
+        job_ended(*job, finished, finished.get("wall_seconds"), "(already finished; skipped)")
+        return math.nan if finished.get("best") is None else finished["best"]
+    lock = job_lock(run_dir) if multirun else None
+    if multirun and lock is None:  # another sweep into this folder is training this job right now
+        job_ended(*job, {"status": "running elsewhere"}, None, "(locked by another process; skipped)")
+        return math.nan
+    try:
+        from dltrain.config import RunConfig, to_plain
+        from dltrain.train import run_job
+
+        started = time.monotonic()  # the job's wall time, not this process's one-off imports
+        plain = to_plain(cfg)
+        if multirun and (run_dir / "last.pt").is_file() and not plain["trainer"].get("resume"):
+            plain["trainer"]["resume"] = str(run_dir)  # a killed job of a re-run sweep goes on from its last epoch
+        with job_output(run_dir, enabled=multirun):
+            report = run_job(RunConfig.load(plain, project_from_env()), run_dir, overrides)
+        report = with_wall_time(run_dir, report, time.monotonic() - started)
+        if job:
+            job_ended(*job, report, report["wall_seconds"])
+        best = report["best"]  # the monitored metric's best value: what Hydra's Optuna sweeper optimizes
+        return math.nan if best is None else best
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
+        interrupted(err, run_dir, cfg.trainer.max_epochs)
+    except ConfigError as err:
+        return job_failed([f"error: {problem}" for problem in err.problems], run_dir, overrides, job, code=2,
+                          seconds=time.monotonic() - started)
+    except Exception as err:  # noqa: BLE001  (a crashed trial must not kill the sweep)
+        if type(err).__name__ == "SignalException":  # the DDP launcher stopped its workers on a signal
+            interrupted(err, run_dir, cfg.trainer.max_epochs)
+        if not multirun and not is_worker_failure(err):
+            raise
+        if multirun:  # the whole story in the job's log; one line on the terminal
+            import traceback
+
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with open(run_dir / "dltrain.log", "a") as log:
+                traceback.print_exc(file=log)
+        where = f"in {run_dir / 'dltrain.log'}" if multirun else "above"
+        return job_failed([f"error: {one_line(err, where)}"], run_dir, overrides, job, code=1,
+                          seconds=time.monotonic() - started)
+
+
+def job_lock(run_dir: Path) -> Any:
+    """An exclusive lock on the job's folder, held until this process exits (the OS drops it when the process dies,
+    so a killed job never blocks its own resume); None when another process holds it."""
+    import fcntl
+
+    if run_dir in LOCKS:  # this process holds it already (a sweep re-run in the same process)
+        return LOCKS[run_dir]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".dltrain.lock", "a")  # noqa: SIM115  (kept open: the lock lives as long as the file)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    LOCKS[run_dir] = handle
+    return handle
+
+
+LOCKS: dict[Path, Any] = {}  # this process's job locks, by job folder; released at exit
+
+
+def job_name(hydra_cfg: Any, run_dir: Path) -> str:
+    """A sweep job's name: its folder under the sweep root (the swept values, e.g. optim=adam,sched=step)."""
+    try:
+        return str(hydra_cfg.sweep.subdir) or run_dir.name
+    except Exception:  # noqa: BLE001  (a custom subdir that does not resolve here)
+        return run_dir.name
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def with_wall_time(run_dir: Path, report: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """metrics.json gains the job's wall time (data, build, training, test: everything but start-up), beside
+    train_seconds; rewritten atomically by the process that wrote it (rank 0)."""
+    import os
+
+    from dltrain.files import write_json_atomic
+
+    out: dict[str, Any] = {}
+    for key, value in report.items():
+        out[key] = value
+        if key == "train_seconds":
+            out["wall_seconds"] = round(seconds, 3)
+    out.setdefault("wall_seconds", round(seconds, 3))
+    if os.environ.get("RANK", "0") == "0" and (run_dir / "metrics.json").is_file():
+        write_json_atomic(run_dir / "metrics.json", out)
+    return out
+
+
+def project_from_env() -> Path | None:
+    """The project folder the CLI found for this command (inherited by launcher processes)."""
+    import os
+
+    from dltrain.plugins import PROJECT_ENV
+
+    return Path(os.environ[PROJECT_ENV]) if os.environ.get(PROJECT_ENV) else None
+
+
+def is_worker_failure(err: BaseException) -> bool:
+    return type(err).__name__ == "ChildFailedError"
+
+
+def one_line(err: BaseException, where: str = "above") -> str:
+    if is_worker_failure(err):
+        failures = getattr(err, "failures", {})
+        ranks = ", ".join(f"rank {f.local_rank} exit code {f.exitcode}" for f in failures.values())
+        return f"a DDP worker failed ({ranks}); the run was stopped, see the worker's output {where}"
+    from dltrain.registry import first_line
+
+    return f"{type(err).__name__}: {first_line(err)}"
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """A run rejected before training leaves no folder that holds only Hydra's own files."""
+    import shutil
+
+    log = run_dir / "dltrain.log"
+    if not run_dir.is_dir():
+        return
+    only_hydra = {p.name for p in run_dir.iterdir()} <= {".hydra", "dltrain.log"}
+    if only_hydra and (not log.exists() or log.stat().st_size == 0):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def job_failed(messages: list[str], run_dir: Path, overrides: list[str], job: tuple[Path, str, int] | None,
+               code: int, seconds: float) -> float:
+    """A single run: one line per problem and exit `code`. A sweep job (`job`: folder, name, number): the failure
+    recorded in its metrics.json, one line on the terminal, and the sweep carries on."""
+    if job is None:
+        for message in messages:
+            print(f"dltrain: {message}", file=sys.stderr, flush=True)
+        remove_if_empty(run_dir)
+        sys.exit(code)
+    from dltrain.files import write_json_atomic
+    from dltrain.sweep import job_ended
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"status": "failed", "error": "; ".join(messages), "wall_seconds": round(seconds, 3),
+              "overrides": overrides}
+    write_json_atomic(run_dir / "metrics.json", record)
+    job_ended(*job, record, seconds)
+    return math.nan

@@ -1,0 +1,56 @@
+"""Ctrl-C and SIGTERM stop a run with one line and the signal's exit code, keeping the last complete epoch's
+checkpoint, from which the run resumes; under DDP no worker is left behind."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dltrain import checkpoint
+from tests.conftest import cli
+
+LONG = ["model.hidden=[32]", "trainer.max_epochs=500", "trainer.log_every_n_steps=0", "early_stopping=none",
+        "hydra.run.dir=run", "trainer.device=cpu"]
+
+
+def start_and_signal(tmp_path: Path, sig: int, extra: list[str] = ()) -> tuple[subprocess.CompletedProcess, list]:
+    exe = Path(sys.executable).parent / "dltrain"
+    proc = subprocess.Popen([str(exe), *LONG, *extra], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "run" / "last.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)  # Ctrl-C hits the whole group
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), children
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl_c", "sigterm"])
+def test_a_signal_stops_with_one_line_and_the_run_resumes(tmp_path, sig: int, code: int) -> None:
+    result, _ = start_and_signal(tmp_path, sig)
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dltrain: interrupted at epoch "), result.stderr
+    assert f"resume with: dltrain trainer.resume={tmp_path / 'run'}" in lines[0] or "trainer.resume=run" in lines[0]
+    epoch = checkpoint.load(tmp_path / "run" / "last.pt")["epoch"]
+    assert f"at epoch {epoch}/500" in lines[0]
+    resumed = cli([*LONG[:-2], f"trainer.max_epochs={epoch + 1}", "trainer.resume=run"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert checkpoint.load(tmp_path / "run" / "last.pt")["epoch"] == epoch + 1
+
+
+def test_sigterm_to_a_ddp_parent_stops_its_workers(tmp_path) -> None:
+    result, children = start_and_signal(tmp_path, signal.SIGTERM, ["trainer.devices=2", "data.batch_size=50"])
+    assert result.returncode == 143, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dltrain: interrupted at epoch"), result.stderr[-2000:]
+    time.sleep(1)
+    for pid in children:  # the elastic agent's workers are gone too
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()

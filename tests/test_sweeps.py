@@ -1,0 +1,251 @@
+"""Sweeps as users compare them: job names from the swept keys, the HParams tab of a real TensorBoard server, the
+Scalars tab opening on the curves, one line per job and the table at the end, statuses and exit codes."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dltrain import sweep as sweeps
+from dltrain.runs_table import numbers, runs_table
+from tests.conftest import cli
+
+QUICK = ["trainer.max_epochs=2", "model.hidden=[16]", "trainer.log_every_n_steps=0"]
+OPTIMS, SCHEDS = ("sgd", "adam"), ("step", "exponential", "inverse_time")
+NAMES = sorted(f"optim={o},sched={s}" for o in OPTIMS for s in SCHEDS)
+
+
+@pytest.fixture(scope="module")
+def six(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A real 2x3 sweep, run once for the tests below."""
+    cwd = tmp_path_factory.mktemp("six")
+    result = cli(["-m", f"optim={','.join(OPTIMS)}", f"sched={','.join(SCHEDS)}", *QUICK, "hydra.sweep.dir=sweep"],
+                 cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd / "sweep", result
+
+
+def test_jobs_are_named_by_the_swept_keys_only(six) -> None:
+    root, _ = six
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == NAMES  # not model.hidden=[16],...,trainer...
+    plan = json.loads((root / "sweep.json").read_text())
+    assert plan["swept"] == {"optim": list(OPTIMS), "sched": list(SCHEDS)}
+
+
+def test_a_sweep_prints_one_line_per_job_then_its_table(six) -> None:
+    root, result = six
+    out = result.stdout
+    assert "epoch 1/2" not in out  # the per-epoch lines went to each job's log
+    job_lines = [line for line in out.splitlines() if re.match(r"\[\d/6\] ", line)]
+    assert len(job_lines) == 6 and {line.split()[1] for line in job_lines} == set(NAMES)
+    for line in job_lines:
+        assert re.search(r"best val/loss +\d\.\d{4}  test/acc +\d\.\d{4}  completed +\d+\.\ds$", line), line
+    table = out[out.index("6 run(s) in sweep by best val/loss, lowest first (*)"):].splitlines()
+    header, rows = table[1].split(), table[2:8]
+    assert header[:4] == ["optim", "sched", "status", "best"] and "wall_s" in header
+    assert rows[0].startswith("*") and not any(row.startswith("*") for row in rows[1:])
+    assert out.rstrip().endswith(f"open it: dltrain board {root.name}")
+    for name in NAMES:
+        log = (root / name / "dltrain.log").read_text()
+        assert "epoch 1/2" in log and "epoch 2/2" in log and "best val/loss" in log
+
+
+def start_tensorboard(logdir: Path) -> tuple[subprocess.Popen, int]:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    return server, port
+
+
+def fetch(port: int, path: str, request: dict | None = None) -> object:
+    """GET, or POST `request` as the HParams frontend does (JSON body, TensorBoard's XSRF header)."""
+    body = None if request is None else json.dumps(request).encode()
+    headers = {"Content-Type": "application/json", "X-XSRF-Protected": "1"}
+    req = urllib.request.Request(f"http://localhost:{port}{path}", data=body, headers=headers)
+    return json.loads(urllib.request.urlopen(req, timeout=10).read())
+
+
+SESSION_GROUPS = {"experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
+                  "allowedStatuses": ["STATUS_FAILURE", "STATUS_RUNNING", "STATUS_SUCCESS", "STATUS_UNKNOWN"]}
+
+
+def test_tensorboard_compares_the_swept_keys_and_opens_on_the_curves(six) -> None:
+    root, _ = six
+    server, port = start_tensorboard(root)
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # TensorBoard loads the event files in the background
+            try:
+                groups = fetch(port, "/data/plugin/hparams/session_groups", SESSION_GROUPS)["sessionGroups"]
+                if len(groups) == 6 and all(len(g["metricValues"]) >= 6 for g in groups):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, "TensorBoard did not serve the sweep"
+            time.sleep(1)
+        experiment = fetch(port, "/data/plugin/hparams/experiment", {"experimentName": "", "hparamsLimit": 1000})
+        infos = experiment["hparamInfos"]
+        assert [(h["name"], h.get("differs", False)) for h in infos[:2]] == [("optim.name", True), ("sched.name", True)]
+        assert not any(h.get("differs") for h in infos[2:])  # the constant keys follow, not marked
+        constant = {h["name"]: h for h in infos[2:]}
+        assert {"trainer.max_epochs", "model.hidden", "optim.lr", "data.name"} <= set(constant)
+        assert {v for h in infos[:2] for v in h["domainDiscrete"]} == {*OPTIMS, *SCHEDS}
+        metrics = [(m["name"]["tag"], m.get("displayName")) for m in experiment["metricInfos"]]
+        assert metrics[0] == ("val/loss_best", "best/val/loss")  # the monitored best is the first column
+        assert ("test/acc", "test/acc") in metrics[:5]  # shown by default (the first five columns)
+
+        sessions = [s["name"] for g in groups for s in g["sessions"]]
+        assert sorted(sessions) == NAMES  # one per group, named short and distinct: the swept values
+        for group in groups:
+            (name,) = [s["name"] for s in group["sessions"]]
+            assert f"optim={group['hparams']['optim.name']},sched={group['hparams']['sched.name']}" == name
+            values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+            report = json.loads((root / name / "metrics.json").read_text())
+            assert values["val/loss_best"] == pytest.approx(report["best"], rel=1e-6)
+            assert values["test/acc"] == pytest.approx(report["test"]["test/acc"], rel=1e-6)
+            assert values["val/loss"] == pytest.approx(report["final"]["val/loss"], rel=1e-6)
+
+        tags = fetch(port, "/data/plugin/scalars/tags")
+        assert sorted(tags) == NAMES  # the sweep root (run '.') holds the experiment only, no scalars
+        for run, run_tags in tags.items():
+            assert {"train/loss", "val/loss", "val/acc", "lr", "test/loss", "test/acc"} <= set(run_tags), run
+            assert not [t for t in run_tags if t.startswith(("best/", "final/")) or t == "epochs"], run
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_runs_fits_the_terminal_and_formats_each_column_one_way(six) -> None:
+    root, _ = six
+    wide = cli(["runs", "sweep"], cwd=root.parent, env={"COLUMNS": "200"})
+    assert wide.returncode == 0, wide.stderr
+    lines = wide.stdout.splitlines()
+    header = lines[1].split()
+    assert header == ["optim", "sched", "status", "best", "best_ep", "test/acc", "test/loss", "val/acc", "val/loss",
+                      "train/loss", "epochs", "wall_s", "stopped"]
+    rows = [line.lstrip("* ").split() for line in lines[2:]]
+    assert len(rows) == 6 and all(len(row) == len(header) + 1 for row in rows)  # "max epochs" is two words
+    bests = [float(row[3]) for row in rows]
+    assert bests == sorted(bests)
+    for column in ("best", "test/acc", "val/loss"):
+        assert all(re.fullmatch(r"\d+\.\d{4}", row[header.index(column)]) for row in rows), column
+    assert all(re.fullmatch(r"\d+\.\d", row[header.index("wall_s")]) for row in rows)
+
+    narrow = cli(["runs", "sweep"], cwd=root.parent, env={"COLUMNS": "60"})
+    assert narrow.returncode == 0, narrow.stderr
+    lines = narrow.stdout.splitlines()
+    assert len(lines) == 8 and max(len(line) for line in lines) <= 60  # dropped columns, no wrapped lines
+    assert lines[1].split()[:5] == ["optim", "sched", "status", "best", "test/acc"]
+
+
+def test_statuses_exit_codes_and_a_rerun_that_adds_a_value(tmp_path) -> None:
+    first = cli(["-m", "optim.lr=0.1,1e6", *QUICK, "hydra.sweep.dir=sweep"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr  # a diverged job ran to its end: not a failure
+    root = tmp_path / "sweep"
+    diverged = (root / "optim.lr=1000000.0" / "metrics.json").read_text()
+    json.loads(diverged, parse_constant=lambda c: pytest.fail(f"{c} in metrics.json"))  # strict JSON: null, not NaN
+    assert re.search(r"optim\.lr=1000000\.0 .* diverged ", first.stdout)
+
+    again = cli(["-m", "optim.lr=0.1,1e6,-1", *QUICK, "hydra.sweep.dir=sweep"], cwd=tmp_path)
+    assert again.returncode == 1  # a rejected job: the sweep carried on, the exit code says so
+    assert again.stdout.count("(already finished; skipped)") == 2
+    assert re.search(r"optim\.lr=-1 .* failed .*optim\.lr=-1 must be >= 0", again.stdout)
+    assert "dltrain: 1 job(s) failed: optim.lr=-1 (error: optim.lr=-1 must be >= 0)" in again.stderr
+    failed = json.loads((root / "optim.lr=-1" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and failed["wall_seconds"] >= 0
+
+    table = runs_table(root)
+    status = {line.split()[1 if line.startswith("*") else 0]: line for line in table[2:]}
+    assert "completed" in status["0.1"] and "diverged" in status["1000000.0"] and "failed" in status["-1"]
+    assert table[2].startswith("*") and " 0.1 " in table[2]
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    experiments = list(root.glob("events.out.tfevents.*.hparams"))
+    assert len(experiments) == 1  # rewritten, not added: TensorBoard would keep the first one it read
+    acc = EventAccumulator(str(experiments[0]))
+    acc.Reload()
+    content = acc.SummaryMetadata(metadata.EXPERIMENT_TAG).plugin_data.content
+    lr = next(h for h in metadata.parse_experiment_plugin_data(content).hparam_infos if h.name == "optim.lr")
+    assert lr.differs and sorted(v.number_value for v in lr.domain_discrete.values) == [-1, 0.1, 1e6]
+
+
+def test_a_single_run_keeps_its_log_clean_and_records_its_wall_time(tmp_path) -> None:
+    result = cli([*QUICK, "optim.lr=1e6", "hydra.run.dir=run"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr  # diverged: ran to its end
+    run_dir = tmp_path / "run"
+    assert not (run_dir / "dltrain.log").exists()  # nothing was logged: no empty log file
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert report["wall_seconds"] >= report["train_seconds"] > 0
+    assert "diverged" in cli(["runs", "run"], cwd=tmp_path).stdout
+
+
+def test_export_says_what_it_wrote_and_what_it_skipped(tmp_path) -> None:
+    assert cli([*QUICK, "hydra.run.dir=run"], cwd=tmp_path).returncode == 0
+    result = cli(["export", "run"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"torchscript: wrote {Path('run') / 'export' / 'model.ts'}"
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        assert lines[1:] == ["onnx: skipped (pip install -e '.[onnx]')"]
+    else:
+        assert lines[1].startswith("onnx: wrote ")
+
+
+def test_generate_ends_with_a_newline(tmp_path) -> None:
+    (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog. " * 60)
+    trained = cli(["data=text", "data.path=corpus.txt", "model=lstm", "model.hidden_size=16", "trainer.max_epochs=1",
+                   "trainer.log_every_n_steps=0", "hydra.run.dir=lm"], cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    result = cli(["generate", "lm", "--prompt", "the ", "--length", "30"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("the ") and result.stdout.endswith("\n") and not result.stdout.endswith("\n\n")
+
+
+def test_a_value_listed_twice_is_a_config_error(tmp_path) -> None:
+    result = cli(["-m", "optim=sgd,adam,sgd", *QUICK], cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "dltrain: error: optim lists sgd twice; each value names one job, run once"
+    assert not (tmp_path / "multirun").exists()
+
+
+def test_the_plan_names_jobs_by_the_swept_keys(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    plan = sweeps.plan(["optim=sgd,adam", "sched=step,exponential,inverse_time", *QUICK])
+    assert plan.swept == {"optim": ["sgd", "adam"], "sched": ["step", "exponential", "inverse_time"]}
+    assert plan.jobs == 6 and plan.width == len("optim=adam,sched=inverse_time")
+    excluded = next(a for a in plan.hydra_args if a.startswith("hydra.job.config.override_dirname.exclude_keys="))
+    assert all(f"'{k}'" in excluded for k in ("trainer.max_epochs", "model.hidden", "trainer.log_every_n_steps"))
+    assert "'optim'" not in excluded and "'sched'" not in excluded
+    assert str(plan.root).startswith("multirun") and any(a.startswith("hydra.sweep.dir=") for a in plan.hydra_args)
+    assert plan.hparams["optim.name"] == {"values": ["sgd", "adam"], "differs": True}
+    assert not plan.hparams["optim.lr"]["differs"]  # it changes with optim, but it is not what the command sweeps
+    unswept = sweeps.plan(["optim=adam", *QUICK])  # nothing swept: the one job keeps its full, readable name
+    assert unswept.swept == {} and not any("exclude_keys" in a for a in unswept.hydra_args)
+
+
+def test_one_number_format_per_column_and_a_line_per_job() -> None:
+    assert numbers([0.5, 0.12346, None, math.nan]) == ["0.5000", "0.1235", "-", "-"]
+    assert numbers([0.5, 5e-5]) == ["5.000e-01", "5.000e-05"]  # one outlier: the whole column scientific
+    assert numbers([3, None, 12]) == ["3", "-", "12"]
+    env = {"jobs": 6, "width": 12, "monitor": "val/loss", "test": "test/acc"}
+    done = {"status": "completed", "stop_reason": "non-finite val/loss or train/loss at epoch 2", "monitor": "val/loss",
+            "best": 0.25, "test": {"test/loss": 0.3, "test/acc": 0.9}}
+    line = sweeps.job_line(1, env, "optim=adam", done, sweeps.status_of(done), 3.21)
+    assert line == "[2/6] optim=adam    best val/loss  0.2500  test/acc  0.9000  diverged     3.2s"
+    failed = sweeps.job_line(2, env, "optim=sgd", {"status": "failed", "error": "error: boom"}, "failed", 0.04)
+    assert failed == "[3/6] optim=sgd     best val/loss       -  test/acc       -  failed       0.0s  error: boom"
