@@ -22,7 +22,7 @@ from dltrain.data.augment import build_augment
 from dltrain.engine import Best
 from dltrain.models import MODELS
 from dltrain.optim import parse_optimizer
-from dltrain.registry import ConfigError, Problems, Spec, check, check_kwargs, first_line
+from dltrain.registry import ConfigError, Problems, Spec, check, check_all, check_kwargs, first_line
 from dltrain.sched import ScheduleSpec, parse_schedule
 from dltrain.tasks import build_task
 
@@ -166,17 +166,13 @@ def parse_trainer(cfg: dict[str, Any]) -> TrainerConfig:
     if isinstance(node.get("precision"), int) and not isinstance(node.get("precision"), bool):
         node["precision"] = str(node["precision"])
     trainer = checked_dataclass("trainer", TrainerConfig, node)
-    problems = Problems()
-    for ok, message in [(trainer.max_epochs >= 1, f"trainer.max_epochs={trainer.max_epochs} must be >= 1"),
-                        (trainer.devices >= 1, f"trainer.devices={trainer.devices} must be >= 1 (processes)"),
-                        (trainer.log_every_n_steps >= 0,
-                         f"trainer.log_every_n_steps={trainer.log_every_n_steps} must be >= 0"),
-                        (0 <= trainer.seed < 2**63, f"trainer.seed={trainer.seed} must be in [0, 2**63)"),
-                        (trainer.resume is None or trainer.resume.strip() != "",
-                         "trainer.resume is empty; give a run directory or checkpoint, or null for a new run")]:
-        with problems.collect():
-            check(ok, message)
-    problems.raise_if_any()
+    check_all((trainer.max_epochs >= 1, f"trainer.max_epochs={trainer.max_epochs} must be >= 1"),
+              (trainer.devices >= 1, f"trainer.devices={trainer.devices} must be >= 1 (processes)"),
+              (trainer.log_every_n_steps >= 0,
+               f"trainer.log_every_n_steps={trainer.log_every_n_steps} must be >= 0"),
+              (0 <= trainer.seed < 2**63, f"trainer.seed={trainer.seed} must be in [0, 2**63)"),
+              (trainer.resume is None or trainer.resume.strip() != "",
+               "trainer.resume is empty; give a run directory or checkpoint, or null for a new run"))
     return trainer
 
 
@@ -201,12 +197,8 @@ def parse_data(cfg: dict[str, Any]) -> DataConfig:
 
 def parse_reg(cfg: dict[str, Any]) -> RegConfig:
     reg = checked_dataclass("reg", RegConfig, cfg["reg"])
-    problems = Problems()
-    for ok, message in [(reg.l1 >= 0, f"reg.l1={reg.l1} must be >= 0"), (reg.l2 >= 0, f"reg.l2={reg.l2} must be >= 0"),
-                        (reg.grad_clip is None or reg.grad_clip > 0, f"reg.grad_clip={reg.grad_clip} must be > 0 or null")]:
-        with problems.collect():
-            check(ok, message)
-    problems.raise_if_any()
+    check_all((reg.l1 >= 0, f"reg.l1={reg.l1} must be >= 0"), (reg.l2 >= 0, f"reg.l2={reg.l2} must be >= 0"),
+              (reg.grad_clip is None or reg.grad_clip > 0, f"reg.grad_clip={reg.grad_clip} must be > 0 or null"))
     return reg
 
 
@@ -227,10 +219,10 @@ def parse_early_stopping(cfg: dict[str, Any]) -> EarlyStoppingConfig:
     problems.raise_if_any()
     best, stopping = parts[Best], parts[EarlyStopping]
     for ok, message in [(best.get("min_delta", 0) >= 0, f"early_stopping.min_delta={best.get('min_delta')} must be >= 0"),
-                        (best.get("start_from_epoch", 0) >= 0,
+              (best.get("start_from_epoch", 0) >= 0,
                          f"early_stopping.start_from_epoch={best.get('start_from_epoch')} must be >= 0"),
-                        (stopping.get("patience", 0) >= 0, f"early_stopping.patience={stopping.get('patience')} must be >= 0"),
-                        (str(best.get("monitor", "val/loss")).startswith(("train/", "val/")),
+              (stopping.get("patience", 0) >= 0, f"early_stopping.patience={stopping.get('patience')} must be >= 0"),
+              (str(best.get("monitor", "val/loss")).startswith(("train/", "val/")),
                          f"early_stopping.monitor={best.get('monitor')} must be a train/ or val/ metric, e.g. val/loss")]:
         with problems.collect():
             check(ok, message)

@@ -31,6 +31,13 @@ def check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def check_all(*conditions: tuple[bool, str]) -> None:
+    """One ConfigError naming every failed (condition, message), so a user fixes them in one go."""
+    failed = [message for ok, message in conditions if not ok]
+    if failed:
+        raise ConfigError(*failed)
+
+
 def first_line(err: BaseException, limit: int = 300) -> str:
     """An exception's first non-empty line (its type name when it has no message), for one-line reports."""
     lines = [line for line in str(err).strip().splitlines() if line.strip()]

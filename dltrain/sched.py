@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from dltrain.registry import ConfigError, Problems, Registry, Spec, check
+from dltrain.registry import Problems, Registry, Spec, check, check_all
 
 SCHEDULES = Registry("sched", runtime=("lr0", "total"))  # lr0 = optim.lr; total = the decay's length in t units
 Schedule = Callable[[int], float]
@@ -41,13 +41,6 @@ class ScheduleSpec:
     kwargs: dict[str, Any]  # the decay builder's own YAML keys (no name/interval/warmup)
     interval: Literal["epoch", "step"] = "epoch"  # what t counts: epochs done or optimizer steps done
     warmup: int = 0  # warm-up length W in interval units; 0 = none
-
-
-def check_all(*conditions: tuple[bool, str]) -> None:
-    """One ConfigError naming every failed (condition, message), so a user fixes them in one go."""
-    failed = [message for ok, message in conditions if not ok]
-    if failed:
-        raise ConfigError(*failed)
 
 
 @SCHEDULES.register("constant")
