@@ -114,6 +114,7 @@ class TensorBoard(Callback):
         from dltrain.event_files import keep_until
 
         keep_until(self.run_dir, state.epoch, state.step)
+        quiet_writer_thread()
         self.writer = SummaryWriter(log_dir=str(self.run_dir))
         # The session is the run (named by its folder); its group, TensorBoard's default, a hash of the values: runs
         # with the same values are repeats. A resumed run writes it again, which TensorBoard ignores.
@@ -171,3 +172,20 @@ class Progress(Callback):
         clear = "\r\033[K" if self.tty else ""
         print(f"{clear}epoch {state.epoch}/{self.max_epochs}  {text}  ({state.metrics['time/epoch_sec']:.2f}s)",
               file=self.stream, flush=True)
+
+
+def quiet_writer_thread() -> None:
+    """TensorBoard's writer thread prints the traceback of an OSError (a full disk, a deleted run folder) and the
+    main thread raises the same error at its next write, which dltrain reports in one line: once is enough."""
+    import threading
+
+    previous = threading.excepthook
+    if getattr(previous, "quiets_tensorboard", False):
+        return
+
+    def hook(args: Any) -> None:
+        if not (type(args.thread).__name__ == "_AsyncWriterThread" and issubclass(args.exc_type, OSError)):
+            previous(args)
+
+    hook.quiets_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook

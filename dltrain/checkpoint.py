@@ -15,6 +15,7 @@ import re
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -32,8 +33,26 @@ RUN_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.json")  # what files.
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """A crash leaves either the old file or the new one, never half of one."""
-    write_atomic(path, lambda handle: torch.save(obj, handle))
+    """A crash leaves either the old file or the new one, never half of one. torch.save reports a full disk as a
+    RuntimeError ("unexpected pos ..."): the OSError that caused it is raised instead."""
+    def save(handle: Any) -> None:
+        failed: list[OSError] = []
+
+        def write(data: Any) -> int:
+            try:
+                return handle.write(data)
+            except OSError as err:
+                failed.append(err)
+                raise
+
+        try:
+            torch.save(obj, SimpleNamespace(write=write, flush=handle.flush))
+        except RuntimeError:
+            if failed:
+                raise failed[0] from None
+            raise
+
+    write_atomic(path, save)
 
 
 def callback_key(callback: Callback) -> str:
@@ -190,7 +209,7 @@ def completed(run_dir: Path) -> bool:
 
 
 def check_resumable(model: nn.Module, saved: dict[str, Any], optimizer: type[torch.optim.Optimizer],
-                    max_epochs: int, finished: bool = True) -> None:
+                    max_epochs: int, finished: bool = True, config: dict[str, Any] | None = None) -> None:
     """The checkpoint's weights must fit this config's model, its optimizer state this config's optimizer, and
     there must be epochs left to train, or, for a run that trained all its epochs but was not `finished`
     (killed before its test and metrics.json), exactly max_epochs: resuming it then only finishes it."""
@@ -208,7 +227,27 @@ def check_resumable(model: nn.Module, saved: dict[str, Any], optimizer: type[tor
           f"({theirs.__name__}), which cannot continue as {optimizer.__name__}; resume with "
           f"optim={their_optim.get('name')}")
     check_weights_fit(model, saved["model"], "the checkpoint does not fit this model",
-                      "resume with the run's own model settings")
+                      settings_advice(saved, config or {}))
+
+
+def settings_advice(saved: dict[str, Any], config: dict[str, Any]) -> str:
+    """What a resume that lacks the run's original model/data/task overrides must add: each key whose value in the
+    checkpoint's config differs from this `config`'s, as an override (a shape mismatch alone does not say which)."""
+    def flat(tree: Any, prefix: str) -> dict[str, Any]:
+        if not isinstance(tree, dict):
+            return {prefix: tree}
+        return {key: value for name, sub in tree.items() for key, value in flat(sub, f"{prefix}.{name}").items()}
+
+    theirs = yaml.safe_load(saved.get("config") or "{}") or {}
+    text = lambda value: value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))  # noqa: E731
+    differ = []
+    for group in ("model", "data", "task"):
+        old, new = flat(theirs.get(group, {}), group), flat(config.get(group, {}), group)
+        differ += [f"{key}={text(old[key])} (here {text(new[key]) if key in new else 'absent'})"
+                   for key in sorted(old) if old[key] != new.get(key, ...)]
+    if not differ:
+        return "resume with the run's own model settings"
+    return f"the run was trained with {', '.join(differ)}: add those overrides to the resume command"
 
 
 def open_resumable(where: str | Path) -> tuple[dict[str, Any], Path, bool]:
@@ -242,13 +281,14 @@ def best_weights(saved: dict[str, Any], path: Path, device: torch.device) -> dic
     return best["model"]
 
 
-def resume(state: State, callbacks: Sequence[Callback], where: str, max_epochs: int) -> None:
+def resume(state: State, callbacks: Sequence[Callback], where: str, max_epochs: int,
+           config: dict[str, Any] | None = None) -> None:
     """Continue a run from `where` (a run directory or .pt file): the loop's state, the best epoch (with its weights
     when restore_best) and every callback's state. Loaded on the CPU: load_state_dict moves weights and moments to
     the parameters' device but leaves the optimizers' `step` counters where they are, and Adam & co. read a CUDA
     `step` with .item() every step (a host sync)."""
     saved, path, finished = open_resumable(where)
-    check_resumable(state.raw_model, saved, type(state.optimizer), max_epochs, finished)
+    check_resumable(state.raw_model, saved, type(state.optimizer), max_epochs, finished, config)
     device = next(state.raw_model.parameters()).device
     same_monitor = (saved["best"]["monitor"], saved["best"]["mode"]) == (state.best.monitor, state.best.mode)
     weights = best_weights(saved, path, device) if same_monitor else None  # before restore: it may refuse

@@ -2,6 +2,7 @@
 folder, fsync, then rename, so a crash leaves the old file or the new one, never half of one."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -12,16 +13,22 @@ from typing import IO, Any
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Call write(handle) on a temp file beside `path`, then rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Call write(handle) on a temp file beside `path`, then rename it over `path`. An OSError (full disk, read-only
+    or deleted folder) is raised naming `path` itself, not the temp file."""
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):  # a failing clean-up must not hide the error that caused it
+                Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename != str(path):
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
 
 

@@ -87,6 +87,9 @@ def hydra_job(cfg: Any) -> Any:
     except ConfigError as err:
         return job_failed([f"error: {problem}" for problem in err.problems], run_dir, overrides, job, code=2,
                           seconds=time.monotonic() - started)
+    except OSError as err:  # a full disk, a read-only or deleted run folder: what was saved before stays whole
+        return job_failed([f"error: {os_failure(err, run_dir, cfg.trainer.max_epochs)}"], run_dir, overrides, job,
+                          code=1, seconds=time.monotonic() - started)
     except Exception as err:  # noqa: BLE001  (a crashed trial must not kill the sweep)
         if type(err).__name__ == "SignalException":  # the DDP launcher stopped its workers on a signal
             interrupted(err, run_dir, cfg.trainer.max_epochs)
@@ -101,6 +104,25 @@ def hydra_job(cfg: Any) -> Any:
         where = f"in {run_dir / 'dltrain.log'}" if multirun else "above"
         return job_failed([f"error: {one_line(err, where)}"], run_dir, overrides, job, code=1,
                           seconds=time.monotonic() - started)
+
+
+def os_failure(err: OSError, run_dir: Path, max_epochs: Any) -> str:
+    """One line for an OSError: the path, the cause and its errno name, and what is still saved to resume from."""
+    import errno
+    import os
+
+    cause = f"{err.strerror or err} ({errno.errorcode.get(err.errno or 0, 'error')})"
+    where = os.fsdecode(err.filename) if err.filename else f"a file in {run_dir}"
+    if not run_dir.is_dir():
+        return f"{where}: {cause}: the run folder {run_dir} was deleted while the run wrote to it"
+    try:
+        from dltrain.checkpoint import load
+
+        epoch = load(run_dir / "last.pt")["epoch"]
+    except Exception:  # noqa: BLE001  (no complete epoch, or the folder is gone)
+        return f"{where}: {cause}; no complete epoch is saved in {run_dir}"
+    return (f"{where}: {cause}; epoch {epoch}/{max_epochs} is saved whole in {run_dir}: free space or make the folder "
+            f"writable, then resume with: dltrain trainer.resume={run_dir}")
 
 
 def job_lock(run_dir: Path) -> Any:
@@ -207,9 +229,12 @@ def job_failed(messages: list[str], run_dir: Path, overrides: list[str], job: tu
     from dltrain.files import write_json_atomic
     from dltrain.sweep import job_ended
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     record = {"status": "failed", "error": "; ".join(messages), "wall_seconds": round(seconds, 3),
               "overrides": overrides}
-    write_json_atomic(run_dir / "metrics.json", record)
+    try:  # on a full disk the record may not fit either: the terminal line and the sweep's table still say it
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / "metrics.json", record)
+    except OSError:
+        pass
     job_ended(*job, record, seconds)
     return math.nan

@@ -62,7 +62,7 @@ def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: 
                   scaler=torch.amp.GradScaler(device.type, enabled=str(trainer.precision) == "16"))
     callbacks = make_callbacks(parts, run_dir)
     if trainer.resume:
-        checkpoint.resume(state, callbacks, trainer.resume, trainer.max_epochs)
+        checkpoint.resume(state, callbacks, trainer.resume, trainer.max_epochs, config.resolved)
     if dist.is_main():  # only now: a failed resume leaves the resumed run's files as they were
         resumed = [checkpoint.checkpoint_file(trainer.resume).parent] if trainer.resume else []
         for folder in {run_dir, *resumed}:  # temp files of writes that a kill interrupted
@@ -120,7 +120,8 @@ def check_before_workers(config: RunConfig) -> None:
           f"trainer.devices={trainer.devices}: each process needs a share of the global batch")
     if trainer.resume:
         saved, path, finished = checkpoint.open_resumable(trainer.resume)
-        checkpoint.check_resumable(parts.model, saved, optimizer_class(config.optim.name), trainer.max_epochs, finished)
+        checkpoint.check_resumable(parts.model, saved, optimizer_class(config.optim.name), trainer.max_epochs,
+                                    finished, config.resolved)
         checkpoint.best_weights(saved, path, torch.device("cpu"))  # refuses a best.pt that the checkpoint disowns
     if pick_device(trainer).type == "cuda":
         check(torch.cuda.device_count() >= trainer.devices, f"trainer.devices={trainer.devices} but only "

@@ -27,3 +27,54 @@ def dead_worker_cli() -> None:
     dltrain.train.worker = worker_dies_on_rank_1
     sys.argv = ["dltrain", *sys.argv[1:]]
     main()
+
+
+def failing_writes_cli() -> None:
+    """The `dltrain` command on a disk that fails from the Nth atomic write on (DLTRAIN_TEST_FAIL_FROM=N,
+    DLTRAIN_TEST_ERRNO=ENOSPC|EACCES|EROFS): ENOSPC when the data is flushed (a full disk accepts the temp file's
+    creation, then the write fails), EACCES/EROFS when the temp file is created (a folder turned read-only)."""
+    import errno
+    import tempfile
+
+    fail_from, code = int(os.environ["DLTRAIN_TEST_FAIL_FROM"]), getattr(errno, os.environ["DLTRAIN_TEST_ERRNO"])
+    calls = {"n": 0}
+
+    def failing(real: Any, at_create: bool) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if at_create == (code != errno.ENOSPC):
+                calls["n"] += 1
+                if calls["n"] >= fail_from:
+                    where = kwargs.get("dir") if at_create else None
+                    raise OSError(code, os.strerror(code), *([where] if where else []))
+            return real(*args, **kwargs)
+        return call
+
+    os.fsync = failing(os.fsync, at_create=False)
+    tempfile.mkstemp = failing(tempfile.mkstemp, at_create=True)
+    from dltrain.cli import main
+
+    sys.argv = ["dltrain", *sys.argv[1:]]
+    main()
+
+
+def run_dir_deleted_cli() -> None:
+    """The `dltrain` command with a callback `delete_run_dir` that deletes the run folder after epoch 1 (a user
+    cleaning up the wrong folder mid-run)."""
+    import shutil
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from dltrain import Callback, register_callback
+    from dltrain.cli import main
+
+    @register_callback("delete_run_dir")
+    class DeleteRunDir(Callback):
+        def __init__(self, after_epoch: int) -> None:
+            self.after_epoch = after_epoch
+
+        def on_epoch_end(self, state: Any) -> None:
+            if state.epoch == self.after_epoch:
+                shutil.rmtree(HydraConfig.get().runtime.output_dir)
+
+    sys.argv = ["dltrain", *sys.argv[1:], "+callbacks.delete_run_dir={after_epoch:1}"]
+    main()

@@ -76,7 +76,9 @@ def test_foreign_pickle_is_refused(tmp_path) -> None:
 def test_resume_that_cannot_continue_is_one_line_and_keeps_the_run(tmp_path) -> None:
     run([*RUN, "trainer.max_epochs=1"], tmp_path / "run1")
     files_before = {p.name: p.read_bytes() for p in (tmp_path / "run1").iterdir() if p.is_file()}
-    for change, message in [(["model.hidden=[8]"], "the checkpoint does not fit this model: "),
+    for change, message in [(["model.hidden=[8]"], "the checkpoint does not fit this model: 1.bias is (32,) there "
+                                                   "but (8,) here; the run was trained with model.hidden=[32] (here "
+                                                   "[8]): add those overrides to the resume command"),
                             (["optim=sgd"], "the checkpoint was trained with optim=adam (Adam), which cannot "
                                             "continue as SGD; resume with optim=adam"),
                             (["trainer.max_epochs=1"], "the run to resume already trained 1 epochs; set "
