@@ -20,8 +20,8 @@ def dying_save(obj, path):  # the lr=0.05 job dies while writing its epoch-2 che
     if os.environ.get("KILL") and obj["epoch"] == 2 and "lr: 0.05" in obj["config"]:
         os._exit(9)
     save(obj, path)
-def noted_resume(state, callbacks, where, max_epochs):
-    resume(state, callbacks, where, max_epochs)
+def noted_resume(state, callbacks, where, *args):
+    resume(state, callbacks, where, *args)
     open(os.environ["NOTE"], "a").write(f"resumed {where} at epoch {state.epoch}\\n")
 ckpt.save_atomic, ckpt.resume = dying_save, noted_resume
 from dltrain.cli import main
