@@ -1,7 +1,7 @@
 # make run:  set up (if needed) and train the default experiment.
 # make test: set up (if needed) and run the test suite.
 # Set-up: a virtual environment in .venv (or the active one), torch (the CPU wheel, only when no torch is
-# installed: a GPU machine keeps its CUDA build), then this package with its dev extras.
+# installed: a GPU machine keeps its CUDA build), then this package with its dev and sweep extras.
 PYTHON ?= python3
 VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
 BIN := $(VENV)/bin
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	# torch first, pinned to the CPU wheel on this machine's disk unless a torch is already installed
 	# (e.g. a CUDA build on a GPU machine): a plain newer torch would pull a several-GB CUDA build.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,sweep]"
 	@touch $(STAMP)
 
 install: $(STAMP)

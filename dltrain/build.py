@@ -12,7 +12,7 @@ import torch
 import yaml
 from torch import nn
 
-from dltrain import checkpoint, dist
+from dltrain import dist
 from dltrain.callbacks import CALLBACKS, Checkpointer, EarlyStopping, Progress, TensorBoard
 from dltrain.config import RunConfig, TrainerConfig
 from dltrain.data import DATASETS, DataBundle, Split
@@ -20,7 +20,7 @@ from dltrain.data.augment import Augment, build_augment
 from dltrain.engine import Best, Callback, LoopSettings, min_share, steps_per_epoch
 from dltrain.models import MODELS, ModelTraits, model_traits, param_groups
 from dltrain.optim import build_optimizer
-from dltrain.plugins import provenance, user_frame
+from dltrain.plugins import git_commit, provenance, user_frame
 from dltrain.registry import ConfigError, Registry, Spec, check, first_line
 from dltrain.sched import build_schedule
 from dltrain.tasks import Task, build_task
@@ -163,8 +163,9 @@ def make_callbacks(parts: RunComponents, run_dir: Path) -> list[Callback]:
     if dist.is_main():
         sample = parts.model.sample if parts.traits.generative else None
         callbacks += [TensorBoard(run_dir, flat_hparams(config.resolved), sample), Progress(config.trainer.max_epochs)]
-        extra = {"config": yaml.safe_dump(config.resolved, sort_keys=False), "git_commit": checkpoint.git_commit(),
-                 "provenance": provenance(Path(config.project) if config.project else None)}
+        extra = {"config": yaml.safe_dump(config.resolved, sort_keys=False), "git_commit": git_commit(),
+                 "provenance": provenance(Path(config.project) if config.project else None),
+                 "preprocessing": parts.data.description()}  # what `dltrain predict` and export apply to raw inputs
         ckpt = config.checkpoints
         callbacks.append(Checkpointer(run_dir, extra, list(callbacks), ckpt.save_last, ckpt.save_best))
     return callbacks

@@ -12,7 +12,6 @@ import json
 import math
 import pickle
 import re
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -189,16 +188,6 @@ def restore(state: State, saved: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(rng["cuda"].cpu())
 
 
-def git_commit(cwd: Path | None = None) -> str | None:
-    """The commit of the code being run, when it runs from a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 def completed(run_dir: Path) -> bool:
     """The run's metrics.json says it completed (tested and reported); a killed run has none, or a failed one."""
     try:
@@ -233,18 +222,14 @@ def check_resumable(model: nn.Module, saved: dict[str, Any], optimizer: type[tor
 def settings_advice(saved: dict[str, Any], config: dict[str, Any]) -> str:
     """What a resume that lacks the run's original model/data/task overrides must add: each key whose value in the
     checkpoint's config differs from this `config`'s, as an override (a shape mismatch alone does not say which)."""
-    def flat(tree: Any, prefix: str) -> dict[str, Any]:
-        if not isinstance(tree, dict):
-            return {prefix: tree}
-        return {key: value for name, sub in tree.items() for key, value in flat(sub, f"{prefix}.{name}").items()}
+    def flat(tree: Any, at: str) -> dict[str, Any]:
+        return {k: v for n, sub in tree.items() for k, v in flat(sub, f"{at}.{n}").items()} if isinstance(tree, dict) \
+            else {at: tree if isinstance(tree, str) else json.dumps(tree, separators=(",", ":"))}
 
-    theirs = yaml.safe_load(saved.get("config") or "{}") or {}
-    text = lambda value: value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))  # noqa: E731
-    differ = []
+    theirs, differ = yaml.safe_load(saved.get("config") or "{}") or {}, []
     for group in ("model", "data", "task"):
         old, new = flat(theirs.get(group, {}), group), flat(config.get(group, {}), group)
-        differ += [f"{key}={text(old[key])} (here {text(new[key]) if key in new else 'absent'})"
-                   for key in sorted(old) if old[key] != new.get(key, ...)]
+        differ += [f"{key}={old[key]} (here {new.get(key, 'absent')})" for key in sorted(old) if old[key] != new.get(key)]
     if not differ:
         return "resume with the run's own model settings"
     return f"the run was trained with {', '.join(differ)}: add those overrides to the resume command"

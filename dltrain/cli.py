@@ -4,18 +4,22 @@ multirun. The first argument decides. Nothing here imports torch before it is ne
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from dltrain.jobs import hydra_job, on_terminate_raise_interrupt
-from dltrain.overrides import SUBCOMMANDS, first_problem, override_value, quoted, stray_word, unreadable
+from dltrain.overrides import (SUBCOMMANDS, first_problem, no_cluster, override_value, quoted, stray_word,
+                               unreadable)
 
 HELP_FLAGS = ("-h", "--help")
+COMPLETION_FLAGS = ("--install-completion", "--show-completion")  # typer's; Hydra's own is -sc / --shell-completion
 
 
 def main() -> None:
     args = sys.argv[1:]
-    if args and (args[0] in SUBCOMMANDS or args[0] in HELP_FLAGS):
+    completing = "_DLTRAIN_COMPLETE" in os.environ  # the shell asks typer's completion (dltrain --install-completion)
+    if completing or (args and (args[0] in SUBCOMMANDS or args[0] in HELP_FLAGS or args[0] in COMPLETION_FLAGS)):
         from dltrain.commands import app
 
         app(prog_name="dltrain")
@@ -39,21 +43,11 @@ def resume_into_same_dir(args: list[str]) -> list[str]:
 
 
 def under_torchrun(args: list[str]) -> list[str]:
-    """Under an external torchrun every rank runs Hydra: give them one shared run directory (named by the
-    rendezvous id, the same on all ranks) and let only rank 0 write Hydra's files."""
-    import os
+    """Under an external launcher (torchrun, or SLURM's tasks) every rank runs Hydra: give them one shared run
+    directory, named by the launch's id, and let only rank 0 write Hydra's files (dltrain/cluster.py)."""
+    from dltrain.cluster import shared_run_args
 
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
-    if not run_id or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return []
-    if run_id == "none":  # torchrun's default id: the local ranks' shared parent (the agent) tells launches apart
-        run_id = f"{os.environ.get('MASTER_PORT', '')}-{os.getppid()}"
-    extra = [] if any(a.startswith("hydra.run.dir=") for a in args) else [f"hydra.run.dir=outputs/torchrun-{run_id}"]
-    if os.environ.get("RANK", "0") != "0":
-        # no log file either: the root config's `handlers.file.delay` would be a handler without a class there
-        extra += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "~hydra.job_logging.handlers",
-                  "hydra/hydra_logging=disabled"]
-    return extra
+    return shared_run_args(args)
 
 
 def run_hydra(args: list[str]) -> None:
@@ -67,7 +61,7 @@ def run_hydra(args: list[str]) -> None:
     if any(a.startswith("-") for a in others):  # --cfg, --info, ...: Hydra reports their problems itself
         problem = None
     else:
-        problem = stray_word(others) or unreadable(others) or first_problem(others, multirun)
+        problem = stray_word(others) or unreadable(others) or no_cluster(others) or first_problem(others, multirun)
     if problem:
         print(f"dltrain: error: {problem}", file=sys.stderr)
         sys.exit(2)
@@ -79,14 +73,12 @@ def run_hydra(args: list[str]) -> None:
         sweep = sweeps.plan(others)
         args = [*args, *sweep.hydra_args]
     sys.argv = [sys.argv[0], *args, *under_torchrun(args)]
-    import json
-    import os
-    import tempfile
+    from contextlib import nullcontext
 
-    from dltrain.sweep import JOBS_ENV, finish, start
+    from dltrain import ledger
+    from dltrain.sweep import finish, start
 
-    with tempfile.NamedTemporaryFile("r", prefix="dltrain-jobs-", suffix=".jsonl") as jobs:
-        os.environ[JOBS_ENV] = jobs.name
+    with ledger.listening(sweep.root if sweep else None) if multirun else nullcontext() as jobs:
         if sweep is not None:
             start(sweep)
         on_terminate_raise_interrupt()
@@ -95,7 +87,9 @@ def run_hydra(args: list[str]) -> None:
         except KeyboardInterrupt:  # before or between jobs (a job reports its own interruption)
             print("dltrain: interrupted", file=sys.stderr)
             sys.exit(130)
-        ended = [json.loads(line) for line in jobs.read().splitlines() if line.strip()]
+    ended = ledger.read(jobs) if jobs else []
+    if jobs:
+        ledger.close(jobs)
     if multirun and ended:  # the sweep's table, best marked, and how to open it in TensorBoard
         finish(sweep, ended)
     failed = [job for job in ended if job["status"] == "failed"]
@@ -125,4 +119,8 @@ def with_project(args: list[str]) -> list[str]:
     if any(a.startswith("hydra.searchpath=") for a in rest):
         return rest
     conf_dir = Path(conf).expanduser().resolve() if conf else (root / "conf" if root else None)
-    return [*rest, f"hydra.searchpath=[{quoted(f'file://{conf_dir}')}]"] if conf_dir and conf_dir.is_dir() else rest
+    if not (conf_dir and conf_dir.is_dir()):
+        return rest
+    # beside the user's own overrides: Hydra's argparse takes the overrides as one run of positional arguments
+    at = max((i + 1 for i, a in enumerate(rest) if "=" in a and not a.startswith("-")), default=len(rest))
+    return [*rest[:at], f"hydra.searchpath=[{quoted(f'file://{conf_dir}')}]", *rest[at:]]

@@ -27,7 +27,30 @@ def help_text() -> str:
     return "\n\n".join(["dltrain: config-driven deep-learning runs.", "\n".join(usage), "\n".join(listing)])
 
 
-app = typer.Typer(help=help_text(), add_completion=False, no_args_is_help=True, rich_markup_mode=None)
+class CommandsAndOverrides(typer.core.TyperGroup):
+    """Shell completion (`dltrain --install-completion`) of sub-commands and their options, and of overrides: a
+    config group's choices (`model=cnn`) at any position of a training command line."""
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]) -> tuple:
+        if ctx.resilient_parsing and args and "=" in args[0]:  # completing after an override: a training command
+            return None, None, args[1:]
+        return super().resolve_command(ctx, args)
+
+    def shell_complete(self, ctx: typer.Context, incomplete: str) -> list:
+        try:  # typer < 0.16 runs on click; later ones carry their own copy of it
+            from click.shell_completion import CompletionItem
+        except ImportError:
+            from typer._click.shell_completion import CompletionItem
+
+        from dltrain.plugins import project_conf, project_root
+
+        choices = [f"{group}={choice}" for group, names in groups(project_conf(project_root([]))).items()
+                   if group != "project" for choice in names]
+        overrides = [CompletionItem(item) for item in choices if item.startswith(incomplete)]
+        return overrides if ctx.args else super().shell_complete(ctx, incomplete) + overrides
+
+
+app = typer.Typer(help=help_text(), no_args_is_help=True, rich_markup_mode=None, cls=CommandsAndOverrides)
 
 
 def newest_run_root() -> Path:
@@ -105,6 +128,7 @@ def project_of(project: Path | None) -> Path | None:
 @app.command("eval")
 def eval_command(run: Path = typer.Argument(..., help="run directory (uses best.pt, else last.pt) or checkpoint"),
                  last: bool = typer.Option(False, "--last", help="use last.pt even when best.pt exists"),
+                 predictions: Path = typer.Option(None, help="also write each test sample's prediction to this CSV"),
                  project: Path = typer.Option(None, help=PROJECT_HELP)) -> None:
     """Test metrics of a checkpoint; classification adds per-class accuracy and a confusion matrix
     (also written to TensorBoard in the run directory as the image test/confusion_matrix)."""
@@ -113,6 +137,31 @@ def eval_command(run: Path = typer.Argument(..., help="run directory (uses best.
     loaded = user_errors(lambda: load_run(run, prefer_best=not last, project=project_of(project)))
     typer.echo(f"{loaded.path}:")
     typer.echo(describe(evaluate_run(loaded, log_dir=loaded.path.parent)))
+    if predictions is not None:
+        from dltrain.predict import split_predictions, write_csv
+
+        user_errors(lambda: write_csv(predictions, *split_predictions(loaded)))
+        typer.echo(f"predictions: wrote {predictions}")
+
+
+@app.command("predict")
+def predict_command(run: Path = typer.Argument(..., help="run directory (uses best.pt, else last.pt) or checkpoint"),
+                    files: list[Path] = typer.Argument(..., metavar="FILE...", help="CSV files (one prediction per "
+                                                       "row), images, text files or .npy/.npz, as the run's data was"),
+                    out: Path = typer.Option(None, help="write the predictions to this CSV instead of printing"),
+                    last: bool = typer.Option(False, "--last", help="use last.pt even when best.pt exists"),
+                    project: Path = typer.Option(None, help=PROJECT_HELP)) -> None:
+    """Predict raw inputs with a run's model: the preprocessing it learned (scaling, categories, vocabulary,
+    image size, class names) comes from its checkpoint. One line per input: class and probability, or value."""
+    from dltrain.predict import load_predictor, predict_files, table_text, write_csv
+
+    predictor = user_errors(lambda: load_predictor(run, project_of(project), prefer_best=not last))
+    header, rows = user_errors(lambda: predict_files(predictor, files))
+    if out is None:
+        typer.echo(table_text(header, rows))
+    else:
+        user_errors(lambda: write_csv(out, header, rows))
+        typer.echo(f"{len(rows)} prediction(s) from {predictor.path}: wrote {out}")
 
 
 @app.command("export")
@@ -126,6 +175,9 @@ def export_command(run: Path = typer.Argument(..., help="run directory or checkp
     written = user_errors(lambda: export(loaded, out or loaded.path.parent / "export"))
     for kind, path in written.items():
         typer.echo(f"{kind}: wrote {path}")
+    if "preprocessing" not in written:  # a checkpoint of an older dltrain, or of a builder that records none
+        typer.echo("note: the checkpoint holds no preprocessing description: the model takes inputs scaled as in "
+                   "training, not raw ones")
     if "onnx" not in written:  # export() writes ONNX only when the onnx extra is installed
         typer.echo("onnx: skipped (pip install -e '.[onnx]')")
 

@@ -20,6 +20,6 @@ def groups(project_conf: Path | None = None) -> dict[str, list[str]]:
     for root in (config_dir(), project_conf):
         if root is None or not root.is_dir():
             continue
-        for folder in sorted(d for d in root.iterdir() if d.is_dir()):
+        for folder in sorted(d for d in root.iterdir() if d.is_dir() and d.name != "hydra"):  # hydra/: Hydra's own
             found.setdefault(folder.name, set()).update(p.stem for p in folder.glob("*.yaml"))
     return {name: sorted(choices) for name, choices in sorted(found.items())}

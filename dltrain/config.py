@@ -43,6 +43,7 @@ class TrainerConfig:
     max_epochs: int = 20
     device: Literal["auto", "cpu", "cuda"] = "auto"
     devices: int = 1
+    threads: int | None = None  # intra-op CPU threads per process; None = a fair share of the cores
     precision: Literal["32", "bf16", "16", 32, 16] = "32"  # the command line turns 32 into an int
     compile: bool = False
     channels_last: Literal["auto", True, False] = "auto"
@@ -168,6 +169,8 @@ def parse_trainer(cfg: dict[str, Any]) -> TrainerConfig:
     trainer = checked_dataclass("trainer", TrainerConfig, node)
     check_all((trainer.max_epochs >= 1, f"trainer.max_epochs={trainer.max_epochs} must be >= 1"),
               (trainer.devices >= 1, f"trainer.devices={trainer.devices} must be >= 1 (processes)"),
+              (trainer.threads is None or trainer.threads >= 1,
+               f"trainer.threads={trainer.threads} must be >= 1 (CPU threads per process), or null for automatic"),
               (trainer.log_every_n_steps >= 0,
                f"trainer.log_every_n_steps={trainer.log_every_n_steps} must be >= 0"),
               (0 <= trainer.seed < 2**63, f"trainer.seed={trainer.seed} must be in [0, 2**63)"),

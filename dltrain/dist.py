@@ -1,12 +1,18 @@
 """Distributed data parallel: start N local workers with torch's elastic launcher (what torchrun uses),
-or join a group that an external `torchrun` set up in the environment. gloo on CPU, nccl on GPU.
+or join a group that an external `torchrun` (or SLURM, see cluster.py) set up in the environment. gloo on CPU,
+nccl on GPU. Each of several processes on one machine takes its share of the cores.
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
+import sys
+import tempfile
+import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as torch_dist
@@ -47,8 +53,8 @@ def setup(device_type: str) -> torch.device | None:
     backend = "nccl" if device_type == "cuda" else "gloo"
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = None
-    if device_type == "cuda":
-        device = torch.device("cuda", local_rank)
+    if device_type == "cuda":  # SLURM's --gpus-per-task shows each task only its own GPU: index 0 there
+        device = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
         torch.cuda.set_device(device)
     torch_dist.init_process_group(backend=backend, device_id=device)
     return device
@@ -74,19 +80,70 @@ def all_gather_object(obj: Any) -> list[Any]:
     return gathered
 
 
+PARALLEL_JOBS_ENV = "DLTRAIN_PARALLEL_JOBS"  # sweep jobs a launcher runs at once on this machine (jobs.py sets it)
+
+
+def share_cores(threads: int | None) -> None:
+    """This process's intra-op CPU threads: `threads` when given; otherwise, when several processes of this machine
+    train side by side (LOCAL_WORLD_SIZE > 1: our launcher, torchrun, SLURM; times the sweep jobs that a launcher
+    runs at once) and OMP_NUM_THREADS is not set, an
+    equal share of the cores it may use (SLURM_CPUS_PER_TASK where SLURM gave each task its own). torch's default,
+    all cores in every process, oversubscribes them: 2 workers on 2 cores took 6x longer per epoch (bench/)."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) * int(os.environ.get(PARALLEL_JOBS_ENV, "1"))
+    if threads is None and (local <= 1 or "OMP_NUM_THREADS" in os.environ):
+        return
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK") if os.environ.get("DLTRAIN_SLURM_GROUP") == "1" else None
+    torch.set_num_threads(threads or int(per_task or 0) or max(1, len(os.sched_getaffinity(0)) // local))
+
+
+REPORTED = 2  # a worker's exit code after handing its config problems to the parent, which prints them once
+
+
+def report_to_parent(problems: list[str]) -> NoReturn:
+    """In a worker of `launch`: hand config problems to the parent through torch's per-worker error file (the
+    parent's ChildFailedError carries it) and exit; the agent stops the other workers."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        with open(path, "w") as out:
+            json.dump({"message": json.dumps({"problems": problems}), "timestamp": int(time.time())}, out)
+    sys.exit(REPORTED)
+
+
+def reported_problems(err: BaseException) -> list[str]:
+    """The config problems a failed launch's workers reported (`report_to_parent`), lowest rank first; [] if none."""
+    for failure in sorted(getattr(err, "failures", {}).values(), key=lambda f: f.local_rank):
+        try:
+            if failure.exitcode == REPORTED:
+                return list(json.loads(failure.message)["problems"])
+        except (TypeError, ValueError, KeyError):
+            continue
+    return []
+
+
+class _Reported(logging.Filter):
+    """The agent logs each failed worker with a traceback of its own; a worker that reported its problems needs none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (str(record.msg).startswith("failed (exitcode") and record.args and record.args[0] == REPORTED)
+
+
 def launch(nprocs: int, entrypoint: Callable[..., Any], *args: Any) -> None:
     """Run entrypoint(*args) in `nprocs` local worker processes and wait; a worker that fails fails all
-    (torch's ChildFailedError), with no restarts, so nothing hangs on a dead peer."""
-    import logging
-
+    (torch's ChildFailedError), with no restarts, so nothing hangs on a dead peer. The agent's per-worker files
+    (error.json) go to a temporary folder removed afterwards (torch's default leaves a /tmp/torchelastic_* each)."""
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     # the agent's own warnings (shutting down workers on a signal, a failed worker) would wrap our one-line report
-    for name in list(logging.root.manager.loggerDict):  # torch sets each module's logger level itself
-        if name.startswith("torch.distributed.elastic"):
+    for name in [*logging.root.manager.loggerDict, "torch.multiprocessing.spawn"]:  # torch sets each module's level
+        if name.startswith(("torch.distributed.elastic", "torch.multiprocessing")):
             logging.getLogger(name).setLevel(logging.ERROR)
-
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=uuid.uuid4().hex,
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0",  # port 0: a free port, no collisions
-                          max_restarts=0, monitor_interval=0.5, start_method="spawn")
-    elastic_launch(config, entrypoint)(*args)
+    agent = logging.getLogger("torch.distributed.elastic.multiprocessing.api")
+    if not any(isinstance(f, _Reported) for f in agent.filters):
+        agent.addFilter(_Reported())
+    with tempfile.TemporaryDirectory(prefix="dltrain-ddp-") as logs:
+        config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=uuid.uuid4().hex,
+                              rdzv_backend="c10d", rdzv_endpoint="localhost:0",  # port 0: a free port, no collisions
+                              max_restarts=0, monitor_interval=0.5, start_method="spawn",
+                              logs_specs=DefaultLogsSpecs(log_dir=logs))
+        elastic_launch(config, entrypoint)(*args)

@@ -1,44 +1,71 @@
 """Working with a finished run's checkpoint: test metrics with a confusion matrix, export for deployment
 (TorchScript; ONNX when the onnx package is installed), and text generation from a language model.
 
-A checkpoint holds its resolved config, so the model and data are rebuilt exactly as trained.
+A checkpoint holds its resolved config, so the model and data are rebuilt exactly as trained, and its
+preprocessing description (dltrain/preprocess.py): eval scales the rebuilt data by the saved statistics, and the
+export takes raw inputs (the scaling is inside it) with the non-tensor parts written beside it as JSON.
 """
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-from dltrain import checkpoint, plugins
+from dltrain import checkpoint, plugins, preprocess
 from dltrain.build import RunComponents, build
 from dltrain.config import RunConfig
 from dltrain.engine import evaluate
 from dltrain.files import write_atomic
 from dltrain.registry import ConfigError, check
 
+T = TypeVar("T")
+
 
 @dataclass
 class Loaded:
     path: Path  # the checkpoint file
     parts: RunComponents  # model (with the checkpoint's weights), data, task, and the run's config
+    preprocessing: dict[str, Any] | None = None  # the checkpoint's description; None for an older checkpoint
+
+
+def open_checkpoint(where: str | Path, prefer_best: bool = True) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """A run directory's best.pt (else last.pt) or a checkpoint file: its path, content and embedded config."""
+    where = Path(where).expanduser()
+    if where.is_dir() and prefer_best and (where / "best.pt").is_file():
+        where = where / "best.pt"
+    path = checkpoint.checkpoint_file(where)
+    saved = checkpoint.load(path)
+    return path, saved, checkpoint.validate(saved, path)  # a damaged file is one line here, not a traceback below
 
 
 def load_run(where: str | Path, prefer_best: bool = True, project: Path | None = None) -> Loaded:
     """A run directory (its best.pt, else last.pt) or a checkpoint file, rebuilt on the CPU. A run of a user's
     project needs that project's plugins: they are imported from `project` (the working directory's, or the
     one the user names), never from the list the checkpoint's config holds."""
-    where = Path(where).expanduser()
-    if where.is_dir() and prefer_best and (where / "best.pt").is_file():
-        where = where / "best.pt"
-    path = checkpoint.checkpoint_file(where)
-    saved = checkpoint.load(path)
-    cfg = checkpoint.validate(saved, path)  # a damaged file is one line here, not a traceback below
+    path, saved, cfg = open_checkpoint(where, prefer_best)
+    parts = with_config(cfg, saved, path, project, build)
+    checkpoint.check_weights_fit(parts.model, saved["model"], f"{path} does not fit the model its own config builds",
+                                 "the file is damaged or was edited: use another checkpoint of the run")
+    parts.model.load_state_dict(saved["model"])
+    parts.model.eval()
+    description = saved.get("preprocessing")
+    if description is not None:
+        description = preprocess.check_description(description, path)
+        preprocess.conform(parts.data, description, path)
+    return Loaded(path, parts, description)
+
+
+def with_config(cfg: dict[str, Any], saved: dict[str, Any], path: Path, project: Path | None,
+                make: Callable[[RunConfig], T]) -> T:
+    """`make(the checkpoint's RunConfig)` with the project's plugins imported; its errors name the checkpoint."""
     plugins.load(plugins.project_plugins(project), project)
     try:
-        parts = build(RunConfig.parse(cfg))
+        return make(RunConfig.parse(cfg))
     except ConfigError as err:
         trained = (saved.get("provenance") or {}).get("project") if isinstance(saved.get("provenance"), dict) else None
         if not (isinstance(cfg, dict) and cfg.get("plugins")) or project is not None and str(project) == trained:
@@ -46,11 +73,6 @@ def load_run(where: str | Path, prefer_best: bool = True, project: Path | None =
             raise ConfigError(f"{path}: its embedded config does not parse: {err.problems[0]}{more}") from None
         raise ConfigError(f"{err.problems[0]} (this run used its project's plugins {cfg['plugins']}; run this "
                           f"command in its project folder {trained or ''} or name it with --project DIR)") from None
-    checkpoint.check_weights_fit(parts.model, saved["model"], f"{path} does not fit the model its own config builds",
-                                 "the file is damaged or was edited: use another checkpoint of the run")
-    parts.model.load_state_dict(saved["model"])
-    parts.model.eval()
-    return Loaded(path, parts)
 
 
 def confusion_matrix(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int,
@@ -92,15 +114,24 @@ def evaluate_run(loaded: Loaded, log_dir: Path | None = None) -> dict[str, Any]:
 
 
 def export(loaded: Loaded, out_dir: Path) -> dict[str, Path]:
-    """TorchScript (always) and ONNX (when `onnx` is importable) traced on one test-shaped sample."""
+    """TorchScript (always) and ONNX (when `onnx` is importable) traced on one test-shaped sample. With the run's
+    preprocessing description the model takes raw inputs (preprocess.Deployed) and model.preprocessing.json
+    beside it says their format, column order, categories, vocabulary and class names."""
     model, example = loaded.parts.model, loaded.parts.data.train.x[:2]
     check(not loaded.parts.traits.generative, f"model={loaded.parts.config.model.name} is generative (its forward trains "
           "it against a discriminator); export takes models that map inputs to outputs")
+    desc = loaded.preprocessing
+    if desc is not None:
+        model = preprocess.deployed(model, desc)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         written = {"torchscript": out_dir / "model.ts"}
         traced = torch.jit.trace(model, example)
         write_atomic(written["torchscript"], lambda handle: torch.jit.save(traced, handle))
+        if desc is not None:
+            written["preprocessing"] = out_dir / "model.preprocessing.json"
+            info = {**preprocess.formats(desc, loaded.parts.task_name), **desc}
+            write_atomic(written["preprocessing"], lambda handle: handle.write(json.dumps(info, indent=1).encode()))
     except OSError as err:
         raise ConfigError(f"cannot write the export to {out_dir}: {err.strerror or err}; give --out a writable "
                           "folder") from None

@@ -3,35 +3,49 @@ its wall time, its failure record, and the one-line report of a signal that stop
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the process is, like Ctrl-C's KeyboardInterrupt: every file a later command reads is
-    written atomically, so stopping at any instant leaves the last complete epoch's checkpoint."""
+    """SIGTERM (or SLURM's SIGUSR1), raised where the process is, like Ctrl-C's KeyboardInterrupt: every file a later
+    command reads is written atomically, so stopping at any instant leaves the last complete epoch's checkpoint."""
 
     signal = 15
 
 
 def on_terminate_raise_interrupt() -> None:
+    """SIGTERM raises Terminated; SIGUSR1 (SLURM's warning before pre-emption or the time limit, `--signal=USR1@90`)
+    is sent on as SIGTERM, so whoever handles SIGTERM then (this handler, or the DDP launcher stopping its workers)
+    stops the run the same way."""
+    import os
     import signal
 
     def raise_terminated(signum: int, frame: Any) -> None:
         raise Terminated()
 
+    def as_terminate(signum: int, frame: Any) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
     signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGUSR1, as_terminate)
 
 
 def interrupted(err: BaseException, run_dir: Path, max_epochs: Any) -> None:
-    """One line, the exit code of the signal (130 Ctrl-C, 143 SIGTERM); a second Ctrl-C now stops at once."""
+    """One line, the exit code of the signal (130 Ctrl-C, 143 SIGTERM or SIGUSR1); a second Ctrl-C now stops at once.
+    Of a group that torchrun or SLURM started, only rank 0 says it."""
+    import os
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     number = getattr(err, "sigval", None) or getattr(err, "signal", None) or signal.SIGINT
     number = int(getattr(number, "value", number))
+    if os.environ.get("RANK", "0") != "0" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.exit(128 + number)
     try:
         from dltrain.checkpoint import load
 
@@ -51,22 +65,31 @@ def hydra_job(cfg: Any) -> Any:
     from hydra.types import RunMode
 
     from dltrain.registry import ConfigError
-    from dltrain.sweep import ENDED_OK, job_ended, job_output, status_of
+    from dltrain.ledger import job_output
+    from dltrain.sweep import ENDED_OK, job_ended, status_of
 
     started = time.monotonic()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if multirun:  # the job's tasks (submitit's tasks_per_node/nodes) form one DDP group; rank 0 reports for it
+        from dltrain.cluster import adopt_launcher_tasks
+        from dltrain.dist import PARALLEL_JOBS_ENV
+
+        adopt_launcher_tasks()
+        os.environ[PARALLEL_JOBS_ENV] = str(parallel_jobs(hydra_cfg))
+    rank0 = os.environ.get("RANK", "0") == "0"
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
+    worst = worst_value(hydra_cfg.sweeper, cfg)
     job = (run_dir, job_name(hydra_cfg, run_dir), int(hydra_cfg.job.num)) if multirun else None
     finished = read_report(run_dir / "metrics.json") if multirun else {}
     if status_of(finished) in ENDED_OK:  # re-running a sweep resumes it
         job_ended(*job, finished, finished.get("wall_seconds"), "(already finished; skipped)")
-        return math.nan if finished.get("best") is None else finished["best"]
-    lock = job_lock(run_dir) if multirun else None
-    if multirun and lock is None:  # another sweep into this folder is training this job right now
+        return sweep_value(finished, worst)
+    lock = job_lock(run_dir) if multirun and rank0 else True  # the other ranks of a job follow its rank 0
+    if lock is None:  # another sweep into this folder is training this job right now
         job_ended(*job, {"status": "running elsewhere"}, None, "(locked by another process; skipped)")
-        return math.nan
+        return worst
     try:
         from dltrain.config import RunConfig, to_plain
         from dltrain.train import run_job
@@ -80,16 +103,17 @@ def hydra_job(cfg: Any) -> Any:
         report = with_wall_time(run_dir, report, time.monotonic() - started)
         if job:
             job_ended(*job, report, report["wall_seconds"])
-        best = report["best"]  # the monitored metric's best value: what Hydra's Optuna sweeper optimizes
-        return math.nan if best is None else best
+        return sweep_value(report, worst)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
         interrupted(err, run_dir, cfg.trainer.max_epochs)
     except ConfigError as err:
-        return job_failed([f"error: {problem}" for problem in err.problems], run_dir, overrides, job, code=2,
+        job_failed([f"error: {problem}" for problem in err.problems], run_dir, overrides, job, code=2,
                           seconds=time.monotonic() - started)
+        return worst
     except OSError as err:  # a full disk, a read-only or deleted run folder: what was saved before stays whole
-        return job_failed([f"error: {os_failure(err, run_dir, cfg.trainer.max_epochs)}"], run_dir, overrides, job,
+        job_failed([f"error: {os_failure(err, run_dir, cfg.trainer.max_epochs)}"], run_dir, overrides, job,
                           code=1, seconds=time.monotonic() - started)
+        return worst
     except Exception as err:  # noqa: BLE001  (a crashed trial must not kill the sweep)
         if type(err).__name__ == "SignalException":  # the DDP launcher stopped its workers on a signal
             interrupted(err, run_dir, cfg.trainer.max_epochs)
@@ -102,8 +126,9 @@ def hydra_job(cfg: Any) -> Any:
             with open(run_dir / "dltrain.log", "a") as log:
                 traceback.print_exc(file=log)
         where = f"in {run_dir / 'dltrain.log'}" if multirun else "above"
-        return job_failed([f"error: {one_line(err, where)}"], run_dir, overrides, job, code=1,
+        job_failed([f"error: {one_line(err, where)}"], run_dir, overrides, job, code=1,
                           seconds=time.monotonic() - started)
+        return worst
 
 
 def os_failure(err: OSError, run_dir: Path, max_epochs: Any) -> str:
@@ -123,6 +148,40 @@ def os_failure(err: OSError, run_dir: Path, max_epochs: Any) -> str:
         return f"{where}: {cause}; no complete epoch is saved in {run_dir}"
     return (f"{where}: {cause}; epoch {epoch}/{max_epochs} is saved whole in {run_dir}: free space or make the folder "
             f"writable, then resume with: dltrain trainer.resume={run_dir}")
+
+
+def parallel_jobs(hydra_cfg: Any) -> int:
+    """How many jobs of this sweep the launcher runs at once on this machine, each to get its share of the cores:
+    submitit's local executor starts them all (2 jobs on 2 cores with 2 threads each ran 10x slower). joblib
+    limits its workers' threads itself; SLURM gives each job its own cores; Hydra's basic launcher runs one."""
+    from omegaconf import OmegaConf
+
+    from dltrain.sweep import sweep_env
+
+    if not str(OmegaConf.select(hydra_cfg, "launcher._target_", default="")).endswith(".LocalLauncher"):
+        return 1
+    batch = sweep_env().get("jobs") or OmegaConf.select(hydra_cfg, "sweeper.n_jobs", default=1)  # Optuna: per batch
+    return max(1, int(batch or 1))
+
+
+def worst_value(sweeper: Any, cfg: Any) -> float:
+    """What a failed, diverged or skipped job returns to the sweeper: the worst value for the sweeper's direction
+    (Optuna's `direction`, else the monitored metric's mode), so a Bayesian sweeper steers away from it. NaN would
+    make Optuna fail the trial, and hydra-optuna-sweeper then stop the whole sweep."""
+    from omegaconf import OmegaConf
+
+    direction = OmegaConf.select(sweeper, "direction", default=None, throw_on_resolution_failure=False)
+    if not isinstance(direction, str):  # several objectives, or none: the monitored metric decides
+        mode = OmegaConf.select(cfg, "early_stopping.mode", default="min", throw_on_resolution_failure=False)
+        direction = "maximize" if mode == "max" else "minimize"
+    return -math.inf if direction == "maximize" else math.inf
+
+
+def sweep_value(report: dict[str, Any], worst: float) -> float:
+    """The monitored metric's best value for a completed job, what Hydra's sweepers (Optuna) optimize."""
+    best = report.get("best")
+    ok = report.get("status") == "completed" and isinstance(best, (int, float)) and math.isfinite(best)
+    return float(best) if ok else worst
 
 
 def job_lock(run_dir: Path) -> Any:
@@ -218,7 +277,7 @@ def remove_if_empty(run_dir: Path) -> None:
 
 
 def job_failed(messages: list[str], run_dir: Path, overrides: list[str], job: tuple[Path, str, int] | None,
-               code: int, seconds: float) -> float:
+               code: int, seconds: float) -> None:
     """A single run: one line per problem and exit `code`. A sweep job (`job`: folder, name, number): the failure
     recorded in its metrics.json, one line on the terminal, and the sweep carries on."""
     if job is None:
@@ -232,9 +291,9 @@ def job_failed(messages: list[str], run_dir: Path, overrides: list[str], job: tu
     record = {"status": "failed", "error": "; ".join(messages), "wall_seconds": round(seconds, 3),
               "overrides": overrides}
     try:  # on a full disk the record may not fit either: the terminal line and the sweep's table still say it
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / "metrics.json", record)
+        if os.environ.get("RANK", "0") == "0":  # rank 0 of a job's tasks writes for them all
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(run_dir / "metrics.json", record)
     except OSError:
         pass
     job_ended(*job, record, seconds)
-    return math.nan

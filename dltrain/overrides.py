@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SUBCOMMANDS = ("init", "board", "runs", "eval", "export", "generate")
+SUBCOMMANDS = ("init", "board", "runs", "eval", "export", "generate", "predict")
 
 
 def quoted(value: str) -> str:
@@ -53,6 +53,17 @@ def first_problem(args: list[str], multirun: bool) -> str | None:
         return check_sweep(args) if multirun else check_overrides(args)
     except Exception as err:  # noqa: BLE001  (Hydra's own errors while expanding a sweep)
         return f"cannot expand the overrides: {type(err).__name__}: {first_line(err, 160)}"
+
+
+def no_cluster(args: list[str]) -> str | None:
+    """A SLURM launcher chosen on a machine without SLURM: submitit's own error is a traceback."""
+    import shutil
+
+    chosen = [a.split("=", 1)[1] for a in args if a.startswith("hydra/launcher=")]
+    if chosen and chosen[-1] in ("slurm", "submitit_slurm") and not shutil.which("sbatch"):
+        return (f"hydra/launcher={chosen[-1]} submits jobs to a SLURM cluster, and this machine has no sbatch: run it "
+                "on the cluster, or try the sweep here with hydra/launcher=submitit_local")
+    return None
 
 
 def stray_word(args: list[str]) -> str | None:

@@ -152,6 +152,16 @@ def git_state(folder: Path | None) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The commit of the code being run, when it runs from a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def provenance(root: Path | None) -> dict[str, Any]:
     """What produced a run: the project's folder and git state, and the versions of dltrain, torch and Python."""
     import platform

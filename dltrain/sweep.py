@@ -7,7 +7,7 @@ experiment's `hydra.sweeper.params`: the swept keys (several values) name the jo
 left out of the names. Before the first job it writes, at the sweep root, `sweep.json` (the plan) and the
 HParams experiment (each hyper-parameter's domain, the swept ones marked as differing, and the metric columns),
 with tensorboard's own `summary_v2.hparams_config_pb`. Jobs, in whatever launcher process, learn the plan from
-the DLTRAIN_SWEEP environment variable and record how they ended in the file named by DLTRAIN_JOBS.
+the DLTRAIN_SWEEP environment variable and record how they ended in the sweep folder (dltrain/ledger.py).
 Nothing here imports torch at module level: `dltrain --help` and the sub-commands stay fast.
 """
 from __future__ import annotations
@@ -16,8 +16,6 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,6 @@ from typing import Any
 from dltrain.hparams import hparam_domains, metric_columns, write_root
 
 SWEEP_ENV = "DLTRAIN_SWEEP"  # JSON {root, jobs, width}: the plan as the jobs (and their DDP workers) need it
-JOBS_ENV = "DLTRAIN_JOBS"  # a file where every job, in any launcher process, appends one JSON line as it ends
 ENDED_OK = ("completed", "diverged")  # ran to its end: stopped by max_epochs, early stopping or a NaN
 
 
@@ -204,7 +201,7 @@ def start(sweep: SweepPlan) -> None:
         except OSError as err:
             print(f"dltrain: warning: could not write the HParams experiment in {sweep.root}: {err}", file=sys.stderr)
     what = " x ".join(f"{k} ({len(v)})" if v else k for k, v in sweep.swept.items()) or "nothing swept"
-    count = f"{sweep.jobs} jobs" if sweep.jobs is not None else "jobs"
+    count = f"{sweep.jobs} jobs" if sweep.jobs is not None else "values picked by the sweeper"
     where = f" in {sweep.root}" if sweep.root else ""
     print(f"sweep: {count}, {what}{where}\none line per job as it ends; its epochs go to <job>/dltrain.log", flush=True)
 
@@ -217,55 +214,24 @@ def sweep_env() -> dict[str, Any]:
         return {}
 
 
-@contextmanager
-def job_output(run_dir: Path, enabled: bool = True) -> Iterator[None]:
-    """In a sweep, a job's own output (its per-epoch lines, summary, warnings, its DDP workers' output) goes to
-    <job>/dltrain.log instead of the terminal, at the file-descriptor level so that child processes follow; an
-    empty log is removed."""
-    if not enabled:
-        yield
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = run_dir / "dltrain.log"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        saved = os.dup(1), os.dup(2)
-    except OSError:  # no standard output to redirect (a detached process): nothing to keep off the terminal
-        yield
-        return
-    try:
-        with open(log, "ab") as handle:
-            os.dup2(handle.fileno(), 1)
-            os.dup2(handle.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os.dup2(saved[0], 1)
-                os.dup2(saved[1], 2)
-    finally:
-        os.close(saved[0])
-        os.close(saved[1])
-        if log.is_file() and log.stat().st_size == 0:
-            log.unlink()
-
-
 def job_ended(run_dir: Path, name: str, num: int, report: dict[str, Any], seconds: float | None,
               note: str = "") -> None:
-    """One line for the terminal and one record for the parent, as the job ends."""
+    """One line for the terminal (printed here in the sweep's own process, else by it) and one record for the
+    sweep, as the job ends."""
+    from dltrain import ledger
+
+    if os.environ.get("RANK", "0") != "0":  # one of a job's several tasks (submitit's tasks_per_node): rank 0 reports
+        return
     env = sweep_env()
     status = status_of(report)
-    print(job_line(num, env, name, report, status, seconds, note), flush=True)
-    path = os.environ.get(JOBS_ENV)
-    if path:
-        root = env.get("root")
-        if not root and run_dir.as_posix().endswith(f"/{name}"):  # the sweep folder only a job could resolve
-            root = run_dir.as_posix()[:-len(name) - 1]
-        record = {"name": name, "status": status, "run_dir": str(run_dir), "root": root, "error": report.get("error")}
-        with open(path, "a") as jobs:
-            jobs.write(json.dumps(record) + "\n")
+    line = job_line(num, env, name, report, status, seconds, note)
+    if ledger.in_sweep_process() or not os.environ.get(ledger.LEDGER_ENV):
+        print(line, flush=True)
+    root = env.get("root")
+    if not root and run_dir.as_posix().endswith(f"/{name}"):  # the sweep folder only a job could resolve
+        root = run_dir.as_posix()[:-len(name) - 1]
+    ledger.record(num, {"name": name, "status": status, "run_dir": str(run_dir), "root": root,
+                        "error": report.get("error"), "line": line})
 
 
 def main_test_metric(test: dict[str, Any]) -> tuple[str, Any]:

@@ -2,28 +2,28 @@
 device, fit, report.
 
 `run_job` is what the CLI calls for each Hydra job; with trainer.devices > 1 it starts that many DDP
-workers (each runs `train`) and waits. Everything is built and checked once on the CPU before any worker
-starts, so a config error is one line from the parent process.
+workers (each runs `train`) and waits. The parent checks what the config alone decides and builds nothing: each
+worker builds the data and model once, and a problem found there (the first worker's) is one line from the parent.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from dltrain import checkpoint, dist
+from dltrain import checkpoint, cluster, dist
 from dltrain.build import (RunComponents, build, make_best, make_callbacks, make_optimizer, make_settings, pick_device,
                            to_device, wrap_model)
 from dltrain.config import RunConfig
 from dltrain.engine import State, fit
 from dltrain.files import write_json_atomic, write_text_atomic
-from dltrain.optim import optimizer_class
-from dltrain.plugins import provenance
-from dltrain.registry import check
+from dltrain.plugins import git_commit, provenance
+from dltrain.registry import ConfigError, check, first_line
 
 
 def train(config: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict[str, Any]:
@@ -31,17 +31,22 @@ def train(config: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict[s
     trainer = config.trainer
     if trainer.deterministic:  # cuBLAS refuses deterministic mode without a fixed workspace
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.get_num_threads())
+    dist.share_cores(trainer.threads)
     device = pick_device(trainer)
     device = dist.setup(device.type) or device
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.benchmark)
     if trainer.compile:
         torch.compiler.reset()  # each run of a sweep in one process compiles afresh, within dynamo's limits
     try:
+        resuming = dist.all_gather_object(bool(trainer.resume))  # a re-launch resumes where the folder is seen
+        check(len(set(resuming)) == 1, f"only rank(s) {[r for r, yes in enumerate(resuming) if yes]} of "
+              f"{len(resuming)} see the run to resume: keep the run folder on a file system all nodes share")
         return train_on(config, run_dir, device, list(overrides))
     finally:  # a run must not change the next one in this process
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.benchmark = saved[2]
+        torch.set_num_threads(saved[3])
         dist.teardown()
 
 
@@ -90,9 +95,10 @@ def make_report(state: State, parts: RunComponents, overrides: list[str]) -> dic
         "train_seconds": state.train_seconds,
         "samples_per_sec": state.samples_seen / state.train_seconds if state.train_seconds else None,
         "world_size": dist.world_size(),
+        "threads": torch.get_num_threads(),  # intra-op CPU threads of each process (rank 0's)
         "device": str(next(parts.model.parameters()).device),
         "overrides": overrides,
-        "git_commit": checkpoint.git_commit(),
+        "git_commit": git_commit(),
         "provenance": provenance(Path(parts.config.project) if parts.config.project else None),
     }
 
@@ -101,31 +107,57 @@ def run_job(config: RunConfig, run_dir: Path, overrides: list[str]) -> dict[str,
     """One Hydra job: train (in N DDP workers if asked), print the summary."""
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = config.trainer
+    if trainer.devices > 1 and cluster.slurm_group():
+        if dist.launch_rank() != 0:  # every task finds it; rank 0 says it
+            sys.exit(2)
+        raise ConfigError(f"trainer.devices={trainer.devices} but SLURM started this process as one of "
+                          f"{os.environ.get('WORLD_SIZE')} tasks, each one DDP process: use trainer.devices=1 and "
+                          f"ask SLURM for the processes (srun --ntasks-per-node=N, submitit's tasks_per_node=N)")
     if trainer.devices > 1 and not dist.launched_externally():
         check_before_workers(config)
-        dist.launch(trainer.devices, worker, config, str(run_dir), overrides)
+        try:
+            dist.launch(trainer.devices, worker, config, str(run_dir), overrides)
+        except Exception as err:
+            problems = dist.reported_problems(err)  # a worker's config problem: one line here, not a failed worker
+            if problems:
+                raise ConfigError(*problems) from None
+            raise
         report = json.loads((run_dir / "metrics.json").read_text())
     else:
-        report = train(config, run_dir, overrides)
+        try:
+            report = train(config, run_dir, overrides)
+        except RuntimeError as err:
+            lost_peer(err, run_dir)
+            raise
     if dist.launch_rank() == 0:
         print(summary_text(report, run_dir), flush=True)
     return report
 
 
 def check_before_workers(config: RunConfig) -> None:
-    """Every check a worker would make, here in the parent, so a problem is one line and no worker starts."""
+    """What the config alone decides, before any worker starts. The parent builds nothing: a copy of the data here
+    would only add start-up time and memory (each worker builds its own and reports what it finds wrong)."""
     trainer = config.trainer
-    parts = build(config)
     check(config.data.batch_size >= trainer.devices, f"data.batch_size={config.data.batch_size} is smaller than "
           f"trainer.devices={trainer.devices}: each process needs a share of the global batch")
-    if trainer.resume:
-        saved, path, finished = checkpoint.open_resumable(trainer.resume)
-        checkpoint.check_resumable(parts.model, saved, optimizer_class(config.optim.name), trainer.max_epochs,
-                                    finished, config.resolved)
-        checkpoint.best_weights(saved, path, torch.device("cpu"))  # refuses a best.pt that the checkpoint disowns
+    if trainer.resume:  # the checkpoint's fit to the model is checked in the workers, which build the model
+        checkpoint.open_resumable(trainer.resume)
     if pick_device(trainer).type == "cuda":
         check(torch.cuda.device_count() >= trainer.devices, f"trainer.devices={trainer.devices} but only "
               f"{torch.cuda.device_count()} GPU(s) are visible")
+
+
+def lost_peer(err: RuntimeError, run_dir: Path) -> None:
+    """Under an external launcher (torchrun, SLURM) a process whose peer died fails in its next collective (gloo:
+    connection reset; nccl: a DistBackendError): one line and exit 1 instead of a traceback in every process."""
+    text = str(err)
+    if not dist.launched_externally() or not (isinstance(err, torch.distributed.DistError) or "gloo" in text):
+        return
+    saved = f"; resume with: dltrain trainer.resume={run_dir}" if (run_dir / "last.pt").is_file() else ""
+    print(f"dltrain: error: rank {dist.launch_rank()} lost a process of its DDP group ({first_line(err)}){saved}",
+          file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)  # a normal exit can hang in the broken group's C++ teardown; every saved file is already whole
 
 
 def worker(config: RunConfig, run_dir: str, overrides: list[str]) -> None:
@@ -133,9 +165,11 @@ def worker(config: RunConfig, run_dir: str, overrides: list[str]) -> None:
     (the user's own components) are imported again here: a spawned process starts with the built-ins only."""
     from dltrain import plugins
 
-    plugins.load(list(config.plugins), Path(config.project) if config.project else None)
     try:
+        plugins.load(list(config.plugins), Path(config.project) if config.project else None)
         train(config, Path(run_dir), overrides)
+    except ConfigError as err:  # the parent prints it once; the agent stops the other workers
+        dist.report_to_parent(err.problems)
     except KeyboardInterrupt:  # Ctrl-C reaches every process of the terminal: the parent reports it, once
         os._exit(130)
 

@@ -72,7 +72,8 @@ def in_process_cli(monkeypatch):
 def test_failed_job_is_recorded_and_the_sweep_goes_on_returning_each_jobs_value(tmp_path, monkeypatch, capsys,
                                                                                  in_process_cli) -> None:
     """A real `dltrain -m` sweep (Hydra's basic sweeper and launcher), run in-process: each job returns to the
-    sweeper (Optuna optimizes it) its best monitored value, or NaN when it failed."""
+    sweeper (Optuna optimizes it) its best monitored value, or the worst value (+inf for a minimized val/loss) when
+    it failed: NaN would stop an Optuna study."""
     returned: dict[float, float] = {}
     real_job = cli_module.hydra_job
 
@@ -93,7 +94,7 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on_returning_each_jobs_value(
     assert "optim.lr=-1 must be >= 0" in failed["error"]
     val_losses = [v for _, v in load_scalars(jobs[True])["val/loss"]]
     assert len(val_losses) == 2 and completed["best"] == pytest.approx(min(val_losses), rel=1e-6)  # the best epoch's
-    assert returned[0.1] == completed["best"] and math.isnan(returned[-1])
+    assert returned[0.1] == completed["best"] and returned[-1] == math.inf
 
     returned.clear()
     try:  # a re-run skips the finished job (the failed one's exit code is checked above)
@@ -101,7 +102,7 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on_returning_each_jobs_value(
     except SystemExit:
         pass
     assert "already finished; skipped" in "".join(capsys.readouterr())
-    assert returned[0.1] == completed["best"] and math.isnan(returned[-1])  # the skipped job still reports its value
+    assert returned[0.1] == completed["best"] and returned[-1] == math.inf  # the skipped job still reports its value
 
 
 # A few cases end to end, one per place that rejects input; tests/test_bad_input.py has every message in-process.
@@ -183,3 +184,18 @@ def test_runs_marks_a_metrics_file_of_the_wrong_shape_unreadable(tmp_path) -> No
     result = cli(["runs", "sweep"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "unreadable" in result.stdout
+
+
+@pytest.mark.parametrize("words, expected", [
+    ("dltrain mo", {"model=cnn", "model=mlp", "model=lstm"}),  # a config group's choices
+    ("dltrain model=cnn op", {"optim=adam", "optim=sgd"}),  # after an override too
+    ("dltrain ru", {"runs"}),  # a sub-command
+    ("dltrain eval --", {"--last", "--predictions", "--project"}),  # a sub-command's options
+])
+def test_shell_completion_offers_sub_commands_options_and_overrides(tmp_path, words: str, expected: set) -> None:
+    """What bash's completion script (`dltrain --install-completion`) asks the command, answered for real."""
+    env = {"COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1), "_DLTRAIN_COMPLETE": "complete_bash"}
+    result = cli([], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    offered = set(result.stdout.split())
+    assert expected <= offered and all(item.startswith(words.split()[-1]) for item in offered), offered

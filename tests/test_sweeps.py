@@ -109,6 +109,7 @@ def test_tensorboard_compares_the_swept_keys_and_opens_on_the_curves(six) -> Non
         for group in groups:
             (name,) = [s["name"] for s in group["sessions"]]
             assert f"optim={group['hparams']['optim.name']},sched={group['hparams']['sched.name']}" == name
+            assert group["name"] == name  # the table's Trial ID: the run's name, not a hash of its values
             values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
             report = json.loads((root / name / "metrics.json").read_text())
             assert values["val/loss_best"] == pytest.approx(report["best"], rel=1e-6)
@@ -197,6 +198,7 @@ def test_export_says_what_it_wrote_and_what_it_skipped(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"torchscript: wrote {Path('run') / 'export' / 'model.ts'}"
+    assert lines.pop(1) == f"preprocessing: wrote {Path('run') / 'export' / 'model.preprocessing.json'}"
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401

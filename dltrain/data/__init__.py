@@ -44,6 +44,9 @@ class DataBundle:
     per_step_targets: bool = False  # one target per time step (language modelling), not one per sequence
     class_names: list[str] | None = None  # classification: a readable name per class index, when known
     chance_mse: float | None = None  # regression: the MSE of the best constant prediction (the chance level)
+    # what turns a raw input into x, learned from the train split, as plain JSON-able values (dltrain/preprocess.py
+    # documents the keys); None = unknown (a user's builder that does not say): `dltrain predict` then refuses
+    preprocessing: dict[str, Any] | None = None
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -55,6 +58,15 @@ class DataBundle:
         if self.vocab is None:
             return {}
         return {"vocab_size": len(self.vocab), "per_step": self.per_step_targets}
+
+    def description(self) -> dict[str, Any] | None:
+        """What a checkpoint keeps so that raw inputs can be predicted without the training data: the builder's
+        `preprocessing` plus one sample's shape and dtype, the task and its classes, the model's data arguments."""
+        if self.preprocessing is None:
+            return None
+        return {"format": 1, "shape": list(self.in_shape), "dtype": str(self.train.x.dtype).removeprefix("torch."),
+                "task": self.task, "num_outputs": self.num_outputs, "class_names": self.class_names,
+                "model_args": self.model_args(), **self.preprocessing}
 
 
 def check_sizes(train_size: int, val_size: int, test_size: int) -> None:
@@ -80,20 +92,39 @@ def split_indices(n: int, fractions: tuple[float, float, float], seed: int) -> t
     return perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:n_train + n_val + n_test]
 
 
-def standardize(train_x: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(train_x, *others) scaled by train_x's mean and std per channel (axis 1; a feature for (N, F) data):
-    statistics over the samples and every other axis, so no val/test value leaks into them."""
+def train_stats(train_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std per channel (axis 1; a feature for (N, F) data) over the samples and every other axis,
+    shaped (C, 1, ...) to broadcast against one sample."""
     dims = [0] + list(range(2, train_x.dim()))  # all but the channel axis
     mean = train_x.mean(dim=dims, keepdim=True)[0]
     std = train_x.std(dim=dims, keepdim=True)[0].clamp_min(1e-8)  # a constant channel stays finite (all zero)
+    return mean, std
+
+
+def scaling(mean: torch.Tensor, std: torch.Tensor) -> dict[str, list[float]]:
+    """The `preprocessing` entries of a per-channel standardisation: x = (raw - mean[c]) / std[c]."""
+    return {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+
+
+def standardize(train_x: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(train_x, *others) scaled by train_x's mean and std per channel (`train_stats`), so no val/test value
+    leaks into the statistics."""
+    mean, std = train_stats(train_x)
     return tuple((x - mean) / std for x in (train_x, *others))
+
+
+def scaled_splits(x: torch.Tensor, y: torch.Tensor, fractions: list[float],
+                  seed: int) -> tuple[tuple[Split, ...], dict[str, list[float]]]:
+    """Split by seeded fractions, then scale by the train split's mean and std (one value per channel); also
+    returns that scaling (`scaling`) for the bundle's `preprocessing`."""
+    indices = split_indices(len(x), check_fractions(fractions), seed)
+    mean, std = train_stats(x[indices[0]])
+    return tuple(Split((x[i] - mean) / std, y[i]) for i in indices), scaling(mean, std)
 
 
 def standardized_splits(x: torch.Tensor, y: torch.Tensor, fractions: list[float], seed: int) -> tuple[Split, ...]:
     """Split by seeded fractions, then scale by the train split's mean and std (one value per channel)."""
-    indices = split_indices(len(x), check_fractions(fractions), seed)
-    xs = standardize(*(x[i] for i in indices))
-    return tuple(Split(xi, y[i]) for xi, i in zip(xs, indices))
+    return scaled_splits(x, y, fractions, seed)[0]
 
 
 for _module in pkgutil.iter_modules(__path__):

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split, check_fractions
+from dltrain.data import DATASETS, DataBundle, Split, check_fractions, scaling
 from dltrain.data.tabular import SPLITS, Task, encode_targets, split_pool
 from dltrain.registry import ConfigError, check, first_line
 
@@ -254,6 +254,8 @@ def build_arrays(*, seed: int, path: str | None = None, y_path: str | None = Non
         for s in in_memory:
             xs[s].sub_(mean).div_(std)
     splits = [Split(xs[s], y.y[s]) for s in SPLITS]
+    prep = {"data": "arrays", "input": "array", "x_key": x_key, **(scaling(mean, std) if mean is not None else {}),
+            **({"target": y.scaling} if y.scaling else {})}  # raw input: the file's numbers, as float32
     return DataBundle(*splits, task=y.task, num_outputs=y.num_outputs, class_names=y.class_names,
-                      chance_mse=y.chance_mse)
+                      chance_mse=y.chance_mse, preprocessing=prep)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split, check_fractions, split_indices, standardize
+from dltrain.data import DATASETS, DataBundle, Split, check_fractions, scaling, split_indices, train_stats
 
 
 @DATASETS.register("diabetes")
@@ -17,6 +17,12 @@ def build_diabetes(*, seed: int, fractions: list[float] = (0.6, 0.2, 0.2),
     x = torch.tensor(raw.data, dtype=torch.float32)
     y = torch.tensor(raw.target, dtype=torch.float32).unsqueeze(1)
     indices = split_indices(len(x), check_fractions(list(fractions)), seed)
-    xs = standardize(*(x[i] for i in indices))  # one feature = one channel of (N, 10)
-    ys = standardize(*(y[i] for i in indices)) if standardize_target else tuple(y[i] for i in indices)
-    return DataBundle(*(Split(a, b) for a, b in zip(xs, ys)), task="regression", num_outputs=1)
+    mean, std = train_stats(x[indices[0]])  # one feature = one channel of (N, 10)
+    prep = {"data": "diabetes", "input": "array", **scaling(mean, std)}
+    ys = tuple(y[i] for i in indices)
+    if standardize_target:
+        y_mean, y_std = train_stats(ys[0])
+        ys = tuple((t - y_mean) / y_std for t in ys)
+        prep["target"] = scaling(y_mean, y_std)  # predictions are y * std + mean in the target's own units
+    return DataBundle(*(Split((x[i] - mean) / std, t) for i, t in zip(indices, ys)), task="regression",
+                      num_outputs=1, preprocessing=prep)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from dltrain.data import DATASETS, DataBundle, standardized_splits
+from dltrain.data import DATASETS, DataBundle, scaled_splits
 
 DIGIT_NAMES = [str(d) for d in range(10)]  # class index = the digit
 
@@ -16,5 +16,7 @@ def build_digits(*, seed: int, fractions: list[float] = (0.6, 0.2, 0.2)) -> Data
     raw = load_digits()
     x = torch.tensor(raw.images, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(raw.target, dtype=torch.long)
-    train, val, test = standardized_splits(x, y, list(fractions), seed)
-    return DataBundle(train, val, test, task="classification", num_outputs=10, class_names=list(DIGIT_NAMES))
+    (train, val, test), scale = scaled_splits(x, y, list(fractions), seed)
+    prep = {"data": "digits", "input": "array", **scale}  # raw input: sklearn's 8x8 grey levels, 0..16
+    return DataBundle(train, val, test, task="classification", num_outputs=10, class_names=list(DIGIT_NAMES),
+                      preprocessing=prep)

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from dltrain.data import DATASETS, DataBundle, standardized_splits
+from dltrain.data import DATASETS, DataBundle, scaled_splits
 from dltrain.registry import ConfigError, check, first_line
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")  # as torchvision
@@ -121,5 +121,8 @@ def build_image_folder(*, seed: int, root: str | None = None, size: list[int] = 
         write_cache(cache, prefix, name, pixels)
     x = torch.from_numpy(pixels).float().div_(255)
     y = torch.tensor(labels, dtype=torch.long)
-    train, val, test = standardized_splits(x, y, list(fractions), seed)
-    return DataBundle(train, val, test, task="classification", num_outputs=len(classes), class_names=classes)
+    (train, val, test), scale = scaled_splits(x, y, list(fractions), seed)
+    prep = {"data": "image_folder", "input": "image", "image": {"size": list(hw), "channels": channels},
+            "divide_by": 255.0, **scale}  # raw input: pixel values 0..255 after decode()'s convert and resize
+    return DataBundle(train, val, test, task="classification", num_outputs=len(classes), class_names=classes,
+                      preprocessing=prep)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split, check_fractions, split_indices, standardize
+from dltrain.data import DATASETS, DataBundle, Split, check_fractions, scaling, split_indices, train_stats
 from dltrain.data.cifar import CLASSES, load_batch
 from dltrain.data.digits import DIGIT_NAMES
 from dltrain.registry import ConfigError, check, first_line
@@ -141,7 +141,7 @@ def read_cifar10(root: Path, download_ok: bool) -> dict[str, tuple[np.ndarray, n
 
 
 def bundle(parts: dict[str, tuple[np.ndarray, np.ndarray]], fractions: list[float], seed: int,
-           use_official_test: bool, class_names: list[str] | None = None) -> DataBundle:
+           use_official_test: bool, class_names: list[str] | None = None, name: str = "mnist") -> DataBundle:
     """Pool what is present, split, scale to [0, 1] and standardize per channel by train statistics."""
     def tensors(arrays: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(np.concatenate([a[0] for a in arrays])).float().div_(255)
@@ -155,9 +155,13 @@ def bundle(parts: dict[str, tuple[np.ndarray, np.ndarray]], fractions: list[floa
         f = (f[0] / (f[0] + f[1]), f[1] / (f[0] + f[1]), 0.0)
     train_idx, val_idx, test_idx = split_indices(len(x), f, seed)
     test_x, test_y = tensors([parts["test"]]) if official else (x[test_idx], y[test_idx])
-    xs = standardize(x[train_idx], x[val_idx], test_x)
-    splits = [Split(xi, yi) for xi, yi in zip(xs, (y[train_idx], y[val_idx], test_y))]
-    return DataBundle(*splits, task="classification", num_outputs=10, class_names=class_names)
+    mean, std = train_stats(x[train_idx])
+    splits = [Split((xi - mean) / std, yi) for xi, yi in zip((x[train_idx], x[val_idx], test_x),
+                                                             (y[train_idx], y[val_idx], test_y))]
+    size, channels = list(x.shape[2:]), x.shape[1]
+    prep = {"data": name, "input": "image", "image": {"size": size, "channels": channels}, "divide_by": 255.0,
+            **scaling(mean, std)}  # raw input: pixel values 0..255 (MNIST: white digit on black)
+    return DataBundle(*splits, task="classification", num_outputs=10, class_names=class_names, preprocessing=prep)
 
 
 def _register(name: str) -> None:
@@ -169,7 +173,7 @@ def _register(name: str) -> None:
         check(not use_official_test or {"train", "test"} <= set(parts), f"data.use_official_test=true needs both "
               f"the official train and test files in {folder}; only the {', '.join(parts)} part is there "
               "(set it to false to split what is there)")
-        return bundle(parts, list(fractions), seed, use_official_test, list(CLASS_NAMES[name]))
+        return bundle(parts, list(fractions), seed, use_official_test, list(CLASS_NAMES[name]), name)
 
 
 for _name in ("mnist", "fashion_mnist", "cifar10"):

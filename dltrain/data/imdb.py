@@ -25,6 +25,8 @@ CLASSES = ("neg", "pos")  # label = index
 SPECIALS = ("<pad>", "<unk>")  # ids 0 and 1
 WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+TOKENIZER_RULE = (f"lowercase; {BREAK.pattern} (any case) -> space; words: {WORD.pattern}; the last seq_len words, "
+                  "padded with id 0 at the front; a word not in vocab -> id 1")  # for users of an exported model
 
 
 def tokenize(text: str) -> list[str]:
@@ -108,5 +110,7 @@ def build_imdb(*, seed: int, root: str = "~/.cache/dltrain/aclImdb", seq_len: in
     splits = [Split(encode(train_reviews, index, seq_len), y[train_idx]),
               Split(encode([reviews[i] for i in val_idx.tolist()], index, seq_len), y[val_idx]),
               Split(encode(test_reviews, index, seq_len), torch.tensor(test_labels, dtype=torch.long))]
+    prep = {"data": "imdb", "input": "tokens", "text": {"tokenizer": "imdb", "rule": TOKENIZER_RULE, "seq_len": seq_len,
+                                                        "vocab": vocab, "padding": 0, "unknown": 1, "pad": "front"}}
     return DataBundle(*splits, task="classification", num_outputs=len(CLASSES), vocab=vocab, per_step_targets=False,
-                      class_names=list(CLASSES))
+                      class_names=list(CLASSES), preprocessing=prep)

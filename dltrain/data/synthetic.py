@@ -23,4 +23,5 @@ def build_synthetic(*, seed: int, shape: list[int], num_classes: int = 10, train
     for n in (train_size, val_size, test_size):
         x = torch.randn(n, *shape, generator=gen)
         splits.append(Split(x, (x.reshape(n, features) @ teacher).argmax(dim=1)))
-    return DataBundle(*splits, task="classification", num_outputs=num_classes)
+    return DataBundle(*splits, task="classification", num_outputs=num_classes,
+                      preprocessing={"data": "synthetic", "input": "array"})  # inputs as they are

@@ -24,10 +24,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split, check_fractions, split_indices, standardize
+from dltrain.data import DATASETS, DataBundle, Split, check_fractions, scaling, split_indices, train_stats
+from dltrain.data.features import SPLITS, encode_features
 from dltrain.registry import ConfigError, check, first_line
 
-SPLITS = ("train", "val", "test")
 Task = Literal["auto", "classification", "regression"]
 
 
@@ -54,6 +54,7 @@ class Targets:
     num_outputs: int
     class_names: list[str] | None = None
     chance_mse: float | None = None
+    scaling: dict[str, list[float]] | None = None  # regression: the train mean/std the targets were scaled by
 
 
 def encode_targets(values: dict[str, np.ndarray], task: Task, max_classes: int, standardize_target: bool,
@@ -73,11 +74,13 @@ def encode_targets(values: dict[str, np.ndarray], task: Task, max_classes: int, 
     if task == "regression":
         check(numeric, f"{where} has text values (e.g. {str(distinct[0])!r}): data.task=regression needs numbers")
         ys = {k: torch.from_numpy(as_2d(v).astype(np.float32)) for k, v in values.items()}
+        scale = None
         if standardize_target:
-            ys = dict(zip(ys, standardize(*ys.values())))
+            mean, std = train_stats(ys["train"])
+            ys, scale = {k: (v - mean) / std for k, v in ys.items()}, scaling(mean, std)
         train = ys["train"]
         chance = float(((train - train.mean(0)) ** 2).mean()) if len(train) else None
-        return Targets(ys, "regression", train.shape[1], chance_mse=chance)
+        return Targets(ys, "regression", train.shape[1], chance_mse=chance, scaling=scale)
     check(pooled.shape[1] == 1, f"{where}: classification takes one label per sample, got {pooled.shape[1]} values "
           "per sample (give class indices, or set data.task=regression)")
     check(len(distinct) >= 2, f"{where} has a single value ({str(distinct[0])!r}): nothing to classify")
@@ -161,39 +164,6 @@ def as_number(cell: str) -> float | None:
 
 def location(where: tuple[Path, int], column: str) -> str:
     return f"{where[0]}, line {where[1]}, column {column!r}"
-
-
-def encode_features(features: list[str], numeric: dict[str, bool], rows: dict[str, list[list[str | None]]],
-                    nums: dict[str, list[list[float | None]]], max_categories: int) -> dict[str, torch.Tensor]:
-    """(N, F) float32 per split: the numeric columns (missing -> train mean) standardized by the train split,
-    then one one-hot block per text column over its train categories (unseen or missing -> all zeros)."""
-    blocks: dict[str, list[torch.Tensor]] = {s: [] for s in SPLITS}
-    numeric_features = [j for j, h in enumerate(features) if numeric[h]]
-    if numeric_features:
-        raw = {s: torch.tensor([[r[j] if r[j] is not None else math.nan for j in numeric_features] for r in nums[s]],
-                               dtype=torch.float64).reshape(len(nums[s]), len(numeric_features)) for s in SPLITS}
-        fill = torch.nanmean(raw["train"], dim=0)  # what a missing cell becomes (data.missing=mean)
-        empty = [features[k] for k, v in zip(numeric_features, fill.tolist()) if math.isnan(v)]
-        check(not empty, f"data=csv: column(s) {', '.join(map(repr, empty))} have no value in the train split; "
-              "list them in data.drop")
-        raw = {s: torch.where(torch.isnan(x), fill, x).float() for s, x in raw.items()}
-        for s, x in zip(SPLITS, standardize(raw["train"], raw["val"], raw["test"])):
-            blocks[s].append(x)
-    for j, h in enumerate(features):
-        if numeric[h]:
-            continue
-        categories = sorted({r[j] for r in rows["train"] if r[j] is not None})
-        check(len(categories) <= max_categories, f"data=csv: column {h!r} has {len(categories)} distinct text values "
-              f"in the train split (more than data.max_categories={max_categories}): list it in data.drop if it "
-              "is an id or free text, or raise data.max_categories")
-        index = {c: k for k, c in enumerate(categories)}
-        for s in SPLITS:
-            onehot = torch.zeros(len(rows[s]), len(categories))
-            hits = [(i, index[r[j]]) for i, r in enumerate(rows[s]) if r[j] in index]  # unseen/missing: all zero
-            if hits:
-                onehot[torch.tensor([i for i, _ in hits]), torch.tensor([k for _, k in hits])] = 1.0
-            blocks[s].append(onehot)
-    return {s: torch.cat(b, dim=1) for s, b in blocks.items()}
 
 
 @DATASETS.register("csv")
@@ -298,10 +268,13 @@ def build_csv(*, seed: int, path: str | list[str] | None = None, target: str | i
     for s in set(tables) - {"train"}:
         rows[s], nums[s] = text[s], parsed[s]
 
-    xs = encode_features(features, numeric, rows, nums, max_categories)
+    encoded = encode_features(features, numeric, rows, nums, max_categories)
     raw_y = {s: (np.array([r[-1] for r in nums[s]], dtype=np.float64) if numeric[target]
                  else np.array([r[-1] for r in rows[s]], dtype=str)) for s in SPLITS}
     y = encode_targets(raw_y, task, max_classes, standardize_target, f"target column {target!r}")
-    splits = [Split(xs[s], y.y[s]) for s in SPLITS]
+    splits = [Split(encoded.x[s], y.y[s]) for s in SPLITS]
+    prep = {"data": "csv", "input": "table", "columns": encoded.columns, "mean": encoded.mean, "std": encoded.std,
+            "target_column": target, "delimiter": delimiter, "na_values": sorted(na), "missing": missing,
+            **({"target": y.scaling} if y.scaling else {})}
     return DataBundle(*splits, task=y.task, num_outputs=y.num_outputs, class_names=y.class_names,
-                      chance_mse=y.chance_mse)
+                      chance_mse=y.chance_mse, preprocessing=prep)

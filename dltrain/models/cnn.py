@@ -1,6 +1,9 @@
-"""Convolutional net: [conv -> BatchNorm? -> activation -> pool] x N, then a fully connected head.
+"""Convolutional net: [conv -> BatchNorm? -> activation, a pool after every `pool_every` blocks] x N, dropout,
+then a fully connected head.
 
-The default is LeNet-5-like: 6 and 16 channels, 5x5 kernels (padded so 8x8 digits fit), head 120-84.
+The default is LeNet-5-like: 6 and 16 channels, 5x5 kernels (padded so 8x8 digits fit), head 120-84. PyTorch's
+MNIST example net is two 3x3 convs (32, 64), one pool, dropout 0.25, head 128 with dropout 0.5
+(experiments/mnist_pytorch_example.yaml).
 """
 from __future__ import annotations
 
@@ -21,12 +24,16 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
 @MODELS.register("cnn", channels_last=True)  # conv nets run faster in NHWC on GPUs
 def build_cnn(*, in_shape: tuple[int, ...], num_outputs: int, channels: list[int], kernel_size: int = 5,
               stride: int = 1, padding: int = 2, pool: Literal["max", "avg", "none"] = "max", pool_size: int = 2,
-              head: list[int] | None = None, activation: str = "relu", slope: float = 0.01, dropout: float = 0.0,
-              batch_norm: bool = False, init: str = "default", init_args: dict | None = None) -> nn.Module:
-    """Conv blocks with `channels[i]` output channels each; `head` lists the hidden widths of the head."""
+              pool_every: int = 1, conv_dropout: float = 0.0, head: list[int] | None = None, activation: str = "relu",
+              slope: float = 0.01, dropout: float = 0.0, batch_norm: bool = False, init: str = "default",
+              init_args: dict | None = None) -> nn.Module:
+    """Conv blocks with `channels[i]` output channels each, a pool after every `pool_every`-th block (and after the
+    last); `conv_dropout` after the conv stack; `head` lists the hidden widths of the head."""
     check(len(in_shape) == 3, f"model=cnn needs image inputs (channels, height, width); the data gives {in_shape}")
     check(len(channels) > 0 and all(c > 0 for c in channels), f"model.channels must be positive widths, got {channels}")
     check(0.0 <= dropout < 1.0, f"model.dropout={dropout} must be in [0, 1)")
+    check(0.0 <= conv_dropout < 1.0, f"model.conv_dropout={conv_dropout} must be in [0, 1)")
+    check(pool_every >= 1, f"model.pool_every={pool_every} must be >= 1 (conv blocks per pool)")
     layers: list[nn.Module] = []
     c, h, w = in_shape
     for i, out in enumerate(channels):
@@ -35,13 +42,15 @@ def build_cnn(*, in_shape: tuple[int, ...], num_outputs: int, channels: list[int
         if batch_norm:
             layers.append(nn.BatchNorm2d(out))
         layers.append(make_activation(activation, slope))
-        if pool != "none":
+        if pool != "none" and ((i + 1) % pool_every == 0 or i + 1 == len(channels)):
             layers.append(nn.MaxPool2d(pool_size) if pool == "max" else nn.AvgPool2d(pool_size))
             h, w = h // pool_size, w // pool_size
         check(h > 0 and w > 0, f"model=cnn: a {in_shape[1]}x{in_shape[2]} input shrinks to nothing after conv block "
               f"{i + 1}; use fewer blocks, a smaller kernel_size/pool_size or more padding")
         c = out
     sizes = [c * h * w, *(head if head is not None else [120, 84]), num_outputs]
+    if conv_dropout > 0:
+        layers.append(nn.Dropout(conv_dropout))
     model = nn.Sequential(*layers, nn.Flatten(), *linear_stack(sizes, activation, slope, dropout))
     init_weights(model, init, init_args)
     return model

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from dltrain import DataBundle, check, register_data
-from dltrain.data import standardized_splits
+from dltrain.data import scaled_splits
 
 
 @register_data("points")
@@ -21,6 +21,8 @@ def build_points(*, seed: int, path: str = "data/points.csv", fractions: list[fl
     table = np.loadtxt(file, delimiter=",", skiprows=1, dtype=np.float32)  # columns: x1, x2, label
     check(table.ndim == 2 and table.shape[1] >= 2, f"{file} needs feature columns and a label column")
     x, y = torch.from_numpy(table[:, :-1]), torch.from_numpy(table[:, -1]).long()
-    train, val, test = standardized_splits(x, y, list(fractions), seed)  # one mean/std per feature, from train
+    (train, val, test), scale = scaled_splits(x, y, list(fractions), seed)  # one mean/std per feature, from train
+    # how a raw input becomes x, saved in checkpoints: `dltrain predict RUN points.npy` and the export use it
+    preprocessing = {"data": "points", "input": "array", **scale}
     return DataBundle(train, val, test, task="classification", num_outputs=int(y.max()) + 1,
-                      class_names=["inner", "outer"])
+                      class_names=["inner", "outer"], preprocessing=preprocessing)

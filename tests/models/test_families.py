@@ -125,3 +125,17 @@ def test_bidirectional_classifier_reads_every_step_in_both_directions() -> None:
     assert torch.all(x.grad.abs().sum(dim=(0, 2)) > 0)  # the first step reaches the output too
     _, h_n = model.rnn(x)
     torch.testing.assert_close(model(x), model.head(torch.cat([h_n[-2], h_n[-1]], dim=-1)))
+
+
+def test_the_cnn_yaml_expresses_pytorchs_mnist_example_net() -> None:
+    """experiments/mnist_pytorch_example.yaml builds pytorch/examples' mnist Net layer for layer: two convs, one
+    pool, dropout, then the head (1,199,882 parameters)."""
+    from dltrain.build import build as build_run
+    from tests.conftest import parse
+
+    model = build_run(parse(["experiment=mnist_pytorch_example"])).model
+    kinds = [type(layer).__name__ for layer in model]
+    assert kinds == ["Conv2d", "ReLU", "Conv2d", "ReLU", "MaxPool2d", "Dropout", "Flatten", "Linear", "ReLU",
+                     "Dropout", "Linear"]
+    assert (model[5].p, model[9].p, model[7].in_features) == (0.25, 0.5, 9216)
+    assert sum(p.numel() for p in model.parameters()) == 1_199_882

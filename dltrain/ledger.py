@@ -1,0 +1,144 @@
+"""What a sweep's job leaves for the sweep: its output in its own `dltrain.log`, and how it ended, one small JSON
+file per job in `<sweep>/.dltrain-jobs/<run>/`, written atomically by the job in whatever process or machine the
+launcher ran it (Hydra's basic launcher, joblib, submitit on SLURM with a shared file system), read by the sweep's
+own process for the exit code and the table at the end. That process also prints each job's one-line result as its file appears: a job that runs
+elsewhere (submitit) has no terminal of its own.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+LEDGER_ENV = "DLTRAIN_JOBS"  # the folder where every job records how it ended
+PARENT_ENV = "DLTRAIN_SWEEP_PROCESS"  # host:pid of the sweep's own process: jobs in it print their line themselves
+FOLDER = ".dltrain-jobs"  # inside the sweep folder, one sub-folder per run of the sweep; removed when it ends
+POLL_SECONDS = 0.5  # how often the sweep's process looks for jobs that ended elsewhere
+IN_PROCESS: dict[int, dict[str, Any]] = {}  # records of the jobs run in the sweep's own process, kept in memory too:
+# a full or read-only disk must not make the sweep forget a failed job (and exit 0)
+
+
+def this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def in_sweep_process() -> bool:
+    return os.environ.get(PARENT_ENV) == this_process()
+
+
+def record(num: int, entry: dict[str, Any]) -> None:
+    """The job's record (its name, status, error, and the line the terminal shows), if a sweep is listening."""
+    folder = os.environ.get(LEDGER_ENV)
+    if not folder:
+        return
+    from dltrain.files import write_json_atomic
+
+    entry = {**entry, "num": num, "printed": in_sweep_process()}
+    if entry["printed"]:
+        IN_PROCESS[num] = entry
+    try:  # a full disk must not turn a finished job into a crashed one: the job's own files say how it ended
+        write_json_atomic(Path(folder) / f"{num}.json", entry)
+    except OSError as err:
+        if not entry["printed"]:  # a job run elsewhere: its line and status cannot reach the sweep
+            print(f"dltrain: warning: could not record job {num} in {folder}: {err}", file=sys.stderr)
+
+
+def read(folder: Path) -> list[dict[str, Any]]:
+    """Every job's record, in job order; a file a crash left unreadable is skipped."""
+    found = list(IN_PROCESS.values())
+    for path in folder.glob("*.json"):
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("num"), int) and entry["num"] not in IN_PROCESS:
+            found.append(entry)
+    return sorted(found, key=lambda entry: entry["num"])
+
+
+@contextmanager
+def listening(root: Path | None) -> Iterator[Path]:
+    """The sweep's ledger (in its folder, or a temp folder when the folder is only known inside the jobs), the
+    environment that points jobs at it, and a thread that prints the lines of jobs that ended elsewhere."""
+    IN_PROCESS.clear()
+    try:  # its own sub-folder: two sweeps started at once into one folder keep apart
+        (root / FOLDER).mkdir(parents=True, exist_ok=True)  # type: ignore[operator]
+        folder = Path(tempfile.mkdtemp(prefix="run-", dir=root / FOLDER))  # type: ignore[operator]
+    except (OSError, TypeError):  # no sweep folder known here, or not writable: jobs on this machine still report
+        folder = Path(tempfile.mkdtemp(prefix="dltrain-jobs-"))
+    os.environ[LEDGER_ENV], os.environ[PARENT_ENV] = str(folder), this_process()
+    stop = threading.Event()
+    printer = threading.Thread(target=print_others, args=(folder, stop), daemon=True)
+    printer.start()
+    try:
+        yield folder
+    finally:
+        stop.set()
+        printer.join()
+
+
+def print_others(folder: Path, stop: threading.Event) -> None:
+    """Print each record's line that its job could not print on this terminal, once, until `stop` (then once more)."""
+    shown: set[int] = set()
+    while True:
+        ending = stop.is_set()
+        for entry in read(folder):
+            if not entry.get("printed") and entry["num"] not in shown:
+                shown.add(entry["num"])
+                print(entry.get("line", ""), flush=True)
+        if ending:
+            return
+        stop.wait(POLL_SECONDS)
+
+
+def close(folder: Path) -> None:
+    """The ledger has been read: remove it (and the sweep's empty `.submitit/%j`, which submitit leaves)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.parent.name == FOLDER and not any(folder.parent.iterdir()):
+        folder.parent.rmdir()
+    literal = folder.parent.parent / ".submitit" / "%j"
+    if literal.is_dir() and not any(literal.iterdir()):
+        literal.rmdir()
+
+
+@contextmanager
+def job_output(run_dir: Path, enabled: bool = True) -> Iterator[None]:
+    """In a sweep, a job's own output (its per-epoch lines, summary, warnings, its DDP workers' output) goes to
+    <job>/dltrain.log instead of the terminal, at the file-descriptor level so that child processes follow; an
+    empty log is removed."""
+    if not enabled:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / "dltrain.log"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        saved = os.dup(1), os.dup(2)
+    except OSError:  # no standard output to redirect (a detached process): nothing to keep off the terminal
+        yield
+        return
+    try:
+        with open(log, "ab") as handle:
+            os.dup2(handle.fileno(), 1)
+            os.dup2(handle.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        os.close(saved[0])
+        os.close(saved[1])
+        if log.is_file() and log.stat().st_size == 0:
+            log.unlink()
