@@ -116,9 +116,11 @@ class TensorBoard(Callback):
         keep_until(self.run_dir, state.epoch, state.step)
         quiet_writer_thread()
         self.writer = SummaryWriter(log_dir=str(self.run_dir))
-        # The session is the run (named by its folder), and so is its group: the HParams table's "Trial ID" column
-        # reads `optim=adam,sched=step` instead of a hash of the values. A resumed run writes it again (ignored).
-        self.writer.file_writer.add_summary(hparams_pb(self.hparams, trial_id=self.run_dir.name))
+        # The session is the run (named by its folder); its group, TensorBoard's default, a hash of the values: runs
+        # with the same values are repeats. (The run's name as group would be cut in the HParams table's narrow
+        # Trial ID column, `optim=adam,sc…` three times; the swept keys' own columns tell the rows apart.) A resumed
+        # run writes it again, which TensorBoard ignores.
+        self.writer.file_writer.add_summary(hparams_pb(self.hparams))
 
     def on_train_log(self, state: State, values: dict[str, float]) -> None:
         self.writer.add_scalar("train/loss_step", values["train/loss"], state.step)
