@@ -61,3 +61,14 @@ FAST = ["trainer.max_epochs=3", "model.hidden=[32]", "trainer.log_every_n_steps=
 @pytest.fixture
 def fast() -> list[str]:
     return list(FAST)
+
+
+@pytest.fixture(scope="session")
+def wheel_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """dltrain installed from this checkout as a real wheel into a folder of its own (`pip install --target`, no
+    source tree on the path), once per test session: PYTHONPATH=<it> runs it as a user's non-editable install."""
+    site = tmp_path_factory.mktemp("wheel") / "site"
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                            "--target", str(site), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    return site

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dltrain import cli as cli_module
-from tests.conftest import REPO, cli, load_scalars, run
+from tests.conftest import cli, load_scalars, run
 
 QUICK = ["trainer.max_epochs=2", "model.hidden=[16]", "trainer.log_every_n_steps=0"]
 
@@ -124,12 +124,9 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, message) -> No
 
 
 @pytest.mark.slow
-def test_non_editable_install_runs_from_any_folder(tmp_path) -> None:
+def test_non_editable_install_runs_from_any_folder(tmp_path, wheel_site) -> None:
     """`pip install .` (a real wheel, no source tree on the path) finds conf/ inside the package."""
-    site = tmp_path / "site"
-    build = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                            "--target", str(site), str(REPO)], capture_output=True, text=True, timeout=300)
-    assert build.returncode == 0, build.stderr
+    site = wheel_site
     assert (site / "dltrain" / "conf" / "config.yaml").is_file()
     assert (site / "dltrain" / "conf" / "model" / "mlp.yaml").is_file()
     assert (site / "dltrain" / "conf" / "experiment" / "optimizers.yaml").is_file()

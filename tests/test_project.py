@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dltrain import checkpoint
-from tests.conftest import REPO, cli
+from tests.conftest import cli
 
 QUICK = ["trainer.max_epochs=2", "trainer.log_every_n_steps=0"]
 
@@ -189,12 +189,9 @@ def test_a_checkpoint_cannot_make_eval_import_code(wide_project, tmp_path) -> No
 
 
 @pytest.mark.slow
-def test_the_scaffold_end_to_end_with_a_non_editable_install(tmp_path) -> None:
+def test_the_scaffold_end_to_end_with_a_non_editable_install(tmp_path, wheel_site) -> None:
     """CI: init, train, sweep, resume, eval, export from a folder outside the repo, dltrain installed as a wheel."""
-    site = tmp_path / "site"
-    build = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                            "--target", str(site), str(REPO)], capture_output=True, text=True, timeout=300)
-    assert build.returncode == 0, build.stderr
+    site = wheel_site
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     runner = "import sys; from dltrain.cli import main; sys.argv[0] = 'dltrain'; main()"
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split, check_fractions, scaling
+from dltrain.data import DATASETS, DataBundle, Split, check_fractions, scaling, train_stats
 from dltrain.data.tabular import SPLITS, Task, encode_targets, split_pool
 from dltrain.registry import ConfigError, check, first_line
 
@@ -247,10 +247,8 @@ def build_arrays(*, seed: int, path: str | None = None, y_path: str | None = Non
     del parts, pool, given, x_train, x  # the files' arrays: only the split copies (or the maps) stay
     in_memory = [s for s in SPLITS if isinstance(xs[s], torch.Tensor)]
     if standardize and in_memory:
-        if mean is None:  # the statistics of standardize(), applied in place: no second copy of the data
-            dims = [0, *range(2, xs["train"].dim())]
-            mean = xs["train"].mean(dim=dims, keepdim=True)[:1]
-            std = xs["train"].std(dim=dims, keepdim=True)[:1].clamp_min(1e-8)
+        if mean is None:  # standardize()'s statistics, shaped (1, C, ...) like channel_stats', applied in place
+            mean, std = (stat[None] for stat in train_stats(xs["train"]))
         for s in in_memory:
             xs[s].sub_(mean).div_(std)
     splits = [Split(xs[s], y.y[s]) for s in SPLITS]
