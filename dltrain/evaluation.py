@@ -7,7 +7,6 @@ export takes raw inputs (the scaling is inside it) with the non-tensor parts wri
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from dltrain import checkpoint, plugins, preprocess
 from dltrain.build import RunComponents, build
 from dltrain.config import RunConfig
 from dltrain.engine import evaluate
-from dltrain.files import write_atomic
+from dltrain.files import write_atomic, write_json_atomic
 from dltrain.registry import ConfigError, check
 
 T = TypeVar("T")
@@ -131,7 +130,7 @@ def export(loaded: Loaded, out_dir: Path) -> dict[str, Path]:
         if desc is not None:
             written["preprocessing"] = out_dir / "model.preprocessing.json"
             info = {**preprocess.formats(desc, loaded.parts.task_name), **desc}
-            write_atomic(written["preprocessing"], lambda handle: handle.write(json.dumps(info, indent=1).encode()))
+            write_json_atomic(written["preprocessing"], info)
     except OSError as err:
         raise ConfigError(f"cannot write the export to {out_dir}: {err.strerror or err}; give --out a writable "
                           "folder") from None

@@ -69,11 +69,14 @@ def listening(root: Path | None) -> Iterator[Path]:
     """The sweep's ledger (in its folder, or a temp folder when the folder is only known inside the jobs), the
     environment that points jobs at it, and a thread that prints the lines of jobs that ended elsewhere."""
     IN_PROCESS.clear()
-    try:  # its own sub-folder: two sweeps started at once into one folder keep apart
-        (root / FOLDER).mkdir(parents=True, exist_ok=True)  # type: ignore[operator]
-        folder = Path(tempfile.mkdtemp(prefix="run-", dir=root / FOLDER))  # type: ignore[operator]
-    except (OSError, TypeError):  # no sweep folder known here, or not writable: jobs on this machine still report
-        folder = Path(tempfile.mkdtemp(prefix="dltrain-jobs-"))
+    folder = None
+    if root is not None:
+        try:  # its own sub-folder: two sweeps started at once into one folder keep apart
+            (root / FOLDER).mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix="run-", dir=root / FOLDER))
+        except OSError:  # not writable: the jobs on this machine still report through a temp folder
+            pass
+    folder = folder or Path(tempfile.mkdtemp(prefix="dltrain-jobs-"))  # also when only the jobs know the folder
     os.environ[LEDGER_ENV], os.environ[PARENT_ENV] = str(folder), this_process()
     stop = threading.Event()
     printer = threading.Thread(target=print_others, args=(folder, stop), daemon=True)

@@ -21,7 +21,7 @@ from dltrain import checkpoint
 from dltrain.build import user_code
 from dltrain.config import RunConfig
 from dltrain.evaluation import Loaded, open_checkpoint, with_config
-from dltrain.files import write_atomic
+from dltrain.files import write_text_atomic
 from dltrain.models import MODELS, model_traits
 from dltrain.preprocess import check_description, deployed, read_inputs
 from dltrain.registry import ConfigError, check
@@ -119,6 +119,6 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows([header, *rows])
     try:
-        write_atomic(path, lambda handle: handle.write(text.getvalue().encode()))
+        write_text_atomic(path, text.getvalue())
     except OSError as err:
         raise ConfigError(f"cannot write {path}: {err.strerror or err}; give --out a writable path") from None
