@@ -1,10 +1,10 @@
-"""Checkpoints: written atomically (temp file in the same folder, fsync, then rename), loaded safely
-with torch.load(weights_only=True): tensors, numbers, strings, lists and dicts only; checked entry by entry
-(`validate`) before anything uses them; resuming a run from one.
+"""Checkpoints: written atomically (temp file in the same folder, fsync, then rename), loaded safely with
+torch.load(weights_only=True): tensors, numbers, strings, lists and dicts only; checked entry by entry (`validate`)
+before anything uses them; resuming a run from one.
 
-A run's last.pt is written before its best.pt (callbacks.Checkpointer), so a kill between the two leaves a
-last.pt that is itself the best epoch and a best.pt one improvement behind: resume takes the best weights from
-last.pt then, and the Checkpointer rewrites best.pt. Whatever the interruption, the resumed pair agrees.
+A run's last.pt is written before its best.pt (callbacks.Checkpointer), so a kill between the two leaves a last.pt
+that is itself the best epoch and a best.pt one improvement behind: resume takes the best weights from last.pt then,
+and the Checkpointer rewrites best.pt. Whatever the interruption, the resumed pair agrees.
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ RUN_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.json")  # what files.
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """A crash leaves either the old file or the new one, never half of one. torch.save reports a full disk as a
-    RuntimeError ("unexpected pos ..."): the OSError that caused it is raised instead."""
+    """A crash leaves the old file or the new one, never half of one. torch.save reports any failure amid its writes
+    as RuntimeError ("unexpected pos ..."): the real cause (a full disk's OSError, a signal's interrupt) is raised."""
     def save(handle: Any) -> None:
         failed: list[OSError] = []
 
@@ -46,9 +46,10 @@ def save_atomic(obj: Any, path: Path) -> None:
 
         try:
             torch.save(obj, SimpleNamespace(write=write, flush=handle.flush))
-        except RuntimeError:
-            if failed:
-                raise failed[0] from None
+        except RuntimeError as err:
+            cause = failed[0] if failed else err.__context__
+            if isinstance(cause, (OSError, KeyboardInterrupt)):
+                raise cause from None
             raise
 
     write_atomic(path, save)

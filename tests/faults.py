@@ -78,3 +78,34 @@ def run_dir_deleted_cli() -> None:
 
     sys.argv = ["dltrain", *sys.argv[1:], "+callbacks.delete_run_dir={after_epoch:1}"]
     main()
+
+
+def signal_inside_save_cli() -> None:
+    """The `dltrain` command that receives a real signal (DLTRAIN_TEST_SIGNAL=SIGINT|SIGTERM) from inside torch.save's
+    writes of its Nth checkpoint (DLTRAIN_TEST_SAVE=N): a Ctrl-C that lands while a checkpoint is half written."""
+    import signal
+    from types import SimpleNamespace
+
+    import torch
+
+    real_save, number, saves = torch.save, int(os.environ["DLTRAIN_TEST_SAVE"]), {"n": 0}
+    sig = getattr(signal, os.environ["DLTRAIN_TEST_SIGNAL"])
+
+    def save(obj: Any, file: Any, *args: Any, **kwargs: Any) -> Any:
+        saves["n"] += 1
+        if saves["n"] == number:
+            writes, target = {"n": 0}, file
+
+            def write(data: Any) -> int:
+                writes["n"] += 1
+                if writes["n"] == 3:  # past the zip header, amid the tensors' records
+                    os.kill(os.getpid(), sig)
+                return target.write(data)
+            file = SimpleNamespace(write=write, flush=target.flush)
+        return real_save(obj, file, *args, **kwargs)
+
+    torch.save = save
+    from dltrain.cli import main
+
+    sys.argv = ["dltrain", *sys.argv[1:]]
+    main()
