@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from dltrain.data import DATASETS, DataBundle, Split, check_fractions, scaling, train_stats
-from dltrain.data.tabular import SPLITS, Task, encode_targets, split_pool
+from dltrain.data.targets import SPLITS, Task, encode_targets, split_pool
 from dltrain.registry import ConfigError, check, first_line
 
 CHUNK_BYTES = 8 << 20  # bytes of rows read at a time by the load-time passes over a mapped file
@@ -175,63 +175,58 @@ def check_finite(array: np.ndarray, path: Path, what: str) -> None:
     check(bad == 0, f"{path}: {bad} NaN/inf value(s) in the {what}; clean or drop those samples")
 
 
-@DATASETS.register("arrays")
-def build_arrays(*, seed: int, path: str | None = None, y_path: str | None = None, val_path: str | None = None,
-                 val_y_path: str | None = None, test_path: str | None = None, test_y_path: str | None = None,
-                 x_key: str = "x", y_key: str = "y", mmap_threshold_mb: float = 1024.0, task: Task = "auto",
-                 max_classes: int = 100, standardize: bool = True, standardize_target: bool = True,
-                 fractions: list[float] = (0.6, 0.2, 0.2)) -> DataBundle:
-    """Inputs (N, ...) as float32 tensors, or MappedRows for memory-mapped .npy files."""
-    check(path is not None, "data=arrays needs data.path=FILE: an .npz with arrays x and y, or an .npy of inputs "
-          "with data.y_path=TARGETS.npy")
-    check(mmap_threshold_mb >= 0, f"data.mmap_threshold_mb={mmap_threshold_mb} must be >= 0 (MB)")
-    check(max_classes >= 2, f"data.max_classes={max_classes} must be >= 2")
-    check_fractions(list(fractions))
+def read_pair(x_file: str, y_file: str | None, x_name: str, y_name: str, key: str,
+              mmap_threshold_mb: float) -> tuple[np.ndarray, np.ndarray, Path]:
+    """Inputs and targets of one file (or pair of files), checked to be finite numbers, one target per input."""
+    xp = Path(x_file).expanduser()
+    check(xp.suffix.lower() != ".npy" or y_file is not None, f"data.{key}={x_file} is an .npy of inputs: give "
+          f"its targets in data.{key.replace('path', 'y_path')}=TARGETS.npy")
+    x = read_array(xp, x_name, mmap_threshold_mb, "inputs")
+    yp = Path(y_file).expanduser() if y_file is not None else xp
+    y = read_array(yp, y_name, None, "targets")  # targets are always in memory
+    check(x.ndim >= 1 and y.ndim >= 1 and len(x) == len(y), f"{xp} has {len(x) if x.ndim else 0} input "
+          f"sample(s) {tuple(x.shape)} but {yp} has {len(y) if y.ndim else 0} target(s) {tuple(y.shape)}; "
+          "they must match one to one")
+    check(len(x) > 0, f"{xp} holds no samples")
+    check(x.dtype.kind in "biuf", f"{xp}: inputs of dtype {x.dtype} are not numbers")
+    check(y.dtype.kind in "biuf", f"{yp}: targets of dtype {y.dtype} are not numbers (give class indices)")
+    check_finite(x, xp, "inputs")
+    check_finite(y, yp, "targets")
+    return x, y, xp
 
-    def pair(x_file: str, y_file: str | None, x_name: str, y_name: str,
-             key: str) -> tuple[np.ndarray, np.ndarray, Path]:
-        xp = Path(x_file).expanduser()
-        check(xp.suffix.lower() != ".npy" or y_file is not None, f"data.{key}={x_file} is an .npy of inputs: give "
-              f"its targets in data.{key.replace('path', 'y_path')}=TARGETS.npy")
-        x = read_array(xp, x_name, mmap_threshold_mb, "inputs")
-        yp = Path(y_file).expanduser() if y_file is not None else xp
-        y = read_array(yp, y_name, None, "targets")  # targets are always in memory
-        check(x.ndim >= 1 and y.ndim >= 1 and len(x) == len(y), f"{xp} has {len(x) if x.ndim else 0} input "
-              f"sample(s) {tuple(x.shape)} but {yp} has {len(y) if y.ndim else 0} target(s) {tuple(y.shape)}; "
-              "they must match one to one")
-        check(len(x) > 0, f"{xp} holds no samples")
-        check(x.dtype.kind in "biuf", f"{xp}: inputs of dtype {x.dtype} are not numbers")
-        check(y.dtype.kind in "biuf", f"{yp}: targets of dtype {y.dtype} are not numbers (give class indices)")
-        check_finite(x, xp, "inputs")
-        check_finite(y, yp, "targets")
-        return x, y, xp
 
+Pair = tuple[np.ndarray, np.ndarray, Path]
+
+
+def read_files(path: str, y_path: str | None, others: dict[str, tuple[str | None, str | None]], x_key: str,
+               y_key: str, mmap_threshold_mb: float) -> tuple[Pair, dict[str, Pair]]:
+    """The pooled pair of `path`, and the splits given as their own: an .npz's x_val/x_test members or the
+    val/test files in `others` (split -> (inputs file, targets file))."""
     main = Path(path).expanduser()
-    given: dict[str, tuple[np.ndarray, np.ndarray, Path]] = {}
+    given: dict[str, Pair] = {}
     if main.suffix.lower() == ".npz" and y_path is None and f"{x_key}_train" in npz_files(main):
         members = npz_files(main)
         for s in SPLITS:
             if f"{x_key}_{s}" in members:
-                given[s] = pair(path, None, f"{x_key}_{s}", f"{y_key}_{s}", "path")
+                given[s] = read_pair(path, None, f"{x_key}_{s}", f"{y_key}_{s}", "path", mmap_threshold_mb)
         pool = given.pop("train")
     else:
-        pool = pair(path, y_path, x_key, y_key, "path")
-    for s, (xf, yf) in {"val": (val_path, val_y_path), "test": (test_path, test_y_path)}.items():
+        pool = read_pair(path, y_path, x_key, y_key, "path", mmap_threshold_mb)
+    for s, (xf, yf) in others.items():
         if xf is not None:
             check(s not in given, f"data.{s}_path: {main} already holds the {s} split")
-            given[s] = pair(xf, yf, x_key, y_key, f"{s}_path")
-    shape = pool[0].shape[1:]
+            given[s] = read_pair(xf, yf, x_key, y_key, f"{s}_path", mmap_threshold_mb)
     for s, (x, _, xp) in given.items():
-        check(x.shape[1:] == shape, f"{xp}: {s} samples have shape {tuple(x.shape[1:])}, the train samples of "
-              f"{pool[2]} {tuple(shape)}")
+        check(x.shape[1:] == pool[0].shape[1:], f"{xp}: {s} samples have shape {tuple(x.shape[1:])}, the train "
+              f"samples of {pool[2]} {tuple(pool[0].shape[1:])}")
+    return pool, given
 
-    # pooled rows by fractions, the given files as their split; inputs in memory or mapped
-    parts = {s: (pool[0], pool[1], idx.numpy()) for s, idx in split_pool(len(pool[0]), list(fractions), set(given),
-                                                                         seed).items()}
-    parts.update({s: (x, y, np.arange(len(x))) for s, (x, y, _) in given.items()})
-    parts = {s: parts[s] for s in SPLITS}
-    y = encode_targets({s: y[rows] for s, (_, y, rows) in parts.items()}, task, max_classes, standardize_target,
-                       f"the targets of {pool[2] if y_path is None else Path(y_path).expanduser()}")
+
+def input_splits(parts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                 standardize: bool) -> tuple[dict[str, Any], Any, Any]:
+    """Each split's inputs (float32 tensors in memory, or MappedRows over a memory-mapped file), standardized by
+    the train split's mean and std per channel when `standardize`; also returns that mean and std (or None).
+    Empties `parts` (split -> (inputs, targets, rows)) so the files' arrays are freed before the statistics."""
     x_train, _, train_rows = parts["train"]
     channels = x_train.ndim >= 2  # (N,) inputs become (N, 1): one feature
     mean = std = None
@@ -244,16 +239,43 @@ def build_arrays(*, seed: int, path: str | None = None, y_path: str | None = Non
         else:
             xs[s] = torch.from_numpy(np.asarray(x[rows], dtype=np.float32))
             xs[s] = xs[s] if channels else xs[s].unsqueeze(1)
-    del parts, pool, given, x_train, x  # the files' arrays: only the split copies (or the maps) stay
+    parts.clear()  # the files' arrays (the caller's last reference): only the split copies (or the maps) stay
+    del x_train, x
     in_memory = [s for s in SPLITS if isinstance(xs[s], torch.Tensor)]
     if standardize and in_memory:
         if mean is None:  # standardize()'s statistics, shaped (1, C, ...) like channel_stats', applied in place
             mean, std = (stat[None] for stat in train_stats(xs["train"]))
         for s in in_memory:
             xs[s].sub_(mean).div_(std)
+    return xs, mean, std
+
+
+@DATASETS.register("arrays")
+def build_arrays(*, seed: int, path: str | None = None, y_path: str | None = None, val_path: str | None = None,
+                 val_y_path: str | None = None, test_path: str | None = None, test_y_path: str | None = None,
+                 x_key: str = "x", y_key: str = "y", mmap_threshold_mb: float = 1024.0, task: Task = "auto",
+                 max_classes: int = 100, standardize: bool = True, standardize_target: bool = True,
+                 fractions: list[float] = (0.6, 0.2, 0.2)) -> DataBundle:
+    """Inputs (N, ...) as float32 tensors, or MappedRows for memory-mapped .npy files."""
+    check(path is not None, "data=arrays needs data.path=FILE: an .npz with arrays x and y, or an .npy of inputs "
+          "with data.y_path=TARGETS.npy")
+    check(mmap_threshold_mb >= 0, f"data.mmap_threshold_mb={mmap_threshold_mb} must be >= 0 (MB)")
+    check(max_classes >= 2, f"data.max_classes={max_classes} must be >= 2")
+    check_fractions(list(fractions))
+    pool, given = read_files(path, y_path, {"val": (val_path, val_y_path), "test": (test_path, test_y_path)},
+                             x_key, y_key, mmap_threshold_mb)
+
+    # pooled rows by fractions, the given files as their split; inputs in memory or mapped
+    parts = {s: (pool[0], pool[1], idx.numpy())
+             for s, idx in split_pool(len(pool[0]), list(fractions), set(given), seed).items()}
+    parts.update({s: (x, y, np.arange(len(x))) for s, (x, y, _) in given.items()})
+    parts = {s: parts[s] for s in SPLITS}
+    y = encode_targets({s: y[rows] for s, (_, y, rows) in parts.items()}, task, max_classes, standardize_target,
+                       f"the targets of {pool[2] if y_path is None else Path(y_path).expanduser()}")
+    del pool, given  # input_splits frees the files' arrays once it has the split copies
+    xs, mean, std = input_splits(parts, standardize)
     splits = [Split(xs[s], y.y[s]) for s in SPLITS]
     prep = {"data": "arrays", "input": "array", "x_key": x_key, **(scaling(mean, std) if mean is not None else {}),
             **({"target": y.scaling} if y.scaling else {})}  # raw input: the file's numbers, as float32
     return DataBundle(*splits, task=y.task, num_outputs=y.num_outputs, class_names=y.class_names,
                       chance_mse=y.chance_mse, preprocessing=prep)
-

@@ -14,9 +14,8 @@ from typing import Any
 import torch
 
 from dltrain.data import train_stats
+from dltrain.data.targets import SPLITS
 from dltrain.registry import check
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
