@@ -65,7 +65,7 @@ def hydra_job(cfg: Any) -> Any:
     from hydra.types import RunMode
 
     from dltrain.registry import ConfigError
-    from dltrain.ledger import job_output
+    from dltrain.ledger import job_lock
     from dltrain.sweep import ENDED_OK, job_ended, status_of
 
     started = time.monotonic()
@@ -91,16 +91,10 @@ def hydra_job(cfg: Any) -> Any:
         job_ended(*job, {"status": "running elsewhere"}, None, "(locked by another process; skipped)")
         return worst
     try:
-        from dltrain.config import RunConfig, to_plain
-        from dltrain.train import run_job
+        import dltrain.train  # noqa: F401  (imports torch: this process's one-off cost, not the job's wall time)
 
-        started = time.monotonic()  # the job's wall time, not this process's one-off imports
-        plain = to_plain(cfg)
-        if multirun and (run_dir / "last.pt").is_file() and not plain["trainer"].get("resume"):
-            plain["trainer"]["resume"] = str(run_dir)  # a killed job of a re-run sweep goes on from its last epoch
-        with job_output(run_dir, enabled=multirun):
-            report = run_job(RunConfig.load(plain, project_from_env()), run_dir, overrides)
-        report = with_wall_time(run_dir, report, time.monotonic() - started)
+        started = time.monotonic()
+        report = with_wall_time(run_dir, train_job(cfg, run_dir, overrides, multirun), time.monotonic() - started)
         if job:
             job_ended(*job, report, report["wall_seconds"])
         return sweep_value(report, worst)
@@ -108,27 +102,42 @@ def hydra_job(cfg: Any) -> Any:
         interrupted(err, run_dir, cfg.trainer.max_epochs)
     except ConfigError as err:
         job_failed([f"error: {problem}" for problem in err.problems], run_dir, overrides, job, code=2,
-                          seconds=time.monotonic() - started)
-        return worst
+                   seconds=time.monotonic() - started)
     except OSError as err:  # a full disk, a read-only or deleted run folder: what was saved before stays whole
         job_failed([f"error: {os_failure(err, run_dir, cfg.trainer.max_epochs)}"], run_dir, overrides, job,
-                          code=1, seconds=time.monotonic() - started)
-        return worst
+                   code=1, seconds=time.monotonic() - started)
     except Exception as err:  # noqa: BLE001  (a crashed trial must not kill the sweep)
         if type(err).__name__ == "SignalException":  # the DDP launcher stopped its workers on a signal
             interrupted(err, run_dir, cfg.trainer.max_epochs)
         if not multirun and not is_worker_failure(err):
             raise
-        if multirun:  # the whole story in the job's log; one line on the terminal
-            import traceback
+        job_failed([f"error: {crash_line(err, run_dir, multirun)}"], run_dir, overrides, job, code=1,
+                   seconds=time.monotonic() - started)
+    return worst
 
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with open(run_dir / "dltrain.log", "a") as log:
-                traceback.print_exc(file=log)
-        where = f"in {run_dir / 'dltrain.log'}" if multirun else "above"
-        job_failed([f"error: {one_line(err, where)}"], run_dir, overrides, job, code=1,
-                          seconds=time.monotonic() - started)
-        return worst
+
+def train_job(cfg: Any, run_dir: Path, overrides: list[str], multirun: bool) -> dict[str, Any]:
+    """Train (or resume) the job's run; in a sweep its output goes to its dltrain.log."""
+    from dltrain.config import RunConfig, to_plain
+    from dltrain.ledger import job_output
+    from dltrain.train import run_job
+
+    plain = to_plain(cfg)
+    if multirun and (run_dir / "last.pt").is_file() and not plain["trainer"].get("resume"):
+        plain["trainer"]["resume"] = str(run_dir)  # a killed job of a re-run sweep goes on from its last epoch
+    with job_output(run_dir, enabled=multirun):
+        return run_job(RunConfig.load(plain, project_from_env()), run_dir, overrides)
+
+
+def crash_line(err: Exception, run_dir: Path, multirun: bool) -> str:
+    """One line for a job that crashed; in a sweep the whole traceback goes to the job's dltrain.log."""
+    if multirun:
+        import traceback
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "dltrain.log", "a") as log:
+            traceback.print_exc(file=log)
+    return one_line(err, f"in {run_dir / 'dltrain.log'}" if multirun else "above")
 
 
 def os_failure(err: OSError, run_dir: Path, max_epochs: Any) -> str:
@@ -182,27 +191,6 @@ def sweep_value(report: dict[str, Any], worst: float) -> float:
     best = report.get("best")
     ok = report.get("status") == "completed" and isinstance(best, (int, float)) and math.isfinite(best)
     return float(best) if ok else worst
-
-
-def job_lock(run_dir: Path) -> Any:
-    """An exclusive lock on the job's folder, held until this process exits (the OS drops it when the process dies,
-    so a killed job never blocks its own resume); None when another process holds it."""
-    import fcntl
-
-    if run_dir in LOCKS:  # this process holds it already (a sweep re-run in the same process)
-        return LOCKS[run_dir]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / ".dltrain.lock", "a")  # noqa: SIM115  (kept open: the lock lives as long as the file)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        return None
-    LOCKS[run_dir] = handle
-    return handle
-
-
-LOCKS: dict[Path, Any] = {}  # this process's job locks, by job folder; released at exit
 
 
 def job_name(hydra_cfg: Any, run_dir: Path) -> str:

@@ -1,8 +1,9 @@
 """What a sweep's job leaves for the sweep: its output in its own `dltrain.log`, and how it ended, one small JSON
 file per job in `<sweep>/.dltrain-jobs/<run>/`, written atomically by the job in whatever process or machine the
 launcher ran it (Hydra's basic launcher, joblib, submitit on SLURM with a shared file system), read by the sweep's
-own process for the exit code and the table at the end. That process also prints each job's one-line result as its file appears: a job that runs
-elsewhere (submitit) has no terminal of its own.
+own process for the exit code and the table at the end. That process also prints each job's one-line result as its
+file appears: a job that runs elsewhere (submitit) has no terminal of its own. Each job folder's lock (`job_lock`)
+keeps two sweeps into the same folder from training one job twice.
 """
 from __future__ import annotations
 
@@ -145,3 +146,24 @@ def job_output(run_dir: Path, enabled: bool = True) -> Iterator[None]:
         os.close(saved[1])
         if log.is_file() and log.stat().st_size == 0:
             log.unlink()
+
+
+def job_lock(run_dir: Path) -> Any:
+    """An exclusive lock on the job's folder, held until this process exits (the OS drops it when the process dies,
+    so a killed job never blocks its own resume); None when another process holds it."""
+    import fcntl
+
+    if run_dir in LOCKS:  # this process holds it already (a sweep re-run in the same process)
+        return LOCKS[run_dir]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".dltrain.lock", "a")  # noqa: SIM115  (kept open: the lock lives as long as the file)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    LOCKS[run_dir] = handle
+    return handle
+
+
+LOCKS: dict[Path, Any] = {}  # this process's job locks, by job folder; released at exit
