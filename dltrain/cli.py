@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dltrain.jobs import hydra_job, on_terminate_raise_interrupt
 from dltrain.overrides import (SUBCOMMANDS, first_problem, no_cluster, override_value, quoted, stray_word,
-                               unreadable)
+                               two_modes, unreadable)
 
 HELP_FLAGS = ("-h", "--help")
 COMPLETION_FLAGS = ("--install-completion", "--show-completion")  # typer's; Hydra's own is -sc / --shell-completion
@@ -58,8 +58,8 @@ def run_hydra(args: list[str]) -> None:
     multirun = any(a in ("-m", "--multirun") for a in args)
     args = [a for a in args if a in ("-m", "--multirun")] + with_project([a for a in args if a not in ("-m", "--multirun")])
     others = [a for a in args if a not in ("-m", "--multirun")]  # -m goes first: Hydra reads it nowhere else
-    if any(a.startswith("-") for a in others):  # --cfg, --info, ...: Hydra reports their problems itself
-        problem = None
+    if any(a.startswith("-") for a in others):  # --cfg, --info, ...: Hydra reports their other problems itself
+        problem = two_modes(args)
     else:
         problem = stray_word(others) or unreadable(others) or no_cluster(others) or first_problem(others, multirun)
     if problem:

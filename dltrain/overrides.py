@@ -17,6 +17,22 @@ def quoted(value: str) -> str:
     return '"' + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped) + '"'
 
 
+MODE_FLAGS = {"--run": "-r", "--multirun": "-m", "--cfg": "-c", "--info": "-i", "--shell-completion": "-sc"}
+
+
+def two_modes(args: list[str]) -> str | None:
+    """Hydra runs one of its modes (run, multirun, print the config, info, shell completion); two of them is a
+    ValueError traceback from Hydra, so it is caught here."""
+    given = [long for long, short in MODE_FLAGS.items()
+             if any(a in (long, short) or a.startswith((f"{long}=", f"{short}=")) for a in args)]
+    if len(given) < 2:
+        return None
+    hint = (" `dltrain --cfg job OVERRIDES` without -m prints one job's config (one value per swept key)"
+            if "--multirun" in given and "--cfg" in given else "")
+    return f"{' and '.join(MODE_FLAGS[g] if g == '--multirun' else g for g in given)} cannot be used together: " \
+           f"Hydra runs one of --run, -m, --cfg, --info, --shell-completion;{hint or ' give one of them'}"
+
+
 def override_value(arg: str) -> object:
     """What Hydra's grammar makes of KEY=VALUE (quotes removed, null as None)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser

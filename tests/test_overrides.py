@@ -44,3 +44,15 @@ def test_a_run_in_a_folder_with_an_apostrophe_resumes_and_m_may_come_last(tmp_pa
     late_m = cli(["optim=adam", *QUICK, "-m", "optim.lr=0.1,0.01", "hydra.sweep.dir=s"], cwd=tmp_path)
     assert late_m.returncode == 0, late_m.stderr
     assert len(list((tmp_path / "s").rglob("metrics.json"))) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-m", "optim=sgd,adam", "--cfg", "job"], "-m and --cfg cannot be used together"),
+    (["--cfg=job", "--info"], "--cfg and --info cannot be used together"),
+])
+def test_two_of_hydras_modes_are_one_line(tmp_path, args, message) -> None:
+    result = cli(args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"dltrain: error: {message}") and result.stderr.count("\n") == 1, result.stderr
+    assert not list(tmp_path.iterdir()), "nothing ran"
+    assert cli(["--cfg", "job", "optim=adam"], cwd=tmp_path).returncode == 0  # one mode alone still works
