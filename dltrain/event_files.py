@@ -4,8 +4,10 @@ value and steps only grow. TensorBoard's own `purge_step` cannot do this here: i
 and `train/loss_step` counts optimizer steps while the other curves count epochs."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any
+
+from dltrain.files import write_atomic
 
 STEP_TAGS = ("train/loss_step",)  # x = optimizer steps; every other tag's x is epochs done
 
@@ -38,12 +40,10 @@ def rewrite(path: Path, epoch: int, step: int) -> int:
             event.summary.value.extend(values)
         kept.append(event.SerializeToString())
     if dropped:
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as handle:
+        def write(handle: Any) -> None:
             writer = RecordWriter(handle)
             for record in kept:
                 writer.write(record)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+
+        write_atomic(path, write)
     return dropped

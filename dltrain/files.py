@@ -23,6 +23,8 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        tmp = None
+        sync_folder(path.parent)
     except BaseException as err:
         if tmp is not None:
             with contextlib.suppress(OSError):  # a failing clean-up must not hide the error that caused it
@@ -30,6 +32,17 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         if isinstance(err, OSError) and err.filename != str(path):
             raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
+
+
+def sync_folder(folder: Path) -> None:
+    """The rename survives a power cut only once the folder's entry is on disk too (a killed process needs no
+    fsync). Best effort: the new file is already in place, and some file systems cannot fsync a folder."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -34,6 +34,7 @@ def failing_writes_cli() -> None:
     DLTRAIN_TEST_ERRNO=ENOSPC|EACCES|EROFS): ENOSPC when the data is flushed (a full disk accepts the temp file's
     creation, then the write fails), EACCES/EROFS when the temp file is created (a folder turned read-only)."""
     import errno
+    import stat
     import tempfile
 
     fail_from, code = int(os.environ["DLTRAIN_TEST_FAIL_FROM"]), getattr(errno, os.environ["DLTRAIN_TEST_ERRNO"])
@@ -41,7 +42,8 @@ def failing_writes_cli() -> None:
 
     def failing(real: Any, at_create: bool) -> Any:
         def call(*args: Any, **kwargs: Any) -> Any:
-            if at_create == (code != errno.ENOSPC):
+            folder = not at_create and stat.S_ISDIR(os.fstat(args[0]).st_mode)  # files.sync_folder's, not a write
+            if at_create == (code != errno.ENOSPC) and not folder:
                 calls["n"] += 1
                 if calls["n"] >= fail_from:
                     where = kwargs.get("dir") if at_create else None

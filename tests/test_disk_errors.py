@@ -135,3 +135,18 @@ def test_an_immutable_run_folder_refuses_the_resume_and_keeps_its_files(tmp_path
                            f"epoch 1/3 is saved whole in {run}"), line
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     assert checkpoint.load(run / "last.pt")["epoch"] == 1
+
+
+def test_the_folder_is_synced_after_the_rename(tmp_path, monkeypatch) -> None:
+    """A power cut after write_atomic returns keeps the new file: its data is fsynced before the rename and the
+    folder's entry after it."""
+    import stat
+
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(
+        "folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append("rename"), real_replace(a, b))[1])
+    write_atomic(tmp_path / "metrics.json", lambda handle: handle.write(b"{}"))
+    assert calls == ["file", "rename", "folder"]
+    assert (tmp_path / "metrics.json").read_bytes() == b"{}"
