@@ -39,7 +39,9 @@ def resume_into_same_dir(args: list[str]) -> list[str]:
               file=sys.stderr)
         sys.exit(2)  # before Hydra makes a run directory there
     run_dir = target if target.is_dir() else target.parent
-    return [*args, f"hydra.run.dir={quoted(str(run_dir))}"]
+    keep_record = [] if any(a.startswith("hydra.output_subdir=") for a in args) else ["hydra.output_subdir=null"]
+    # .hydra/ keeps the first launch's record (a refused resume changes nothing); config.yaml holds the latest
+    return [*args, f"hydra.run.dir={quoted(str(run_dir))}", *keep_record]
 
 
 def under_torchrun(args: list[str]) -> list[str]:

@@ -12,12 +12,22 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~umask()  # what open() gives a new file: readable as the user's umask allows
+
+
 def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Call write(handle) on a temp file beside `path`, then rename it over `path`. An OSError (full disk, read-only
     or deleted folder) is raised naming `path` itself, not the temp file."""
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 would hide the run from a teammate or a TensorBoard of another user
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

@@ -150,3 +150,14 @@ def test_the_folder_is_synced_after_the_rename(tmp_path, monkeypatch) -> None:
     write_atomic(tmp_path / "metrics.json", lambda handle: handle.write(b"{}"))
     assert calls == ["file", "rename", "folder"]
     assert (tmp_path / "metrics.json").read_bytes() == b"{}"
+
+
+def test_run_files_are_as_readable_as_the_umask_allows(tmp_path) -> None:
+    """Atomic writes go through a temp file (0600 by mkstemp); the files a teammate's TensorBoard or `dltrain runs`
+    reads get the mode an ordinary new file gets."""
+    result = subprocess.run(["sh", "-c", f"umask 022 && exec {Path(sys.executable).parent / 'dltrain'} \"$@\"", "sh",
+                             *RUN[:-1], "trainer.max_epochs=1", "hydra.run.dir=run"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert {modes[name] for name in checkpoint.RUN_FILES} == {"0o644"}, modes
