@@ -65,8 +65,7 @@ def hydra_job(cfg: Any) -> Any:
     from hydra.types import RunMode
 
     from dltrain.registry import ConfigError
-    from dltrain.ledger import job_lock
-    from dltrain.sweep import ENDED_OK, job_ended, status_of
+    from dltrain.sweep import job_ended
 
     started = time.monotonic()
     hydra_cfg = HydraConfig.get()
@@ -82,14 +81,9 @@ def hydra_job(cfg: Any) -> Any:
     overrides = list(hydra_cfg.overrides.task)
     worst = worst_value(hydra_cfg.sweeper, cfg)
     job = (run_dir, job_name(hydra_cfg, run_dir), int(hydra_cfg.job.num)) if multirun else None
-    finished = read_report(run_dir / "metrics.json") if multirun else {}
-    if status_of(finished) in ENDED_OK:  # re-running a sweep resumes it
-        job_ended(*job, finished, finished.get("wall_seconds"), "(already finished; skipped)")
-        return sweep_value(finished, worst)
-    lock = job_lock(run_dir) if multirun and rank0 else True  # the other ranks of a job follow its rank 0
-    if lock is None:  # another sweep into this folder is training this job right now
-        job_ended(*job, {"status": "running elsewhere"}, None, "(locked by another process; skipped)")
-        return worst
+    skipped = skipped_job(job, rank0) if job else None
+    if skipped is not None:
+        return sweep_value(skipped, worst)
     try:
         import dltrain.train  # noqa: F401  (imports torch: this process's one-off cost, not the job's wall time)
 
@@ -114,6 +108,22 @@ def hydra_job(cfg: Any) -> Any:
         job_failed([f"error: {crash_line(err, run_dir, multirun)}"], run_dir, overrides, job, code=1,
                    seconds=time.monotonic() - started)
     return worst
+
+
+def skipped_job(job: tuple[Path, str, int], rank0: bool) -> dict[str, Any] | None:
+    """A re-run sweep skips a job that ran to its end (its report is returned), and one that another sweep into
+    the same folder is training now (its rank 0 holds the job's lock; the other ranks of a job follow theirs)."""
+    from dltrain.ledger import job_lock
+    from dltrain.sweep import ENDED_OK, job_ended, status_of
+
+    finished = read_report(job[0] / "metrics.json")
+    if status_of(finished) in ENDED_OK:
+        job_ended(*job, finished, finished.get("wall_seconds"), "(already finished; skipped)")
+        return finished
+    if rank0 and job_lock(job[0]) is None:
+        job_ended(*job, {"status": "running elsewhere"}, None, "(locked by another process; skipped)")
+        return {"status": "running elsewhere"}
+    return None
 
 
 def train_job(cfg: Any, run_dir: Path, overrides: list[str], multirun: bool) -> dict[str, Any]:
