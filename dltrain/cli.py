@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from dltrain.jobs import hydra_job, on_terminate_raise_interrupt
+from dltrain.jobs import hydra_job
 from dltrain.overrides import (SUBCOMMANDS, first_problem, no_cluster, override_value, quoted, stray_word,
                                two_modes, unreadable)
 
@@ -78,17 +78,18 @@ def run_hydra(args: list[str]) -> None:
     from contextlib import nullcontext
 
     from dltrain import ledger
+    from dltrain.signals import on_signal_raise_interrupt, signal_number
     from dltrain.sweep import finish, start
 
     with ledger.listening(sweep.root if sweep else None) if multirun else nullcontext() as jobs:
         if sweep is not None:
             start(sweep)
-        on_terminate_raise_interrupt()
+        on_signal_raise_interrupt()
         try:
             hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(hydra_job)()
-        except KeyboardInterrupt:  # before or between jobs (a job reports its own interruption)
+        except KeyboardInterrupt as err:  # before or between jobs (a job reports its own interruption)
             print("dltrain: interrupted", file=sys.stderr)
-            sys.exit(130)
+            sys.exit(128 + signal_number(err))
     ended = ledger.read(jobs) if jobs else []
     if jobs:
         ledger.close(jobs)

@@ -1,5 +1,5 @@
-"""One Hydra job (one run, or one point of a sweep): parse the config at the door, train, report; a job's lock,
-its wall time, its failure record, and the one-line report of a signal that stopped it."""
+"""One Hydra job (one run, or one point of a sweep): parse the config at the door, train, report: its wall time,
+its failure record, or the one-line report of a signal that stopped it (dltrain/signals.py)."""
 from __future__ import annotations
 
 import math
@@ -7,53 +7,6 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (or SLURM's SIGUSR1), raised where the process is, like Ctrl-C's KeyboardInterrupt: every file a later
-    command reads is written atomically, so stopping at any instant leaves the last complete epoch's checkpoint."""
-
-    signal = 15
-
-
-def on_terminate_raise_interrupt() -> None:
-    """SIGTERM raises Terminated; SIGUSR1 (SLURM's warning before pre-emption or the time limit, `--signal=USR1@90`)
-    is sent on as SIGTERM, so whoever handles SIGTERM then (this handler, or the DDP launcher stopping its workers)
-    stops the run the same way."""
-    import os
-    import signal
-
-    def raise_terminated(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    def as_terminate(signum: int, frame: Any) -> None:
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, raise_terminated)
-    signal.signal(signal.SIGUSR1, as_terminate)
-
-
-def interrupted(err: BaseException, run_dir: Path, max_epochs: Any) -> None:
-    """One line, the exit code of the signal (130 Ctrl-C, 143 SIGTERM or SIGUSR1); a second Ctrl-C now stops at once.
-    Of a group that torchrun or SLURM started, only rank 0 says it."""
-    import os
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    number = getattr(err, "sigval", None) or getattr(err, "signal", None) or signal.SIGINT
-    number = int(getattr(number, "value", number))
-    if os.environ.get("RANK", "0") != "0" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        sys.exit(128 + number)
-    try:
-        from dltrain.checkpoint import load
-
-        done = f"epoch {load(run_dir / 'last.pt')['epoch']}/{max_epochs}"
-        print(f"dltrain: interrupted at {done}; resume with: dltrain trainer.resume={run_dir}", file=sys.stderr)
-    except Exception:  # noqa: BLE001  (no complete epoch yet: nothing to resume)
-        print(f"dltrain: interrupted before the first epoch ended; nothing saved in {run_dir}", file=sys.stderr)
-    sys.exit(128 + number)
 
 
 def hydra_job(cfg: Any) -> Any:
@@ -65,6 +18,7 @@ def hydra_job(cfg: Any) -> Any:
     from hydra.types import RunMode
 
     from dltrain.registry import ConfigError
+    from dltrain.signals import deferred, interrupted, received
     from dltrain.sweep import job_ended
 
     started = time.monotonic()
@@ -85,7 +39,8 @@ def hydra_job(cfg: Any) -> Any:
     if skipped is not None:
         return sweep_value(skipped, worst)
     try:
-        import dltrain.train  # noqa: F401  (imports torch: this process's one-off cost, not the job's wall time)
+        with deferred():  # torch's import: this process's one-off cost, not the job's wall time
+            import dltrain.train  # noqa: F401
 
         started = time.monotonic()
         report = with_wall_time(run_dir, train_job(cfg, run_dir, overrides, multirun), time.monotonic() - started)
@@ -93,20 +48,19 @@ def hydra_job(cfg: Any) -> Any:
             job_ended(*job, report, report["wall_seconds"])
         return sweep_value(report, worst)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
-        interrupted(err, run_dir, cfg.trainer.max_epochs)
-    except ConfigError as err:
-        job_failed([f"error: {problem}" for problem in err.problems], run_dir, overrides, job, code=2,
-                   seconds=time.monotonic() - started)
-    except OSError as err:  # a full disk, a read-only or deleted run folder: what was saved before stays whole
-        job_failed([f"error: {os_failure(err, run_dir, cfg.trainer.max_epochs)}"], run_dir, overrides, job,
-                   code=1, seconds=time.monotonic() - started)
+        interrupted(err, run_dir, cfg.trainer.max_epochs, multirun)
     except Exception as err:  # noqa: BLE001  (a crashed trial must not kill the sweep)
-        if type(err).__name__ == "SignalException":  # the DDP launcher stopped its workers on a signal
-            interrupted(err, run_dir, cfg.trainer.max_epochs)
-        if not multirun and not is_worker_failure(err):
+        if received() or type(err).__name__ == "SignalException":  # a signal that a library turned into its own
+            interrupted(err, run_dir, cfg.trainer.max_epochs, multirun)  # error, or the DDP launcher stopping
+        if isinstance(err, ConfigError):
+            lines, code = [f"error: {problem}" for problem in err.problems], 2
+        elif isinstance(err, OSError):  # a full disk, a read-only or deleted run folder: what was saved stays whole
+            lines, code = [f"error: {os_failure(err, run_dir, cfg.trainer.max_epochs)}"], 1
+        elif multirun or is_worker_failure(err):
+            lines, code = [f"error: {crash_line(err, run_dir, multirun)}"], 1
+        else:
             raise
-        job_failed([f"error: {crash_line(err, run_dir, multirun)}"], run_dir, overrides, job, code=1,
-                   seconds=time.monotonic() - started)
+        job_failed(lines, run_dir, overrides, job, code=code, seconds=time.monotonic() - started)
     return worst
 
 

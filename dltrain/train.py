@@ -24,6 +24,7 @@ from dltrain.engine import State, fit
 from dltrain.files import write_json_atomic, write_text_atomic
 from dltrain.plugins import git_commit, provenance
 from dltrain.registry import ConfigError, check, first_line
+from dltrain.signals import stop_if_signalled
 
 
 def train(config: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict[str, Any]:
@@ -73,6 +74,7 @@ def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: 
         for folder in {run_dir, *resumed}:  # temp files of writes that a kill interrupted
             checkpoint.remove_orphans(folder)
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.resolved, sort_keys=False))
+    stop_if_signalled()  # a Ctrl-C that a library swallowed while the run was built (a bare `except:` on import)
     fit(state, parts.task, train_split, val, test, make_settings(parts, len(train_split), lr_scales), callbacks)
     report = make_report(state, parts, overrides)
     if dist.is_main():

@@ -111,3 +111,31 @@ def signal_inside_save_cli() -> None:
 
     sys.argv = ["dltrain", *sys.argv[1:]]
     main()
+
+
+def swallowed_signal_cli() -> None:
+    """The `dltrain` command in which a real signal (DLTRAIN_TEST_SIGNAL) arrives while the run is built, inside a
+    library's `try: ... except:` (as around an import) that swallows the interrupt, or (DLTRAIN_TEST_REPLACE=1)
+    turns it into an error of its own, as an import cut short does."""
+    import signal
+    import time
+
+    import dltrain.train
+
+    real_build, sig = dltrain.train.build, getattr(signal, os.environ["DLTRAIN_TEST_SIGNAL"])
+
+    def build(config: Any) -> Any:
+        parts = real_build(config)
+        try:
+            os.kill(os.getpid(), sig)
+            time.sleep(1)  # the handler runs here
+        except BaseException:  # noqa: BLE001  (the library's bare except)
+            if os.environ.get("DLTRAIN_TEST_REPLACE"):
+                raise RecursionError("maximum recursion depth exceeded") from None
+        return parts
+
+    dltrain.train.build = build
+    from dltrain.cli import main
+
+    sys.argv = ["dltrain", *sys.argv[1:]]
+    main()

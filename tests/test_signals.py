@@ -69,3 +69,33 @@ def test_a_signal_amid_a_checkpoint_write_is_still_one_line(tmp_path, sig: str, 
     assert len(lines) == 1 and lines[0].startswith("dltrain: interrupted at epoch 1/500"), result.stderr
     assert checkpoint.load(tmp_path / "run" / "last.pt")["epoch"] == 1
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("sig, code, replace", [("SIGINT", 130, ""), ("SIGTERM", 143, ""), ("SIGINT", 130, "1")],
+                         ids=["ctrl_c_swallowed", "sigterm_swallowed", "ctrl_c_turned_into_an_error"])
+def test_a_signal_a_library_swallows_still_stops_the_run(tmp_path, sig: str, code: int, replace: str) -> None:
+    """A signal during the build that a library's bare `except:` swallows (training would run all 500 epochs), or
+    turns into its own error (a traceback, exit 1): the run stops before its first epoch, with the one line."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "DLTRAIN_TEST_SIGNAL": sig,
+           "DLTRAIN_TEST_REPLACE": replace}
+    result = subprocess.run([sys.executable, "-c", "import tests.faults as f; f.swallowed_signal_cli()", *LONG],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == code, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"dltrain: interrupted before the first epoch ended; nothing saved in {tmp_path / 'run'}"], result.stderr
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_signal_waits_for_the_end_of_a_deferred_block(monkeypatch) -> None:
+    """torch's import runs in `signals.deferred()`: a Ctrl-C then lands after the import, not inside it."""
+    from dltrain import signals
+
+    monkeypatch.setattr(signals, "RECEIVED", [])
+    finished = False
+    with pytest.raises(KeyboardInterrupt):
+        with signals.deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the handler runs here and only remembers the signal
+            finished = True
+    assert finished and signals.RECEIVED == [signal.SIGINT]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler before the block is back
