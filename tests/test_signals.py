@@ -92,10 +92,14 @@ def test_a_signal_waits_for_the_end_of_a_deferred_block(monkeypatch) -> None:
 
     monkeypatch.setattr(signals, "RECEIVED", [])
     finished = False
-    with pytest.raises(KeyboardInterrupt):
-        with signals.deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.2)  # the handler runs here and only remembers the signal
-            finished = True
-    assert finished and signals.RECEIVED == [signal.SIGINT]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler before the block is back
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # an earlier in-process DDP test may leave
+    try:  # torch elastic's handler installed
+        with pytest.raises(KeyboardInterrupt):
+            with signals.deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)  # the handler runs here and only remembers the signal
+                finished = True
+        assert finished and signals.RECEIVED == [signal.SIGINT]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler before the block is back
+    finally:
+        signal.signal(signal.SIGINT, before)
