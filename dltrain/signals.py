@@ -31,7 +31,7 @@ def on_signal_raise_interrupt() -> None:
     handler, or the DDP launcher stopping its workers) stops the run the same way."""
     def raise_interrupt(signum: int, frame: Any) -> None:
         RECEIVED.append(signum)
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        raise interrupt_of(signum)
 
     def as_terminate(signum: int, frame: Any) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
@@ -41,6 +41,10 @@ def on_signal_raise_interrupt() -> None:
     signal.signal(signal.SIGUSR1, as_terminate)
 
 
+def interrupt_of(signum: int) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
 def received() -> int | None:
     """The first signal that asked this process to stop, or None."""
     return RECEIVED[0] if RECEIVED else None
@@ -48,8 +52,8 @@ def received() -> int | None:
 
 def stop_if_signalled() -> None:
     """Raise the interrupt of a signal that arrived but was swallowed (called before training starts)."""
-    if received() is not None:
-        raise Terminated() if received() == signal.SIGTERM else KeyboardInterrupt()
+    if RECEIVED:
+        raise interrupt_of(RECEIVED[0])
 
 
 @contextmanager
