@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from dltrain.completion import CommandsAndOverrides, use_line_completion_for_bash
 from dltrain.conf_dirs import groups
 from dltrain.runs_table import runs_table, terminal_width
 
@@ -27,29 +28,7 @@ def help_text() -> str:
     return "\n\n".join(["dltrain: config-driven deep-learning runs.", "\n".join(usage), "\n".join(listing)])
 
 
-class CommandsAndOverrides(typer.core.TyperGroup):
-    """Shell completion (`dltrain --install-completion`) of sub-commands and their options, and of overrides: a
-    config group's choices (`model=cnn`) at any position of a training command line."""
-
-    def resolve_command(self, ctx: typer.Context, args: list[str]) -> tuple:
-        if ctx.resilient_parsing and args and "=" in args[0]:  # completing after an override: a training command
-            return None, None, args[1:]
-        return super().resolve_command(ctx, args)
-
-    def shell_complete(self, ctx: typer.Context, incomplete: str) -> list:
-        try:  # typer < 0.16 runs on click; later ones carry their own copy of it
-            from click.shell_completion import CompletionItem
-        except ImportError:
-            from typer._click.shell_completion import CompletionItem
-
-        from dltrain.plugins import project_conf, project_root
-
-        choices = [f"{group}={choice}" for group, names in groups(project_conf(project_root([]))).items()
-                   if group != "project" for choice in names]
-        overrides = [CompletionItem(item) for item in choices if item.startswith(incomplete)]
-        return overrides if ctx.args else super().shell_complete(ctx, incomplete) + overrides
-
-
+use_line_completion_for_bash()
 app = typer.Typer(help=help_text(), no_args_is_help=True, rich_markup_mode=None, cls=CommandsAndOverrides)
 
 

@@ -181,18 +181,3 @@ def test_runs_marks_a_metrics_file_of_the_wrong_shape_unreadable(tmp_path) -> No
     result = cli(["runs", "sweep"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "unreadable" in result.stdout
-
-
-@pytest.mark.parametrize("words, expected", [
-    ("dltrain mo", {"model=cnn", "model=mlp", "model=lstm"}),  # a config group's choices
-    ("dltrain model=cnn op", {"optim=adam", "optim=sgd"}),  # after an override too
-    ("dltrain ru", {"runs"}),  # a sub-command
-    ("dltrain eval --", {"--last", "--predictions", "--project"}),  # a sub-command's options
-])
-def test_shell_completion_offers_sub_commands_options_and_overrides(tmp_path, words: str, expected: set) -> None:
-    """What bash's completion script (`dltrain --install-completion`) asks the command, answered for real."""
-    env = {"COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1), "_DLTRAIN_COMPLETE": "complete_bash"}
-    result = cli([], cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr
-    offered = set(result.stdout.split())
-    assert expected <= offered and all(item.startswith(words.split()[-1]) for item in offered), offered
