@@ -18,13 +18,16 @@ def help_text() -> str:
              "Sweep: dltrain -m optim=sgd,adam sched=step,exponential",
              "Show the composed config: dltrain --cfg job [OVERRIDES]    Hydra's own flags: dltrain --hydra-help"]
     listing = ["\b", "Config groups and their choices:"]
-    from dltrain.plugins import project_conf, project_root
+    from dltrain.plugins import is_builtin_conf, project_conf, project_root
 
     project = project_conf(project_root(sys.argv[1:]))
     listing += [f"  {name:15s} {', '.join(choices) or '-'}" for name, choices in groups(project).items()
                 if name != "project"]
     if project is not None:
         listing.append(f"  (with the project's own choices from {project})")
+    elif is_builtin_conf(Path("conf")):  # in dltrain's own clone: its conf/ is what is listed, not a project
+        listing.append(f"  (dltrain's own configs, from {Path('conf').resolve()}; a project of your own: "
+                       "dltrain init DIR)")
     return "\n\n".join(["dltrain: config-driven deep-learning runs.", "\n".join(usage), "\n".join(listing)])
 
 

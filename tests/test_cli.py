@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dltrain import cli as cli_module
-from tests.conftest import cli, load_scalars, run
+from tests.conftest import REPO, cli, load_scalars, run
 
 QUICK = ["trainer.max_epochs=2", "model.hidden=[16]", "trainer.log_every_n_steps=0"]
 
@@ -22,6 +22,13 @@ def test_help_lists_subcommands_and_groups_without_importing_torch() -> None:
     assert out.strip().endswith("NO-TORCH")
     for word in ("runs", "board", "optim", "adamw", "inverse_time", "early_stopping", "digits"):
         assert word in out
+
+
+def test_help_in_dltrains_own_clone_says_its_conf_is_dltrains_not_a_project() -> None:
+    result = cli(["--help"], cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "project's own choices" not in result.stdout
+    assert f"(dltrain's own configs, from {REPO / 'conf'}; a project of your own: dltrain init DIR)" in result.stdout
 
 
 def hparams_of(run_dir: Path) -> dict:
