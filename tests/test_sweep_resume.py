@@ -107,8 +107,8 @@ def test_a_lock_file_removed_while_another_process_waited_on_it_is_not_taken_for
     try:
         handle = ledger.job_lock(job)
         assert handle is not None and os.path.samestat(os.fstat(handle.fileno()), os.stat(job / ".dltrain.lock"))
-        third = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from dltrain.ledger import "
-                                "job_lock; print(job_lock(Path(sys.argv[1])))", str(job)],
+        third = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from dltrain.ledger "
+                                "import job_lock; print(job_lock(Path(sys.argv[1])))", str(job)],
                                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
         assert third.stdout.strip() == "None", third.stderr  # one lock for the job, held by us
         ledger.release_job_lock(job)
