@@ -160,8 +160,11 @@ def export_command(run: Path = typer.Argument(..., help="run directory or checkp
     if "preprocessing" not in written:  # a checkpoint of an older dltrain, or of a builder that records none
         typer.echo("note: the checkpoint holds no preprocessing description: the model takes inputs scaled as in "
                    "training, not raw ones")
-    if "onnx" not in written:  # export() writes ONNX only when the onnx extra is installed
-        typer.echo("onnx: skipped (pip install -e '.[onnx]')")
+    if "onnx" not in written:  # export() writes ONNX only when torch's exporter has its packages
+        from dltrain.evaluation import onnx_missing
+
+        typer.echo(f"onnx: skipped: model.onnx needs {' and '.join(onnx_missing())} (pip install "
+                   f"{' '.join(onnx_missing())})")
 
 
 @app.command("generate")
