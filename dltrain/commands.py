@@ -31,6 +31,32 @@ def help_text() -> str:
     return "\n\n".join(["dltrain: config-driven deep-learning runs.", "\n".join(usage), "\n".join(listing)])
 
 
+class PlainArguments(typer.core.TyperCommand):
+    """A sub-command's help that names its arguments as a user writes them (`RUN FILE...`), where typer shows
+    `{run} {FILE...}...` and `FILE... <list[Path]>`: each argument's own help says what it takes."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        return pieces + [argument_name(p) if p.required else f"[{argument_name(p)}]" for p in self.get_params(ctx)
+                         if p.param_type_name == "argument"]
+
+    def format_options(self, ctx: typer.Context, formatter) -> None:  # noqa: ANN001
+        params = self.get_params(ctx)
+        arguments = [(argument_name(p), f"{p.help or ''}{'  [required]' if p.required else ''}") for p in params
+                     if p.param_type_name == "argument"]
+        options = [p.get_help_record(ctx) for p in params if p.param_type_name == "option"]
+        for title, rows in (("Arguments", arguments), ("Options", [row for row in options if row])):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def argument_name(param) -> str:  # noqa: ANN001
+    """RUN, DIRECTORY, FILE...: the argument's metavar (else its name in capitals), with '...' when it takes many."""
+    name = param.metavar or param.name.upper()
+    return f"{name}..." if param.nargs == -1 else name
+
+
 use_line_completion_for_bash()
 app = typer.Typer(help=help_text(), no_args_is_help=True, rich_markup_mode=None, cls=CommandsAndOverrides)
 
@@ -52,8 +78,12 @@ def existing(directory: Path | None) -> Path | None:
     return directory
 
 
-@app.command()
-def runs(directory: Path = typer.Argument(None, help="run or sweep directory (default: the newest)")) -> None:
+NEWEST_HELP = "run or sweep directory (default: the newest)"
+RUN_HELP = "run directory (uses best.pt, else last.pt) or checkpoint"
+
+
+@app.command(cls=PlainArguments)
+def runs(directory: Path = typer.Argument(None, metavar="DIRECTORY", help=NEWEST_HELP)) -> None:
     """A table of the runs under DIRECTORY, best monitored metric first (marked *), as wide as the terminal."""
     root = existing(directory) or newest_run_root()
     lines = runs_table(root, terminal_width())
@@ -63,8 +93,8 @@ def runs(directory: Path = typer.Argument(None, help="run or sweep directory (de
     typer.echo("\n".join(lines))
 
 
-@app.command()
-def board(directory: Path = typer.Argument(None, help="run or sweep directory (default: the newest)"),
+@app.command(cls=PlainArguments)
+def board(directory: Path = typer.Argument(None, metavar="DIRECTORY", help=NEWEST_HELP),
           port: int = typer.Option(6006, min=1, max=65535, help="port to serve on")) -> None:
     """Start TensorBoard on a run or sweep directory (each job shows as a run named by its swept values)."""
     root = existing(directory) or newest_run_root()
@@ -85,8 +115,8 @@ def user_errors(action):  # noqa: ANN001, ANN201
         raise typer.Exit(2) from None
 
 
-@app.command("init")
-def init_command(directory: Path = typer.Argument(..., help="new folder for the project")) -> None:
+@app.command("init", cls=PlainArguments)
+def init_command(directory: Path = typer.Argument(..., metavar="DIRECTORY", help="new folder for the project")) -> None:
     """Write a starter project: your own model and data (Python), their YAMLs, a sweep, a README."""
     from dltrain.scaffold import init_project
 
@@ -107,8 +137,8 @@ def project_of(project: Path | None) -> Path | None:
     return project.expanduser().resolve() if project else project_root([])
 
 
-@app.command("eval")
-def eval_command(run: Path = typer.Argument(..., help="run directory (uses best.pt, else last.pt) or checkpoint"),
+@app.command("eval", cls=PlainArguments)
+def eval_command(run: Path = typer.Argument(..., metavar="RUN", help=RUN_HELP),
                  last: bool = typer.Option(False, "--last", help="use last.pt even when best.pt exists"),
                  predictions: Path = typer.Option(None, help="also write each test sample's prediction to this CSV"),
                  project: Path = typer.Option(None, help=PROJECT_HELP)) -> None:
@@ -126,9 +156,9 @@ def eval_command(run: Path = typer.Argument(..., help="run directory (uses best.
         typer.echo(f"predictions: wrote {predictions}")
 
 
-@app.command("predict")
-def predict_command(run: Path = typer.Argument(..., help="run directory (uses best.pt, else last.pt) or checkpoint"),
-                    files: list[Path] = typer.Argument(..., metavar="FILE...", help="CSV files (one prediction per "
+@app.command("predict", cls=PlainArguments)
+def predict_command(run: Path = typer.Argument(..., metavar="RUN", help=RUN_HELP),
+                    files: list[Path] = typer.Argument(..., metavar="FILE", help="CSV files (one prediction per "
                                                        "row), images, text files or .npy/.npz, as the run's data was"),
                     out: Path = typer.Option(None, help="write the predictions to this CSV instead of printing"),
                     last: bool = typer.Option(False, "--last", help="use last.pt even when best.pt exists"),
@@ -146,8 +176,8 @@ def predict_command(run: Path = typer.Argument(..., help="run directory (uses be
         typer.echo(f"{len(rows)} prediction(s) from {predictor.path}: wrote {out}")
 
 
-@app.command("export")
-def export_command(run: Path = typer.Argument(..., help="run directory or checkpoint"),
+@app.command("export", cls=PlainArguments)
+def export_command(run: Path = typer.Argument(..., metavar="RUN", help="run directory or checkpoint"),
                    out: Path = typer.Option(None, help="output folder (default: RUN/export)"),
                    project: Path = typer.Option(None, help=PROJECT_HELP)) -> None:
     """Write the model as TorchScript (model.ts) and, when the onnx package is installed, ONNX (model.onnx)."""
@@ -167,8 +197,9 @@ def export_command(run: Path = typer.Argument(..., help="run directory or checkp
                    f"{' '.join(onnx_missing())})")
 
 
-@app.command("generate")
-def generate_command(run: Path = typer.Argument(..., help="run directory or checkpoint of a data=text run"),
+@app.command("generate", cls=PlainArguments)
+def generate_command(run: Path = typer.Argument(..., metavar="RUN",
+                                                help="run directory or checkpoint of a data=text run"),
                      prompt: str = typer.Option("", help="text to continue"),
                      length: int = typer.Option(200, min=1, help="characters to sample"),
                      temperature: float = typer.Option(0.8, help="softmax temperature (> 0; lower is greedier)"),

@@ -31,6 +31,16 @@ def test_help_in_dltrains_own_clone_says_its_conf_is_dltrains_not_a_project() ->
     assert f"(dltrain's own configs, from {REPO / 'conf'}; a project of your own: dltrain init DIR)" in result.stdout
 
 
+@pytest.mark.parametrize("command, arguments", [("predict", "RUN FILE..."), ("runs", "[DIRECTORY]")])
+def test_sub_command_help_names_its_arguments_as_a_user_writes_them(tmp_path, command, arguments) -> None:
+    result = cli([command, "--help"], cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"Usage: dltrain {command} [OPTIONS] {arguments}"
+    assert "<list[" not in result.stdout and "{" not in result.stdout  # typer's {run} and <list[Path]>
+    rows = result.stdout[result.stdout.index("Arguments:"):result.stdout.index("Options:")].split("\n")[1:]
+    assert [row.split()[0] for row in rows if row[:3].strip()] == arguments.strip("[]").split()
+
+
 def hparams_of(run_dir: Path) -> dict:
     """The HParams plugin's session of a run: its hyper-parameter values."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
