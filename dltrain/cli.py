@@ -57,6 +57,9 @@ def run_hydra(args: list[str]) -> None:
 
     from dltrain.conf_dirs import config_dir
 
+    if not sys.stderr.isatty():  # a log file, `| tee`, SLURM's output: colorlog (Optuna's log lines) colours
+        os.environ.setdefault("NO_COLOR", "1")  # whatever the stream unless told not to (no-color.org)
+
     multirun = any(a in ("-m", "--multirun") for a in args)
     args = [a for a in args if a in ("-m", "--multirun")] + with_project([a for a in args if a not in ("-m", "--multirun")])
     others = [a for a in args if a not in ("-m", "--multirun")]  # -m goes first: Hydra reads it nowhere else
