@@ -52,10 +52,19 @@ def under_torchrun(args: list[str]) -> list[str]:
     return shared_run_args(args)
 
 
+def no_colour_off_terminal() -> None:
+    """Output to a log file, `| tee` or SLURM's output file gets no colour codes: colorlog, which formats Optuna's
+    log lines, colours whatever the stream unless NO_COLOR is set (no-color.org); a terminal keeps its colours."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("NO_COLOR", "1")
+
+
 def run_hydra(args: list[str]) -> None:
     import hydra
 
     from dltrain.conf_dirs import config_dir
+
+    no_colour_off_terminal()
 
     multirun = any(a in ("-m", "--multirun") for a in args)
     args = [a for a in args if a in ("-m", "--multirun")] + with_project([a for a in args if a not in ("-m", "--multirun")])

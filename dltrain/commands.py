@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from dltrain.completion import CommandsAndOverrides, use_line_completion_for_bash
 from dltrain.conf_dirs import groups
 from dltrain.runs_table import runs_table, terminal_width
 
@@ -17,39 +18,46 @@ def help_text() -> str:
              "Sweep: dltrain -m optim=sgd,adam sched=step,exponential",
              "Show the composed config: dltrain --cfg job [OVERRIDES]    Hydra's own flags: dltrain --hydra-help"]
     listing = ["\b", "Config groups and their choices:"]
-    from dltrain.plugins import project_conf, project_root
+    from dltrain.plugins import is_builtin_conf, project_conf, project_root
 
     project = project_conf(project_root(sys.argv[1:]))
     listing += [f"  {name:15s} {', '.join(choices) or '-'}" for name, choices in groups(project).items()
                 if name != "project"]
     if project is not None:
         listing.append(f"  (with the project's own choices from {project})")
+    elif is_builtin_conf(Path("conf")):  # in dltrain's own clone: its conf/ is what is listed, not a project
+        listing.append(f"  (dltrain's own configs, from {Path('conf').resolve()}; a project of your own: "
+                       "dltrain init DIR)")
     return "\n\n".join(["dltrain: config-driven deep-learning runs.", "\n".join(usage), "\n".join(listing)])
 
 
-class CommandsAndOverrides(typer.core.TyperGroup):
-    """Shell completion (`dltrain --install-completion`) of sub-commands and their options, and of overrides: a
-    config group's choices (`model=cnn`) at any position of a training command line."""
+class PlainArguments(typer.core.TyperCommand):
+    """A sub-command's help that names its arguments as a user writes them (`RUN FILE...`), where typer shows
+    `{run} {FILE...}...` and `FILE... <list[Path]>`: each argument's own help says what it takes."""
 
-    def resolve_command(self, ctx: typer.Context, args: list[str]) -> tuple:
-        if ctx.resilient_parsing and args and "=" in args[0]:  # completing after an override: a training command
-            return None, None, args[1:]
-        return super().resolve_command(ctx, args)
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        return pieces + [argument_name(p) if p.required else f"[{argument_name(p)}]" for p in self.get_params(ctx)
+                         if p.param_type_name == "argument"]
 
-    def shell_complete(self, ctx: typer.Context, incomplete: str) -> list:
-        try:  # typer < 0.16 runs on click; later ones carry their own copy of it
-            from click.shell_completion import CompletionItem
-        except ImportError:
-            from typer._click.shell_completion import CompletionItem
-
-        from dltrain.plugins import project_conf, project_root
-
-        choices = [f"{group}={choice}" for group, names in groups(project_conf(project_root([]))).items()
-                   if group != "project" for choice in names]
-        overrides = [CompletionItem(item) for item in choices if item.startswith(incomplete)]
-        return overrides if ctx.args else super().shell_complete(ctx, incomplete) + overrides
+    def format_options(self, ctx: typer.Context, formatter) -> None:  # noqa: ANN001
+        params = self.get_params(ctx)
+        arguments = [(argument_name(p), f"{p.help or ''}{'  [required]' if p.required else ''}") for p in params
+                     if p.param_type_name == "argument"]
+        options = [p.get_help_record(ctx) for p in params if p.param_type_name == "option"]
+        for title, rows in (("Arguments", arguments), ("Options", [row for row in options if row])):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
 
 
+def argument_name(param) -> str:  # noqa: ANN001
+    """RUN, DIRECTORY, FILE...: the argument's metavar (else its name in capitals), with '...' when it takes many."""
+    name = param.metavar or param.name.upper()
+    return f"{name}..." if param.nargs == -1 else name
+
+
+use_line_completion_for_bash()
 app = typer.Typer(help=help_text(), no_args_is_help=True, rich_markup_mode=None, cls=CommandsAndOverrides)
 
 
@@ -70,8 +78,12 @@ def existing(directory: Path | None) -> Path | None:
     return directory
 
 
-@app.command()
-def runs(directory: Path = typer.Argument(None, help="run or sweep directory (default: the newest)")) -> None:
+NEWEST_HELP = "run or sweep directory (default: the newest)"
+RUN_HELP = "run directory (uses best.pt, else last.pt) or checkpoint"
+
+
+@app.command(cls=PlainArguments)
+def runs(directory: Path = typer.Argument(None, metavar="DIRECTORY", help=NEWEST_HELP)) -> None:
     """A table of the runs under DIRECTORY, best monitored metric first (marked *), as wide as the terminal."""
     root = existing(directory) or newest_run_root()
     lines = runs_table(root, terminal_width())
@@ -81,8 +93,8 @@ def runs(directory: Path = typer.Argument(None, help="run or sweep directory (de
     typer.echo("\n".join(lines))
 
 
-@app.command()
-def board(directory: Path = typer.Argument(None, help="run or sweep directory (default: the newest)"),
+@app.command(cls=PlainArguments)
+def board(directory: Path = typer.Argument(None, metavar="DIRECTORY", help=NEWEST_HELP),
           port: int = typer.Option(6006, min=1, max=65535, help="port to serve on")) -> None:
     """Start TensorBoard on a run or sweep directory (each job shows as a run named by its swept values)."""
     root = existing(directory) or newest_run_root()
@@ -103,8 +115,8 @@ def user_errors(action):  # noqa: ANN001, ANN201
         raise typer.Exit(2) from None
 
 
-@app.command("init")
-def init_command(directory: Path = typer.Argument(..., help="new folder for the project")) -> None:
+@app.command("init", cls=PlainArguments)
+def init_command(directory: Path = typer.Argument(..., metavar="DIRECTORY", help="new folder for the project")) -> None:
     """Write a starter project: your own model and data (Python), their YAMLs, a sweep, a README."""
     from dltrain.scaffold import init_project
 
@@ -125,8 +137,8 @@ def project_of(project: Path | None) -> Path | None:
     return project.expanduser().resolve() if project else project_root([])
 
 
-@app.command("eval")
-def eval_command(run: Path = typer.Argument(..., help="run directory (uses best.pt, else last.pt) or checkpoint"),
+@app.command("eval", cls=PlainArguments)
+def eval_command(run: Path = typer.Argument(..., metavar="RUN", help=RUN_HELP),
                  last: bool = typer.Option(False, "--last", help="use last.pt even when best.pt exists"),
                  predictions: Path = typer.Option(None, help="also write each test sample's prediction to this CSV"),
                  project: Path = typer.Option(None, help=PROJECT_HELP)) -> None:
@@ -144,9 +156,9 @@ def eval_command(run: Path = typer.Argument(..., help="run directory (uses best.
         typer.echo(f"predictions: wrote {predictions}")
 
 
-@app.command("predict")
-def predict_command(run: Path = typer.Argument(..., help="run directory (uses best.pt, else last.pt) or checkpoint"),
-                    files: list[Path] = typer.Argument(..., metavar="FILE...", help="CSV files (one prediction per "
+@app.command("predict", cls=PlainArguments)
+def predict_command(run: Path = typer.Argument(..., metavar="RUN", help=RUN_HELP),
+                    files: list[Path] = typer.Argument(..., metavar="FILE", help="CSV files (one prediction per "
                                                        "row), images, text files or .npy/.npz, as the run's data was"),
                     out: Path = typer.Option(None, help="write the predictions to this CSV instead of printing"),
                     last: bool = typer.Option(False, "--last", help="use last.pt even when best.pt exists"),
@@ -164,8 +176,8 @@ def predict_command(run: Path = typer.Argument(..., help="run directory (uses be
         typer.echo(f"{len(rows)} prediction(s) from {predictor.path}: wrote {out}")
 
 
-@app.command("export")
-def export_command(run: Path = typer.Argument(..., help="run directory or checkpoint"),
+@app.command("export", cls=PlainArguments)
+def export_command(run: Path = typer.Argument(..., metavar="RUN", help="run directory or checkpoint"),
                    out: Path = typer.Option(None, help="output folder (default: RUN/export)"),
                    project: Path = typer.Option(None, help=PROJECT_HELP)) -> None:
     """Write the model as TorchScript (model.ts) and, when the onnx package is installed, ONNX (model.onnx)."""
@@ -178,12 +190,16 @@ def export_command(run: Path = typer.Argument(..., help="run directory or checkp
     if "preprocessing" not in written:  # a checkpoint of an older dltrain, or of a builder that records none
         typer.echo("note: the checkpoint holds no preprocessing description: the model takes inputs scaled as in "
                    "training, not raw ones")
-    if "onnx" not in written:  # export() writes ONNX only when the onnx extra is installed
-        typer.echo("onnx: skipped (pip install -e '.[onnx]')")
+    if "onnx" not in written:  # export() writes ONNX only when torch's exporter has its packages
+        from dltrain.evaluation import onnx_missing
+
+        typer.echo(f"onnx: skipped: model.onnx needs {' and '.join(onnx_missing())} (pip install "
+                   f"{' '.join(onnx_missing())})")
 
 
-@app.command("generate")
-def generate_command(run: Path = typer.Argument(..., help="run directory or checkpoint of a data=text run"),
+@app.command("generate", cls=PlainArguments)
+def generate_command(run: Path = typer.Argument(..., metavar="RUN",
+                                                help="run directory or checkpoint of a data=text run"),
                      prompt: str = typer.Option("", help="text to continue"),
                      length: int = typer.Option(200, min=1, help="characters to sample"),
                      temperature: float = typer.Option(0.8, help="softmax temperature (> 0; lower is greedier)"),

@@ -112,6 +112,16 @@ def evaluate_run(loaded: Loaded, log_dir: Path | None = None) -> dict[str, Any]:
     return result
 
 
+ONNX_PACKAGES = ("onnx", "onnxscript")  # what torch's ONNX exporter imports
+
+
+def onnx_missing() -> list[str]:
+    """The packages torch.onnx.export needs that are not installed (export skips ONNX without them)."""
+    import importlib.util
+
+    return [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+
+
 def export(loaded: Loaded, out_dir: Path) -> dict[str, Path]:
     """TorchScript (always) and ONNX (when `onnx` is importable) traced on one test-shaped sample. With the run's
     preprocessing description the model takes raw inputs (preprocess.Deployed) and model.preprocessing.json
@@ -134,10 +144,7 @@ def export(loaded: Loaded, out_dir: Path) -> dict[str, Path]:
     except OSError as err:
         raise ConfigError(f"cannot write the export to {out_dir}: {err.strerror or err}; give --out a writable "
                           "folder") from None
-    try:  # torch's ONNX exporter needs both packages
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError:
+    if onnx_missing():
         return written
     written["onnx"] = out_dir / "model.onnx"
     batch = ({0: torch.export.Dim.AUTO},)  # any batch size

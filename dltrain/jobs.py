@@ -12,16 +12,9 @@ from typing import Any
 def hydra_job(cfg: Any) -> Any:
     """The function Hydra calls once per job (once per sweep point with -m). In a sweep the job's own output
     goes to its dltrain.log and the terminal gets one line as it ends."""
-    import time
-
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from dltrain.registry import ConfigError
-    from dltrain.signals import deferred, interrupted, received
-    from dltrain.sweep import job_ended
-
-    started = time.monotonic()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if multirun:  # the job's tasks (submitit's tasks_per_node/nodes) form one DDP group; rank 0 reports for it
@@ -38,6 +31,25 @@ def hydra_job(cfg: Any) -> Any:
     skipped = skipped_job(job, rank0) if job else None
     if skipped is not None:
         return sweep_value(skipped, worst)
+    try:
+        return trained_value(cfg, run_dir, overrides, job, multirun, worst)
+    finally:  # the job has ended, whichever way: its folder is free for a later run of the sweep
+        from dltrain.ledger import release_job_lock
+
+        release_job_lock(run_dir)
+
+
+def trained_value(cfg: Any, run_dir: Path, overrides: list[str], job: tuple[Path, str, int] | None,
+                  multirun: bool, worst: float) -> Any:
+    """Train the job and return its value for the sweeper; a failure is reported (one line, or the job's record
+    in a sweep) and a signal stops it with the resume line."""
+    import time
+
+    from dltrain.registry import ConfigError
+    from dltrain.signals import deferred, interrupted, received
+    from dltrain.sweep import job_ended
+
+    started = time.monotonic()
     try:
         with deferred():  # torch's import: this process's one-off cost, not the job's wall time
             import dltrain.train  # noqa: F401
@@ -67,16 +79,19 @@ def hydra_job(cfg: Any) -> Any:
 def skipped_job(job: tuple[Path, str, int], rank0: bool) -> dict[str, Any] | None:
     """A re-run sweep skips a job that ran to its end (its report is returned), and one that another sweep into
     the same folder is training now (its rank 0 holds the job's lock; the other ranks of a job follow theirs)."""
-    from dltrain.ledger import job_lock
+    from dltrain.ledger import job_lock, release_job_lock
     from dltrain.sweep import ENDED_OK, job_ended, status_of
 
     finished = read_report(job[0] / "metrics.json")
+    if status_of(finished) not in ENDED_OK and rank0:
+        if job_lock(job[0]) is None:
+            job_ended(*job, {"status": "running elsewhere"}, None, "(locked by another process; skipped)")
+            return {"status": "running elsewhere"}
+        finished = read_report(job[0] / "metrics.json")  # its holder may have finished it just before we locked
     if status_of(finished) in ENDED_OK:
+        release_job_lock(job[0])
         job_ended(*job, finished, finished.get("wall_seconds"), "(already finished; skipped)")
         return finished
-    if rank0 and job_lock(job[0]) is None:
-        job_ended(*job, {"status": "running elsewhere"}, None, "(locked by another process; skipped)")
-        return {"status": "running elsewhere"}
     return None
 
 

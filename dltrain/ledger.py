@@ -148,22 +148,47 @@ def job_output(run_dir: Path, enabled: bool = True) -> Iterator[None]:
             log.unlink()
 
 
+LOCK_FILE = ".dltrain.lock"  # in a sweep job's folder while the job runs; removed when it ends
+
+
 def job_lock(run_dir: Path) -> Any:
-    """An exclusive lock on the job's folder, held until this process exits (the OS drops it when the process dies,
-    so a killed job never blocks its own resume); None when another process holds it."""
+    """An exclusive lock on the job's folder, held until the job ends (release_job_lock) or this process exits
+    (the OS drops it when the process dies, so a killed job never blocks its own resume); None when another
+    process holds it."""
     import fcntl
 
     if run_dir in LOCKS:  # this process holds it already (a sweep re-run in the same process)
         return LOCKS[run_dir]
     run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / ".dltrain.lock", "a")  # noqa: SIM115  (kept open: the lock lives as long as the file)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    path = run_dir / LOCK_FILE
+    while True:
+        handle = open(path, "a")  # noqa: SIM115  (kept open: the lock lives as long as the file)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return None
+        try:  # the file its holder removed while we waited is no lock any more: lock the one at the path now
+            if os.path.samestat(os.fstat(handle.fileno()), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
         handle.close()
-        return None
     LOCKS[run_dir] = handle
     return handle
 
 
-LOCKS: dict[Path, Any] = {}  # this process's job locks, by job folder; released at exit
+def release_job_lock(run_dir: Path) -> None:
+    """The job has ended: remove its lock file, then let go of the lock. Removed while still held, so that a
+    process that opened the old file in the meantime sees, once it gets that lock, that it is gone (job_lock)."""
+    handle = LOCKS.pop(run_dir, None)
+    if handle is None:
+        return
+    try:
+        (run_dir / LOCK_FILE).unlink()
+    except OSError:  # a deleted or read-only folder: the lock still goes with the file's closing
+        pass
+    handle.close()
+
+
+LOCKS: dict[Path, Any] = {}  # this process's job locks, by job folder; released as each job ends, or at exit

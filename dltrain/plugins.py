@@ -42,7 +42,14 @@ def project_root(args: list[str] = (), cwd: Path | None = None) -> Path | None:
         if value:
             return Path(value).expanduser().resolve().parent
     here = (cwd or Path.cwd()).resolve()
-    return here if is_project_conf(here / "conf") else None
+    return here if is_project_conf(here / "conf") and not is_builtin_conf(here / "conf") else None
+
+
+def is_builtin_conf(conf: Path) -> bool:
+    """dltrain's own conf/ (in its source tree): its configs, not a user's project."""
+    from dltrain.conf_dirs import config_dir
+
+    return conf.resolve() == config_dir().resolve()
 
 
 def project_conf(root: Path | None) -> Path | None:

@@ -128,11 +128,10 @@ def runs_table(root: Path, width: int | None = None) -> list[str]:
                 monitor, *tests[1:][::-1], "stopped", "wall_s"]
         columns = fit(columns, width, drop)
     order = "lowest" if mode == "min" else "highest"
-    title = f"{len(data)} run(s) in {root} by best {monitor or 'monitored value'}, {order} first"
-    title += " (*)" if marked else ""
-    note = "; val/, train/: last epoch"
-    if any(header in finals for header, _, _ in columns) and (width is None or len(title + note) <= width):
-        title += note
+    ranked = f"by best {monitor or 'monitored value'}"
+    rankings = [f"{ranked}, {order} first{' (*)' if marked else ''}", f"{ranked}{' (*)' if marked else ''}"]
+    note = "; val/, train/: last epoch" if any(header in finals for header, _, _ in columns) else ""
+    title = title_line(f"{len(data)} run(s) in", str(root), rankings, note, width)
     widths = [max(len(header), *(len(cell) for cell in cells)) for header, cells, _ in columns]
     lines = [title]
     for i in range(-1, len(data)):
@@ -140,6 +139,15 @@ def runs_table(root: Path, width: int | None = None) -> list[str]:
         lines.append("  ".join(cell.rjust(w) if right else cell.ljust(w)
                                for cell, w, (_, _, right) in zip(row, widths, columns)).rstrip())
     return [clip(line, width) for line in lines] if width is not None else lines
+
+
+def title_line(count: str, folder: str, rankings: list[str], note: str, width: int | None) -> str:
+    """`6 run(s) in FOLDER by best val/loss, lowest first (*); val/, train/: last epoch`, shortened to fit `width`
+    rather than cut: without the note, then the folder's leading parts (`.../21-14-14`), then the order."""
+    parts = folder.split("/")
+    folders = [folder] + [".../" + "/".join(parts[i:]) for i in range(1, len(parts))]
+    titles = [f"{count} {folder} {rankings[0]}{note}"] + [f"{count} {f} {r}" for r in rankings for f in folders]
+    return next((title for title in titles if width is None or len(title) <= width), titles[-1])
 
 
 def fit(columns: list[Column], width: int, drop: list[str]) -> list[Column]:

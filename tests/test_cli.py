@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dltrain import cli as cli_module
-from tests.conftest import cli, load_scalars, run
+from tests.conftest import REPO, cli, load_scalars, run
 
 QUICK = ["trainer.max_epochs=2", "model.hidden=[16]", "trainer.log_every_n_steps=0"]
 
@@ -22,6 +22,23 @@ def test_help_lists_subcommands_and_groups_without_importing_torch() -> None:
     assert out.strip().endswith("NO-TORCH")
     for word in ("runs", "board", "optim", "adamw", "inverse_time", "early_stopping", "digits"):
         assert word in out
+
+
+def test_help_in_dltrains_own_clone_says_its_conf_is_dltrains_not_a_project() -> None:
+    result = cli(["--help"], cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "project's own choices" not in result.stdout
+    assert f"(dltrain's own configs, from {REPO / 'conf'}; a project of your own: dltrain init DIR)" in result.stdout
+
+
+@pytest.mark.parametrize("command, arguments", [("predict", "RUN FILE..."), ("runs", "[DIRECTORY]")])
+def test_sub_command_help_names_its_arguments_as_a_user_writes_them(tmp_path, command, arguments) -> None:
+    result = cli([command, "--help"], cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"Usage: dltrain {command} [OPTIONS] {arguments}"
+    assert "<list[" not in result.stdout and "{" not in result.stdout  # typer's {run} and <list[Path]>
+    rows = result.stdout[result.stdout.index("Arguments:"):result.stdout.index("Options:")].split("\n")[1:]
+    assert [row.split()[0] for row in rows if row[:3].strip()] == arguments.strip("[]").split()
 
 
 def hparams_of(run_dir: Path) -> dict:
@@ -181,18 +198,3 @@ def test_runs_marks_a_metrics_file_of_the_wrong_shape_unreadable(tmp_path) -> No
     result = cli(["runs", "sweep"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "unreadable" in result.stdout
-
-
-@pytest.mark.parametrize("words, expected", [
-    ("dltrain mo", {"model=cnn", "model=mlp", "model=lstm"}),  # a config group's choices
-    ("dltrain model=cnn op", {"optim=adam", "optim=sgd"}),  # after an override too
-    ("dltrain ru", {"runs"}),  # a sub-command
-    ("dltrain eval --", {"--last", "--predictions", "--project"}),  # a sub-command's options
-])
-def test_shell_completion_offers_sub_commands_options_and_overrides(tmp_path, words: str, expected: set) -> None:
-    """What bash's completion script (`dltrain --install-completion`) asks the command, answered for real."""
-    env = {"COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1), "_DLTRAIN_COMPLETE": "complete_bash"}
-    result = cli([], cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr
-    offered = set(result.stdout.split())
-    assert expected <= offered and all(item.startswith(words.split()[-1]) for item in offered), offered

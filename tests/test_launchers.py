@@ -51,6 +51,7 @@ def test_an_optuna_study_goes_on_past_diverged_trials(tmp_path) -> None:
                   "optim.lr=tag(log,interval(0.01,1e9))", "hydra.sweeper.storage=sqlite:///study.db",
                   "hydra.sweeper.study_name=lr", *TINY, "hydra.sweep.dir=sweep"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "A new study created" in result.stderr and "\x1b" not in result.stdout + result.stderr  # no colour codes
     statuses = [line.split()[-2] for line in result.stdout.splitlines() if re.match(r"\[\d\] ", line)]
     assert len(statuses) == 8 and "diverged" in statuses, result.stdout
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())

@@ -57,3 +57,61 @@ def test_a_job_locked_by_another_process_is_skipped(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert "locked by another process; skipped" in result.stdout
     assert not (job / "metrics.json").exists() and (tmp_path / "sweep" / "optim.lr=0.05" / "metrics.json").is_file()
+    assert (job / ".dltrain.lock").is_file()  # the other process's lock is left alone
+    assert not (tmp_path / "sweep" / "optim.lr=0.05" / ".dltrain.lock").exists()  # the job that ran took its own away
+
+
+HOLDER = """
+import sys
+from pathlib import Path
+from dltrain.ledger import job_lock, release_job_lock
+job = Path(sys.argv[1])
+assert job_lock(job) is not None
+print("locked", flush=True)
+sys.stdin.readline()
+release_job_lock(job)
+print("released", flush=True)
+sys.stdin.readline()
+"""
+
+
+def holder(job) -> subprocess.Popen:
+    """Another sweep's process, holding the job's lock until told to end the job (one line on its stdin)."""
+    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(job)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert process.stdout.readline() == "locked\n"
+    return process
+
+
+def test_a_lock_file_removed_while_another_process_waited_on_it_is_not_taken_for_the_lock(tmp_path,
+                                                                                            monkeypatch) -> None:
+    """The holder removes the lock file as its job ends, while it still holds the lock. A process that opened the
+    old file just before must not take that file's lock as the job's: it locks the path anew, and then a third
+    process finds the job locked."""
+    from dltrain import ledger
+
+    job = tmp_path / "job"
+    first = holder(job)
+    real_open = open
+
+    def open_then_holder_ends_its_job(path, mode="r"):  # the interleaving: we open, the holder unlinks and closes
+        handle = real_open(path, mode)
+        first.stdin.write("end the job\n")
+        first.stdin.flush()
+        assert first.stdout.readline() == "released\n"
+        monkeypatch.setattr(ledger, "open", real_open, raising=False)
+        return handle
+
+    monkeypatch.setattr(ledger, "open", open_then_holder_ends_its_job, raising=False)
+    monkeypatch.setattr(ledger, "LOCKS", {})
+    try:
+        handle = ledger.job_lock(job)
+        assert handle is not None and os.path.samestat(os.fstat(handle.fileno()), os.stat(job / ".dltrain.lock"))
+        third = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from dltrain.ledger "
+                                "import job_lock; print(job_lock(Path(sys.argv[1])))", str(job)],
+                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+        assert third.stdout.strip() == "None", third.stderr  # one lock for the job, held by us
+        ledger.release_job_lock(job)
+        assert not (job / ".dltrain.lock").exists()
+    finally:
+        first.communicate("\n", timeout=30)
