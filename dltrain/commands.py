@@ -131,7 +131,7 @@ def eval_command(run: Path = typer.Argument(..., help="run directory (uses best.
                  predictions: Path = typer.Option(None, help="also write each test sample's prediction to this CSV"),
                  project: Path = typer.Option(None, help=PROJECT_HELP)) -> None:
     """Test metrics of a checkpoint; classification adds per-class accuracy and a confusion matrix
-    (also written to TensorBoard in the run directory as the image test/confusion_matrix)."""
+    (also written to TensorBoard in the run directory as the image z_more/test/confusion_matrix)."""
     from dltrain.evaluation import describe, evaluate_run, load_run
 
     loaded = user_errors(lambda: load_run(run, prefer_best=not last, project=project_of(project)))
