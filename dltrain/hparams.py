@@ -129,8 +129,11 @@ def merge(previous: dict[str, Any], sweep: SweepPlan) -> tuple[dict[str, Any], l
         else:
             values = [*old.get("values", []), *(v for v in spec.get("values", []) if v not in old.get("values", []))]
             hparams[name] = {"values": values, "differs": differs}
-    shown = {m[1] for m in sweep.metrics}  # a column an earlier release tagged otherwise (test/acc) takes today's tag
-    metrics = [list(m) for m in previous.get("metrics") or [] if list(m) in sweep.metrics or m[1] not in shown]
+    today = {shown: [tag, shown] for tag, shown in sweep.metrics}  # a column an earlier release tagged otherwise
+    metrics: list[list[str]] = []  # (test/acc, now z_more/test/acc) keeps its place under today's tag
+    for tag, shown in previous.get("metrics") or []:
+        if (column := today.get(shown, [tag, shown])) not in metrics:
+            metrics.append(column)
     metrics += [m for m in sweep.metrics if m not in metrics]
     return hparams, metrics
 
