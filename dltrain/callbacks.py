@@ -15,6 +15,7 @@ import torch
 from dltrain import checkpoint
 from dltrain.engine import Callback, State
 from dltrain.registry import Registry
+from dltrain.tags import STEP_LOSS, best_tag, board_tag
 
 CALLBACKS = Registry("callback")  # users' callbacks by name (dltrain.register_callback); built-ins are fixed
 
@@ -91,14 +92,15 @@ class Checkpointer(Callback):
 
 
 class TensorBoard(Callback):
-    """Curves per epoch (x = epochs done): the epoch's train/val metrics and lr, plus the monitored metric's
-    running best `<monitor>_best` (it sorts right after the monitor's own curve; its last value is the run's best);
-    the running train loss per logged step; a grid of samples per epoch for generative models
-    (`sample(n, generator)`); the test metrics at the end. The run's hyper-parameters go in as an HParams session
+    """Curves per epoch (x = epochs done), named for the screen TensorBoard opens on (dltrain/tags.py): the epoch's
+    train/val metrics, `train/*` and `val/*`, with the monitored metric's running best `<monitor>_best` beside the
+    monitor's own curve (its last value is the run's best); under `z_more/`, collapsed, the lr, epoch seconds,
+    throughput, the running train loss per logged step, and the test metrics at the end. A grid of samples per
+    epoch for generative models (`sample(n, generator)`). The run's hyper-parameters go in as an HParams session
     when fitting starts (tensorboard's own `summary_v2.hparams_pb`), so the HParams tab lists a sweep's runs while
-    they train; the sweep's experiment (domains, the swept keys, the metric columns) sits at the sweep root
-    (dltrain/sweep.py). One-point summaries (best, epochs, final values) are HParams columns and metrics.json
-    fields, not scalar tags: the Scalars tab opens on the curves."""
+    they train; in a sweep the run's folder also gets the sweep's experiment (domains, the swept keys, the metric
+    columns; dltrain/hparams.py). One-point summaries (best, epochs, final values) are HParams columns and
+    metrics.json fields, not scalar tags."""
 
     def __init__(self, run_dir: Path, hparams: dict[str, Any],
                  sample: Callable[[int, torch.Generator], torch.Tensor] | None = None) -> None:
@@ -112,24 +114,23 @@ class TensorBoard(Callback):
         from torch.utils.tensorboard import SummaryWriter
 
         from dltrain.event_files import keep_until
+        from dltrain.hparams import join_sweep, trial_id
 
         keep_until(self.run_dir, state.epoch, state.step)
         quiet_writer_thread()
+        join_sweep(self.run_dir)
         self.writer = SummaryWriter(log_dir=str(self.run_dir))
-        # The session is the run (named by its folder); its group, TensorBoard's default, a hash of the values: runs
-        # with the same values are repeats. (The run's name as group would be cut in the HParams table's narrow
-        # Trial ID column, `optim=adam,sc…` three times; the swept keys' own columns tell the rows apart.) A resumed
-        # run writes it again, which TensorBoard ignores.
-        self.writer.file_writer.add_summary(hparams_pb(self.hparams))
+        # The session is the run; its group (the HParams table's Trial ID, by which its rows are sorted) is the job's
+        # name, e.g. `optim=adam,sched=step`, not TensorBoard's default hash of the values. A resumed run writes it
+        # again, which TensorBoard ignores.
+        self.writer.file_writer.add_summary(hparams_pb(self.hparams, trial_id=trial_id(self.run_dir)))
 
     def on_train_log(self, state: State, values: dict[str, float]) -> None:
-        self.writer.add_scalar("train/loss_step", values["train/loss"], state.step)
+        self.writer.add_scalar(STEP_LOSS, values["train/loss"], state.step)
 
     def on_epoch_end(self, state: State) -> None:
-        from dltrain.hparams import best_tag
-
-        for tag, value in state.metrics.items():
-            self.writer.add_scalar(tag, value, state.epoch)
+        for name, value in state.metrics.items():
+            self.writer.add_scalar(board_tag(name), value, state.epoch)
         if state.best.value is not None:
             self.writer.add_scalar(best_tag(state.best.monitor), state.best.value, state.epoch)
         if self.sample is not None:
@@ -141,8 +142,8 @@ class TensorBoard(Callback):
         self.writer.flush()
 
     def on_fit_end(self, state: State) -> None:
-        for tag, value in state.test_metrics.items():
-            self.writer.add_scalar(tag, value, state.epoch)
+        for name, value in state.test_metrics.items():
+            self.writer.add_scalar(board_tag(name), value, state.epoch)
         self.writer.close()
 
 

@@ -1,7 +1,6 @@
 """Named sub-commands of `dltrain` (typer). Training itself is `dltrain [OVERRIDES...]`, handled by Hydra."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -61,15 +60,6 @@ use_line_completion_for_bash()
 app = typer.Typer(help=help_text(), no_args_is_help=True, rich_markup_mode=None, cls=CommandsAndOverrides)
 
 
-def newest_run_root() -> Path:
-    """The newest run or sweep folder under ./multirun or ./outputs that holds results."""
-    candidates = [p for base in ("multirun", "outputs") for p in Path(base).glob("*/*")
-                  if p.is_dir() and next(p.rglob("metrics.json"), None)]
-    if not candidates:
-        raise typer.BadParameter("no runs under ./outputs or ./multirun; pass a directory")
-    return max(candidates, key=lambda p: p.stat().st_mtime)
-
-
 def existing(directory: Path | None) -> Path | None:
     """The directory a user named, which must exist."""
     if directory is not None and not directory.is_dir():
@@ -78,30 +68,44 @@ def existing(directory: Path | None) -> Path | None:
     return directory
 
 
-NEWEST_HELP = "run or sweep directory (default: the newest)"
 RUN_HELP = "run directory (uses best.pt, else last.pt) or checkpoint"
+PICKED = ("without one: the newest sweep under ./multirun, else the newest run under ./outputs (newest: its "
+          "metrics.json or TensorBoard files written last); a newer single run is named in a line")
+
+
+def picked(directory: Path | None, command: str) -> tuple[Path, str]:
+    """The folder the user named, or the one the rule in PICKED finds, and a note for the user ('' if none)."""
+    from dltrain.board import default_folder
+
+    return (directory, "") if existing(directory) else default_folder(command)
 
 
 @app.command(cls=PlainArguments)
-def runs(directory: Path = typer.Argument(None, metavar="DIRECTORY", help=NEWEST_HELP)) -> None:
+def runs(directory: Path = typer.Argument(None, metavar="DIRECTORY", help=f"run or sweep directory; {PICKED}")) -> None:
     """A table of the runs under DIRECTORY, best monitored metric first (marked *), as wide as the terminal."""
-    root = existing(directory) or newest_run_root()
+    root, note = picked(directory, "runs")
     lines = runs_table(root, terminal_width())
     if not lines:
         typer.echo(f"dltrain: error: no metrics.json under {root}; give a run or sweep directory", err=True)
         raise typer.Exit(2)
     typer.echo("\n".join(lines))
+    if note:
+        typer.echo(f"({note})")
 
 
 @app.command(cls=PlainArguments)
-def board(directory: Path = typer.Argument(None, metavar="DIRECTORY", help=NEWEST_HELP),
-          port: int = typer.Option(6006, min=1, max=65535, help="port to serve on")) -> None:
-    """Start TensorBoard on a run or sweep directory (each job shows as a run named by its swept values)."""
-    root = existing(directory) or newest_run_root()
-    typer.echo(f"TensorBoard on {root} at http://localhost:{port}")
-    sys.stdout.flush()
-    # exec, not a child process: a signal that stops `dltrain board` then stops TensorBoard, which is this process
-    os.execv(sys.executable, [sys.executable, "-m", "tensorboard.main", "--logdir", str(root), "--port", str(port)])
+def board(directory: Path = typer.Argument(None, metavar="DIRECTORY", help=f"run or sweep directory; {PICKED}"),
+          port: int = typer.Option(None, min=1, max=65535, show_default=False, metavar="PORT",
+                                   help="port to serve on [default: 6006, else the next free one]"),
+          bind_all: bool = typer.Option(False, "--bind_all", "--bind-all",
+                                        help="serve on every network interface, for a browser on another machine "
+                                             "(default: this machine only)")) -> None:
+    """TensorBoard on a run or sweep directory: each job of a sweep is a run named by its swept values; it opens
+    on the train/ and val/ curves of all of them, and the HParams tab compares them. One line says the URL."""
+    from dltrain.board import serve
+
+    root, note = picked(directory, "board")
+    serve(root, port, bind_all, f" ({note})" if note else "")
 
 
 def user_errors(action):  # noqa: ANN001, ANN201
@@ -143,7 +147,7 @@ def eval_command(run: Path = typer.Argument(..., metavar="RUN", help=RUN_HELP),
                  predictions: Path = typer.Option(None, help="also write each test sample's prediction to this CSV"),
                  project: Path = typer.Option(None, help=PROJECT_HELP)) -> None:
     """Test metrics of a checkpoint; classification adds per-class accuracy and a confusion matrix
-    (also written to TensorBoard in the run directory as the image test/confusion_matrix)."""
+    (also written to TensorBoard in the run directory as the image z_more/test/confusion_matrix)."""
     from dltrain.evaluation import describe, evaluate_run, load_run
 
     loaded = user_errors(lambda: load_run(run, prefer_best=not last, project=project_of(project)))

@@ -107,8 +107,10 @@ def evaluate_run(loaded: Loaded, log_dir: Path | None = None) -> dict[str, Any]:
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
+            from dltrain.tags import board_tag
+
             with SummaryWriter(log_dir=str(log_dir)) as writer:
-                writer.add_image("test/confusion_matrix", matrix_image(counts), 0)
+                writer.add_image(board_tag("test/confusion_matrix"), matrix_image(counts), 0)
     return result
 
 

@@ -1,15 +1,16 @@
 """A run's TensorBoard history stays a function of the step after any interruption: before a (resumed) run
 writes again, its event files lose every value past the point the checkpoint holds, so each (tag, step) has one
 value and steps only grow. TensorBoard's own `purge_step` cannot do this here: it takes one step for all tags,
-and `train/loss_step` counts optimizer steps while the other curves count epochs."""
+and the per-step loss (`z_more/train/loss_step`) counts optimizer steps while the other curves count epochs."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
 from dltrain.files import write_atomic
+from dltrain.tags import OLD_STEP_LOSS, STEP_LOSS
 
-STEP_TAGS = ("train/loss_step",)  # x = optimizer steps; every other tag's x is epochs done
+STEP_TAGS = (STEP_LOSS, OLD_STEP_LOSS)  # x = optimizer steps; every other tag's x is epochs done
 
 
 def keep_until(run_dir: Path, epoch: int, step: int) -> int:

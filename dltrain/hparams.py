@@ -1,7 +1,13 @@
-"""The HParams experiment of a sweep, written at its root before the first job (tensorboard's own
-`summary_v2.hparams_config_pb`): each hyper-parameter's domain with the swept ones marked as differing, and the
-metric columns; merged with what a previous run of the same sweep wrote (`sweep.json`), so a re-run that adds
-values widens the domains."""
+"""The HParams experiment of a sweep (tensorboard's own `summary_v2.hparams_config_pb`): each hyper-parameter's
+domain with the swept ones marked as differing, and the metric columns; merged with what a previous run of the
+same sweep wrote (`sweep.json` at its root), so a re-run that adds values widens the domains.
+
+TensorBoard's HParams plugin takes the experiment from whichever run holds one (the first it lists), and every
+folder holding an event file is a run: an experiment at the sweep root was a run named `.` with no curves, first
+in every run list. So each job's folder holds the experiment in a small event file of its own
+(`EXPERIMENT_FILE`), written by the job as it starts and rewritten in every job folder whenever the sweep starts
+again, so that all copies are the same. Its name sorts before the job's own event files, which TensorBoard reads
+in name order (the job's live file stays the last one)."""
 from __future__ import annotations
 
 import json
@@ -9,18 +15,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dltrain.tags import best_tag, board_tag
+
 if TYPE_CHECKING:
     from dltrain.sweep import SweepPlan
 
 PLAN_FILE = "sweep.json"  # at the sweep root: swept keys, HParams domains and metric columns (merged on re-runs)
-EXPERIMENT_SUFFIX = ".hparams"  # the root's event file that holds only the HParams experiment
-
-
-def best_tag(monitor: str) -> str:
-    """The scalar tag of the monitored metric's running best: a curve beside the monitor's own (val/loss_best
-    sorts right after val/loss), whose last value is the run's best and the HParams column best/<monitor>."""
-    return f"{monitor}_best"
-
+EXPERIMENT_FILE = "events.out.tfevents.0000000000.experiment.hparams"  # in each job folder: the experiment alone
+OLD_EXPERIMENTS = "events.out.tfevents.*.hparams"  # at the sweep root: where earlier releases wrote it (run '.')
 
 
 def hparam_domains(points: list[tuple[str, Any]], swept: dict[str, list[str]],
@@ -78,13 +80,15 @@ def metric_columns(cfg: dict[str, Any] | None) -> list[list[str]]:
         pass
     ordered = [n for n in names if n != "loss"] + ["loss"]
     columns = [[best_tag(monitor), f"best/{monitor}"]]
-    columns += [[f"test/{n}", f"test/{n}"] for n in ordered]
+    columns += [[board_tag(f"test/{n}"), f"test/{n}"] for n in ordered]
     columns += [[f"val/{n}", f"final/val/{n}"] for n in names]
     columns += [["train/loss", "final/train/loss"]]
     return columns
 
 
 def write_root(sweep: SweepPlan) -> None:
+    """Before the first job: the plan at the sweep root, merged with a previous run's, and the experiment in every
+    job folder already there (a re-run's new values widen the domains of the finished jobs' copies too)."""
     from dltrain.files import write_json_atomic
 
     root = sweep.root
@@ -94,10 +98,11 @@ def write_root(sweep: SweepPlan) -> None:
     swept = dict(previous.get("swept") or {})
     for key, values in sweep.swept.items():
         swept[key] = [*swept.get(key, []), *(v for v in values if v not in swept.get(key, []))]
-    unchanged = previous.get("hparams") == hparams and previous.get("metrics") == metrics
-    if not unchanged or not list(root.glob(f"events.out.tfevents.*{EXPERIMENT_SUFFIX}")):
-        write_experiment(root, hparams, metrics)
     write_json_atomic(root / PLAN_FILE, {"swept": swept, "hparams": hparams, "metrics": metrics})
+    for old in root.glob(OLD_EXPERIMENTS):
+        old.unlink(missing_ok=True)
+    for job in sorted({path.parent for path in root.rglob("events.out.tfevents.*")} - {root}):
+        write_experiment(job, hparams, metrics)
 
 
 def read_plan(root: Path) -> dict[str, Any]:
@@ -124,20 +129,25 @@ def merge(previous: dict[str, Any], sweep: SweepPlan) -> tuple[dict[str, Any], l
         else:
             values = [*old.get("values", []), *(v for v in spec.get("values", []) if v not in old.get("values", []))]
             hparams[name] = {"values": values, "differs": differs}
-    metrics = [list(m) for m in previous.get("metrics") or []]
+    today = {shown: [tag, shown] for tag, shown in sweep.metrics}  # a column an earlier release tagged otherwise
+    metrics: list[list[str]] = []  # (test/acc, now z_more/test/acc) keeps its place under today's tag
+    for tag, shown in previous.get("metrics") or []:
+        if (column := today.get(shown, [tag, shown])) not in metrics:
+            metrics.append(column)
     metrics += [m for m in sweep.metrics if m not in metrics]
     return hparams, metrics
 
 
-def write_experiment(root: Path, hparams: dict[str, dict[str, Any]], metrics: list[list[str]]) -> None:
-    """The HParams experiment as its own event file at the sweep root (TensorBoard run '.'), replacing an
-    earlier one: TensorBoard keeps the first experiment it reads, so there is only ever one."""
+def write_experiment(folder: Path, hparams: dict[str, dict[str, Any]], metrics: list[list[str]]) -> None:
+    """The HParams experiment as the event file `EXPERIMENT_FILE` in `folder`, replaced atomically."""
     import time
 
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.plugins.hparams import metadata, plugin_data_pb2
     from tensorboard.plugins.hparams import summary_v2 as hp
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from dltrain.files import write_atomic
 
     infos = [hp.HParam(name, domain(spec)) for name, spec in hparams.items()]
     summary = hp.hparams_config_pb(infos, [hp.Metric(tag, display_name=shown) for tag, shown in metrics],
@@ -147,14 +157,15 @@ def write_experiment(root: Path, hparams: dict[str, dict[str, Any]], metrics: li
     for info in experiment.hparam_infos:
         info.differs = bool(hparams[info.name].get("differs"))
     value.metadata.CopyFrom(metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(experiment=experiment)))
-    pattern = f"events.out.tfevents.*{EXPERIMENT_SUFFIX}"
-    before = set(root.glob(pattern))
-    writer = EventFileWriter(str(root), filename_suffix=EXPERIMENT_SUFFIX)
-    writer.add_event(Event(wall_time=time.time(), step=0, summary=summary))
-    writer.close()
-    if set(root.glob(pattern)) - before:  # the new one is there: the old ones go
-        for old in before:
-            old.unlink(missing_ok=True)
+    events = [Event(wall_time=time.time(), file_version="brain.Event:2"),  # as TensorBoard's own writer begins
+              Event(wall_time=time.time(), step=0, summary=summary)]
+
+    def write(handle: Any) -> None:
+        writer = RecordWriter(handle)
+        for event in events:
+            writer.write(event.SerializeToString())
+
+    write_atomic(folder / EXPERIMENT_FILE, write)
 
 
 def domain(spec: dict[str, Any]) -> Any:
@@ -171,3 +182,24 @@ def domain(spec: dict[str, Any]) -> Any:
 
 
 # ---- a job (any launcher process) ----------------------------------------------------------------------------
+
+def join_sweep(run_dir: Path) -> None:
+    """A sweep's job, as it starts: the sweep's experiment into its own folder (see the module's docstring)."""
+    from dltrain.sweep import sweep_env
+
+    root = sweep_env().get("root")
+    plan = read_plan(Path(root)) if root else {}
+    if plan.get("hparams") and Path(root).resolve() in run_dir.resolve().parents:
+        write_experiment(run_dir, plan["hparams"], plan.get("metrics") or [])
+
+
+def trial_id(run_dir: Path) -> str:
+    """The HParams session group (the table's Trial ID) of a run: a sweep job's name, its folder under the sweep
+    (`optim=adam,sched=step`), else the run folder's name."""
+    from dltrain.sweep import sweep_env
+
+    root = sweep_env().get("root")
+    try:
+        return run_dir.resolve().relative_to(Path(root).resolve()).as_posix() if root else run_dir.name
+    except ValueError:
+        return run_dir.name

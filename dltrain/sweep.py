@@ -1,13 +1,15 @@
 """Sweeps (`dltrain -m`): what a sweep varies, how its jobs are named, what TensorBoard's HParams tab is told
 before the first job, and what the terminal shows (one line per finished job, then the table of the sweep).
 
-The HParams experiment itself is written by dltrain/hparams.py; the `runs` table by dltrain/runs_table.py.
+The HParams experiment itself is written by dltrain/hparams.py (into each job's folder, not the root: a folder
+with an event file is a TensorBoard run); the `runs` table by dltrain/runs_table.py.
 The parent process plans the sweep from the command line (Hydra's own override parser) and from an
 experiment's `hydra.sweeper.params`: the swept keys (several values) name the jobs, the single-valued ones are
-left out of the names. Before the first job it writes, at the sweep root, `sweep.json` (the plan) and the
-HParams experiment (each hyper-parameter's domain, the swept ones marked as differing, and the metric columns),
-with tensorboard's own `summary_v2.hparams_config_pb`. Jobs, in whatever launcher process, learn the plan from
-the DLTRAIN_SWEEP environment variable and record how they ended in the sweep folder (dltrain/ledger.py).
+left out of the names. Before the first job it writes, at the sweep root, `sweep.json` (the plan: each
+hyper-parameter's domain, the swept ones marked as differing, and the metric columns), from which the HParams
+experiment is written with tensorboard's own `summary_v2.hparams_config_pb`. Jobs, in whatever launcher process,
+learn the plan from the DLTRAIN_SWEEP environment variable and record how they ended in the sweep folder
+(dltrain/ledger.py).
 Nothing here imports torch at module level: `dltrain --help` and the sub-commands stay fast.
 """
 from __future__ import annotations
@@ -58,7 +60,7 @@ class SweepPlan:
     metrics: list[list[str]] = field(default_factory=list)  # [tag, display name] per HParams metric column
 
     def env(self) -> str:
-        shown = {"monitor": self.metrics[0][1].removeprefix("best/"), "test": self.metrics[1][0]} if self.metrics else {}
+        shown = {"monitor": self.metrics[0][1].removeprefix("best/"), "test": self.metrics[1][1]} if self.metrics else {}
         return json.dumps({"root": str(self.root) if self.root else None, "jobs": self.jobs, "width": self.width,
                            **shown})
 

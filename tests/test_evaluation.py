@@ -44,8 +44,8 @@ def test_eval_command_prints_and_logs_the_matrix(finished) -> None:
 
     acc = EventAccumulator(str(finished))
     acc.Reload()
-    assert "test/confusion_matrix" in acc.Tags()["images"]
-    assert "test/acc" in load_scalars(finished)
+    assert "z_more/test/confusion_matrix" in acc.Tags()["images"]
+    assert "z_more/test/acc" in load_scalars(finished)
 
 
 def test_torchscript_export_round_trips(finished, tmp_path) -> None:

@@ -38,5 +38,22 @@ def test_a_resumed_run_has_one_value_per_step(tmp_path) -> None:
         steps = [s for s, _ in points]
         assert steps == sorted(set(steps)), (tag, steps)  # unique and increasing
     assert [s for s, _ in after["val/loss"]] == [1, 2, 3, 4, 5]
-    step_values = [s for s, _ in after["train/loss_step"]]
+    step_values = [s for s, _ in after["z_more/train/loss_step"]]
     assert step_values == list(range(5, 5 * len(step_values) + 1, 5))
+
+
+def test_a_resume_trims_the_step_loss_of_a_run_from_an_earlier_release(tmp_path) -> None:
+    """Runs of earlier releases logged the per-step loss as `train/loss_step`: still x = optimizer steps."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from dltrain.event_files import keep_until
+    from dltrain.tags import OLD_STEP_LOSS
+
+    with SummaryWriter(log_dir=str(tmp_path)) as writer:
+        for epoch in (1, 2, 3):
+            writer.add_scalar("val/loss", 1.0 / epoch, epoch)
+            for step in range(10 * epoch - 5, 10 * epoch + 1, 5):  # 2 logged steps per epoch of 10
+                writer.add_scalar(OLD_STEP_LOSS, 0.5, step)
+    assert keep_until(tmp_path, epoch=2, step=20) == 3  # epoch 3, steps 25 and 30
+    kept = load_scalars(tmp_path)
+    assert [s for s, _ in kept[OLD_STEP_LOSS]] == [5, 10, 15, 20] and [s for s, _ in kept["val/loss"]] == [1, 2]

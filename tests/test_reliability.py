@@ -194,7 +194,7 @@ def test_a_run_killed_after_its_final_checkpoint_is_finished_by_resume(straight,
     assert "epoch 8/8" not in done.stdout  # nothing trained again
     assert_same_result(run_dir, straight)
     scalars = load_scalars(run_dir)
-    assert scalars["test/acc"][-1] == (8, pytest.approx(metrics(straight)["test"]["test/acc"]))
+    assert scalars["z_more/test/acc"][-1] == (8, pytest.approx(metrics(straight)["test"]["test/acc"]))
     assert hparams_written(run_dir)  # the HParams session, so that the run shows in a sweep's table
     again = cli([*NOISY, "trainer.resume=run"], cwd=tmp_path)  # now it is complete: refused as before
     assert again.returncode == 2 and "already trained 8 epochs" in again.stderr

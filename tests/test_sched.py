@@ -181,7 +181,7 @@ def test_step_interval_changes_lr_every_optimizer_step(tmp_path) -> None:
     # digits: 1078 train samples at batch 539 -> exactly 2 steps per epoch
     run(["trainer.max_epochs=3", "data.batch_size=539", "sched=exponential", "sched.interval=step", "sched.k=0.5",
          "model.hidden=[16]"], tmp_path)
-    lrs = [v for _, v in load_scalars(tmp_path)["lr"]]
+    lrs = [v for _, v in load_scalars(tmp_path)["z_more/lr"]]
     assert lrs == pytest.approx([0.1 * math.exp(-0.5 * t) for t in (0, 2, 4)], rel=1e-6)
 
 

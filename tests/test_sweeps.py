@@ -1,5 +1,6 @@
-"""Sweeps as users compare them: job names from the swept keys, the HParams tab of a real TensorBoard server, the
-Scalars tab opening on the curves, one line per job and the table at the end, statuses and exit codes."""
+"""Sweeps as users compare them: job names from the swept keys, a real TensorBoard server opening on the train and
+val curves of every job with the HParams tab comparing the swept keys, one line per job and the table at the end,
+statuses and exit codes."""
 from __future__ import annotations
 
 import json
@@ -79,20 +80,66 @@ SESSION_GROUPS = {"experimentName": "", "startIndex": 0, "sliceSize": 100, "colP
                   "allowedStatuses": ["STATUS_FAILURE", "STATUS_RUNNING", "STATUS_SUCCESS", "STATUS_UNKNOWN"]}
 
 
-def test_tensorboard_compares_the_swept_keys_and_opens_on_the_curves(six) -> None:
+def natural_order(a: str, b: str) -> int:
+    """TensorBoard's tag order (webfiles' compareTagNames): digit runs compare as numbers, a digit or '/' sorts
+    before any other character, the rest by character code."""
+    i = j = 0
+    while True:
+        if i == len(a) or j == len(b):
+            return (i < len(a)) - (j < len(b))
+        if a[i].isdigit() and b[j].isdigit():
+            run_a, run_b = re.match(r"\d+", a[i:]).group(), re.match(r"\d+", b[j:]).group()
+            if int(run_a) != int(run_b):
+                return -1 if int(run_a) < int(run_b) else 1
+            i, j = i + len(run_a), j + len(run_b)
+            continue
+        first_a, first_b = a[i] == "/" or a[i].isdigit(), b[j] == "/" or b[j].isdigit()
+        if first_a != first_b:
+            return -1 if first_a else 1
+        if not first_a and a[i] != b[j]:
+            return -1 if a[i] < b[j] else 1
+        i, j = i + 1, j + 1
+
+
+def opened_groups(tags: set[str]) -> list[str]:
+    """The tag groups TensorBoard opens on: tags grouped by their first path component in its natural order, the
+    first two groups expanded (Time Series' `groups.slice(0, 2)`, Scalars' `_shouldOpen(index <= 2)` after its
+    search pane)."""
+    from functools import cmp_to_key
+
+    groups = dict.fromkeys(tag.split("/", 1)[0] for tag in sorted(tags, key=cmp_to_key(natural_order)))
+    return list(groups)[:2]
+
+
+def served_sweep(port: int, server: subprocess.Popen, jobs: int) -> list[dict]:
+    """The HParams session groups, once TensorBoard has loaded every job's metrics (it loads in the background)."""
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            groups = fetch(port, "/data/plugin/hparams/session_groups", SESSION_GROUPS)["sessionGroups"]
+            if len(groups) == jobs and all(len(g["metricValues"]) >= 6 for g in groups):
+                return groups
+        except OSError:
+            pass
+        assert time.monotonic() < deadline and server.poll() is None, "TensorBoard did not serve the sweep"
+        time.sleep(1)
+
+
+def test_tensorboard_opens_on_the_curves_of_every_job_and_compares_the_swept_keys(six) -> None:
     root, _ = six
     server, port = start_tensorboard(root)
     try:
-        deadline = time.monotonic() + 90
-        while True:  # TensorBoard loads the event files in the background
-            try:
-                groups = fetch(port, "/data/plugin/hparams/session_groups", SESSION_GROUPS)["sessionGroups"]
-                if len(groups) == 6 and all(len(g["metricValues"]) >= 6 for g in groups):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "TensorBoard did not serve the sweep"
-            time.sleep(1)
+        groups = served_sweep(port, server, 6)
+        assert sorted(fetch(port, "/data/runs")) == NAMES  # the jobs only: no run '.' (the sweep root) without curves
+        tags = fetch(port, "/data/plugin/scalars/tags")
+        assert sorted(tags) == NAMES
+        assert opened_groups({tag for run_tags in tags.values() for tag in run_tags}) == ["train", "val"]
+        for run, run_tags in tags.items():  # one row of cards per opened group; the rest under z_more/, collapsed
+            assert {t for t in run_tags if t.startswith("train/")} == {"train/loss", "train/acc"}, run
+            assert {t for t in run_tags if t.startswith("val/")} == {"val/loss", "val/acc", "val/loss_best"}, run
+            assert {"z_more/lr", "z_more/test/acc", "z_more/time/epoch_sec"} <= set(run_tags), run
+            assert all(t.startswith(("train/", "val/", "z_more/")) for t in run_tags), run
+
         experiment = fetch(port, "/data/plugin/hparams/experiment", {"experimentName": "", "hparamsLimit": 1000})
         infos = experiment["hparamInfos"]
         assert [(h["name"], h.get("differs", False)) for h in infos[:2]] == [("optim.name", True), ("sched.name", True)]
@@ -102,24 +149,17 @@ def test_tensorboard_compares_the_swept_keys_and_opens_on_the_curves(six) -> Non
         assert {v for h in infos[:2] for v in h["domainDiscrete"]} == {*OPTIMS, *SCHEDS}
         metrics = [(m["name"]["tag"], m.get("displayName")) for m in experiment["metricInfos"]]
         assert metrics[0] == ("val/loss_best", "best/val/loss")  # the monitored best is the first column
-        assert ("test/acc", "test/acc") in metrics[:5]  # shown by default (the first five columns)
+        assert ("z_more/test/acc", "test/acc") in metrics[:5]  # shown by default (the first five columns)
 
-        sessions = [s["name"] for g in groups for s in g["sessions"]]
-        assert sorted(sessions) == NAMES  # one per group, named short and distinct: the swept values
+        assert [g["name"] for g in groups] == NAMES  # Trial ID: the job's name, and the rows in its order
         for group in groups:
             (name,) = [s["name"] for s in group["sessions"]]
-            assert f"optim={group['hparams']['optim.name']},sched={group['hparams']['sched.name']}" == name
+            assert group["name"] == name == f"optim={group['hparams']['optim.name']},sched={group['hparams']['sched.name']}"
             values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
             report = json.loads((root / name / "metrics.json").read_text())
             assert values["val/loss_best"] == pytest.approx(report["best"], rel=1e-6)
-            assert values["test/acc"] == pytest.approx(report["test"]["test/acc"], rel=1e-6)
+            assert values["z_more/test/acc"] == pytest.approx(report["test"]["test/acc"], rel=1e-6)
             assert values["val/loss"] == pytest.approx(report["final"]["val/loss"], rel=1e-6)
-
-        tags = fetch(port, "/data/plugin/scalars/tags")
-        assert sorted(tags) == NAMES  # the sweep root (run '.') holds the experiment only, no scalars
-        for run, run_tags in tags.items():
-            assert {"train/loss", "val/loss", "val/acc", "lr", "test/loss", "test/acc"} <= set(run_tags), run
-            assert not [t for t in run_tags if t.startswith(("best/", "final/")) or t == "epochs"], run
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -184,13 +224,15 @@ def test_statuses_exit_codes_and_a_rerun_that_adds_a_value(tmp_path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import metadata
 
-    experiments = list(root.glob("events.out.tfevents.*.hparams"))
-    assert len(experiments) == 1  # rewritten, not added: TensorBoard would keep the first one it read
-    acc = EventAccumulator(str(experiments[0]))
-    acc.Reload()
-    content = acc.SummaryMetadata(metadata.EXPERIMENT_TAG).plugin_data.content
-    lr = next(h for h in metadata.parse_experiment_plugin_data(content).hparam_infos if h.name == "optim.lr")
-    assert lr.differs and sorted(v.number_value for v in lr.domain_discrete.values) == [-1, 0.1, 1e6]
+    from dltrain.hparams import EXPERIMENT_FILE
+
+    assert not list(root.glob("events.out.tfevents.*"))  # nothing at the root: it would be a run '.' without curves
+    for job in ("optim.lr=0.1", "optim.lr=1000000.0"):  # skipped as finished, yet their copies were widened too:
+        acc = EventAccumulator(str(root / job / EXPERIMENT_FILE))  # TensorBoard takes whichever it lists first
+        acc.Reload()
+        content = acc.SummaryMetadata(metadata.EXPERIMENT_TAG).plugin_data.content
+        lr = next(h for h in metadata.parse_experiment_plugin_data(content).hparam_infos if h.name == "optim.lr")
+        assert lr.differs and sorted(v.number_value for v in lr.domain_discrete.values) == [-1, 0.1, 1e6], job
 
 
 def test_a_single_run_keeps_its_log_clean_and_records_its_wall_time(tmp_path) -> None:

@@ -39,7 +39,8 @@ def test_default_run_learns_and_reports(fast_run) -> None:
 def test_tensorboard_scalars_have_the_fixed_tags(fast_run) -> None:
     run_dir, _ = fast_run
     scalars = load_scalars(run_dir)
-    for tag in ("train/loss", "val/loss", "val/acc", "lr", "test/loss", "test/acc", "throughput/samples_per_sec"):
+    for tag in ("train/loss", "val/loss", "val/acc", "z_more/lr", "z_more/test/loss", "z_more/test/acc",
+                "z_more/throughput/samples_per_sec"):
         assert tag in scalars, tag
     assert [step for step, _ in scalars["val/loss"]] == [1, 2, 3]
     losses = [v for _, v in scalars["train/loss"]]
@@ -183,7 +184,7 @@ def test_cnn_with_batch_norm_and_dropout_trains(tmp_path) -> None:
     report = run(["model=cnn", "model.batch_norm=true", "model.dropout=0.2", "optim=adam", "trainer.max_epochs=2",
                   "trainer.log_every_n_steps=5"], tmp_path)
     assert report["test"]["test/acc"] > 0.7
-    assert "train/loss_step" in load_scalars(tmp_path)
+    assert "z_more/train/loss_step" in load_scalars(tmp_path)
 
 
 def test_fp16_uses_a_grad_scaler_and_still_learns(tmp_path, fast) -> None:
