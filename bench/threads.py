@@ -3,11 +3,13 @@ few representative configs, on the machine as it is ("quiet") and while this scr
 process per core ("loaded"), in one run: the evidence for the thread rule in dltrain/threads.py.
 
 Each case is a real dltrain config (Hydra compose + RunConfig.parse) built as train.train_on builds a run, its
-train split cut to --samples; one epoch is `engine.train_epoch` (no validation, no I/O). Per condition and case:
-one untimed warm-up epoch, then up to --epochs timed epochs per count (fewer once --budget seconds have passed),
-the counts interleaved (in reverse order every other round) so that drift cancels. Reported: the median s/epoch per count, the ratios
-against 1 thread measured in the same minutes, the 1-minute load average before and after the case, and the case's
-forward MFLOP per step (the rule's input) with the count the rule picks on this machine.
+train split cut to the case's sample count; one epoch is `engine.train_epoch` (no validation, no I/O). Per
+condition and case: one untimed warm-up epoch, then up to --epochs timed epochs per thread count (fewer once
+--budget seconds have passed), the counts interleaved (in reverse order every other round) so that drift cancels.
+Reported: the median s/epoch per count, the ratios against 1 thread measured in the same minutes, the 1-minute
+load average before and after the case (how quiet "quiet" was), the case's forward MFLOP per step (the rule's
+input) with the count the rule picks on this machine, and per condition the work per step from which 2 threads
+were >= 1.25x faster than 1.
 
     .venv/bin/python bench/threads.py                                  # all cases, quiet then loaded
     .venv/bin/python bench/threads.py --case lstm_adding --epochs 5 --condition loaded --json out.json
@@ -44,6 +46,7 @@ CASES = {  # name -> (overrides, train samples per epoch); small epochs: on a lo
     "lstm_adding": (["data=adding", "model=lstm", "data.train_size=512", "data.val_size=8", "data.test_size=8"],
                     512),  # LSTM 128 over 25 steps, batch 64: 8 steps
     "cnn_mnist": (["data=mnist", "model=cnn"], 1024),  # LeNet-like 6-16 conv, head 120-84, batch 128: 8 steps
+    "mlp_mnist_wide": (["data=mnist", "model=mlp", "model.hidden=[1024,1024]"], 1024),  # 784-1024-1024-10, batch 128
     "cnn_mnist_example": (["experiment=mnist_pytorch_example"], 256),  # pytorch/examples' net, 1.2M params, batch 64
 }
 
@@ -163,6 +166,19 @@ def cpu_name() -> str:
                 platform.processor() or platform.machine())
 
 
+def summary(results: list[dict[str, Any]], gain: float = 1.25) -> list[str]:
+    """Per condition, where 2 threads paid: the work per step from which they were `gain`x faster than 1."""
+    lines = []
+    for condition in dict.fromkeys(r["condition"] for r in results):
+        rows = sorted((r for r in results if r["condition"] == condition), key=lambda r: r["mflop_per_step"])
+        faster = [r["mflop_per_step"] for r in rows if r["ratio_to_1"][2] <= 1 / gain]
+        slower = [r["mflop_per_step"] for r in rows if r["ratio_to_1"][2] > 1 / gain]
+        lines.append(f"{condition}: 2 threads >= {gain}x faster than 1 at "
+                     f"{', '.join(f'{f:.0f}' for f in faster) or 'no case'} MFLOP/step; not at "
+                     f"{', '.join(f'{f:.0f}' for f in slower) or 'any case'}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", action="append", choices=list(CASES), help="repeatable; default: all")
@@ -189,7 +205,7 @@ def main() -> None:
                     results.append(run_case(name, condition, counts, args, csv))
                     print(row(results[-1], counts), flush=True)
     torch.set_num_threads(default)
-    print(f"total {time.perf_counter() - started:.0f} s")
+    print("\n".join(summary(results)) + f"\ntotal {time.perf_counter() - started:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"date": today, "torch": torch.__version__, "cores": cores,
                                                "default_threads": default, "results": results}, indent=1))

@@ -10,8 +10,9 @@ from dltrain.threads import FLOPS_PER_THREAD, ThreadChoice, auto_threads, choose
 from tests.conftest import parse, run
 
 SMALL = ["data=digits", "model.hidden=[32]", "trainer.max_epochs=1", "trainer.log_every_n_steps=0"]
-# digits (64 inputs) through 64-2048-2048-10 at batch 64: 2 x 4.35M multiply-adds x 64 = 557 MFLOP per step
-BIG = ["data=digits", "model.hidden=[2048,2048]", "trainer.max_epochs=1", "trainer.log_every_n_steps=0"]
+# digits (64 inputs) through 64-2048-2048-10 at batch 128: 2 x 4.35M multiply-adds x 128 = 1.11 GFLOP per step
+BIG = ["data=digits", "model.hidden=[2048,2048]", "data.batch_size=128", "trainer.max_epochs=1",
+       "trainer.log_every_n_steps=0"]
 
 
 def test_the_rule_is_a_pure_function_of_the_work_per_step_and_the_cores() -> None:
@@ -55,8 +56,8 @@ def test_runs_record_the_rules_count_the_same_for_the_same_config(tmp_path, monk
     assert (small["threads"], small["threads_from"]) == (1, "rule")
     assert (again["threads"], again["forward_flops_per_step"]) == (1, small["forward_flops_per_step"])
     big = run(BIG, tmp_path / "big")
-    assert big["forward_flops_per_step"] == 2 * (64 * 2048 + 2048 * 2048 + 2048 * 10) * 64
-    assert (big["threads"], big["threads_from"]) == (min(cores, 2), "rule")  # 557 MFLOP: 2 threads where there are 2
+    assert big["forward_flops_per_step"] == 2 * (64 * 2048 + 2048 * 2048 + 2048 * 10) * 128
+    assert (big["threads"], big["threads_from"]) == (min(cores, 2), "rule")  # 1.11 GFLOP: 2 threads where there are 2
     explicit = run([*SMALL, "trainer.threads=3"], tmp_path / "explicit")
     assert (explicit["threads"], explicit["threads_from"]) == (3, "trainer.threads")
 
