@@ -2,12 +2,15 @@
 the FLOP estimate itself, what overrides the rule, and what real runs record and a resume reuses."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dltrain import threads
 from dltrain.build import build
+from dltrain.models import MODELS
 from dltrain.threads import FLOPS_PER_THREAD, ThreadChoice, auto_threads, choose, forward_flops
 from tests.conftest import parse, run
+from tests.test_config import MODEL_DATA
 
 SMALL = ["data=digits", "model.hidden=[32]", "trainer.max_epochs=1", "trainer.log_every_n_steps=0"]
 # digits (64 inputs) through 64-2048-2048-10 at batch 128: 2 x 4.35M multiply-adds x 128 = 1.11 GFLOP per step
@@ -38,6 +41,13 @@ def test_forward_flops_count_layers_and_recurrent_steps_and_leave_the_model_as_i
     running = mlp.state_dict()["2.running_mean"].clone()
     forward_flops(mlp, torch.randn(1, 1, 8, 8) * 5 + 3)  # in eval mode: batch norm's running statistics stay
     assert mlp.training and torch.equal(mlp.state_dict()["2.running_mean"], running)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS.names()))
+def test_every_built_in_model_has_a_forward_flop_count(model: str) -> None:
+    parts = build(parse([f"model={model}", *MODEL_DATA.get(model, [])]))
+    linear_head = 2 * parts.data.num_outputs  # at least one multiply-add per output
+    assert forward_flops(parts.model, parts.data.train.x[:1]) > linear_head
 
 
 def test_trainer_threads_then_the_resumed_runs_count_then_omp_num_threads_override_the_rule() -> None:
