@@ -22,8 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from dltrain.dist import cores_per_process
 
 # Forward FLOPs per optimizer step that earn a thread (2 FLOPs = 1 multiply-add). bench/threads.py on 2 shared
-# cores (bench/README.md, "threads"): under load a second thread made every case slower, 3.6x at 1.5 GFLOP per
-# step up to 114x at 2 MFLOP; on a quiet machine two threads won only slightly in issue 16 (1.5 vs 2.1 s per
+# cores (bench/README.md, "threads"): under load a second thread made every case slower, 2.4-5x at 1.5 GFLOP
+# per step up to 114x at 2 MFLOP; on a quiet machine two threads won only slightly in issue 16 (1.5 vs 2.1 s per
 # epoch). So a second thread only from 1 GFLOP per step, where a quiet machine gains most and a busy one loses
 # least. Rerun the bench's quiet condition on a quiet machine to move this threshold.
 FLOPS_PER_THREAD = 500e6
