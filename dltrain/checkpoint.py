@@ -73,6 +73,7 @@ def payload(state: State, callbacks: Sequence[Callback], extra: dict[str, Any]) 
         "best": state.best.state_dict(),
         "callbacks": {callback_key(cb): cb.state_dict() for cb in callbacks},
         "rng": state.rng or [rng_state()],  # one entry per rank
+        "threads": torch.get_num_threads(),  # what the run trains with: a resume keeps it (threads.py)
         **extra,
     }
 

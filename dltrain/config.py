@@ -43,7 +43,7 @@ class TrainerConfig:
     max_epochs: int = 20
     device: Literal["auto", "cpu", "cuda"] = "auto"
     devices: int = 1
-    threads: int | None = None  # intra-op CPU threads per process; None = a fair share of the cores
+    threads: int | None = None  # intra-op CPU threads per process; None = threads.py's rule (work per step, cores)
     precision: Literal["32", "bf16", "16", 32, 16] = "32"  # the command line turns 32 into an int
     compile: bool = False
     channels_last: Literal["auto", True, False] = "auto"

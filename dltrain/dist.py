@@ -83,17 +83,26 @@ def all_gather_object(obj: Any) -> list[Any]:
 PARALLEL_JOBS_ENV = "DLTRAIN_PARALLEL_JOBS"  # sweep jobs a launcher runs at once on this machine (jobs.py sets it)
 
 
+def cores_per_process() -> int:
+    """The cores this process may use: SLURM's cpus-per-task where SLURM gave each task its own, otherwise an
+    equal share of the cores it may run on among this machine's processes that train side by side (DDP workers,
+    LOCAL_WORLD_SIZE: our launcher, torchrun, SLURM; times the sweep jobs that a launcher runs at once)."""
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK") if os.environ.get("DLTRAIN_SLURM_GROUP") == "1" else None
+    if per_task:
+        return max(1, int(per_task))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) * int(os.environ.get(PARALLEL_JOBS_ENV, "1"))
+    return max(1, len(os.sched_getaffinity(0)) // local)
+
+
 def share_cores(threads: int | None) -> None:
-    """This process's intra-op CPU threads: `threads` when given; otherwise, when several processes of this machine
-    train side by side (LOCAL_WORLD_SIZE > 1: our launcher, torchrun, SLURM; times the sweep jobs that a launcher
-    runs at once) and OMP_NUM_THREADS is not set, an
-    equal share of the cores it may use (SLURM_CPUS_PER_TASK where SLURM gave each task its own). torch's default,
-    all cores in every process, oversubscribes them: 2 workers on 2 cores took 6x longer per epoch (bench/)."""
+    """This process's intra-op CPU threads while it builds the run (threads.py picks those it trains with):
+    `threads` when given; otherwise, when several processes of this machine train side by side and
+    OMP_NUM_THREADS is not set, its share of the cores. torch's default, all cores in every process,
+    oversubscribes them: 2 workers on 2 cores took 6x longer per epoch (bench/)."""
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) * int(os.environ.get(PARALLEL_JOBS_ENV, "1"))
     if threads is None and (local <= 1 or "OMP_NUM_THREADS" in os.environ):
         return
-    per_task = os.environ.get("SLURM_CPUS_PER_TASK") if os.environ.get("DLTRAIN_SLURM_GROUP") == "1" else None
-    torch.set_num_threads(threads or int(per_task or 0) or max(1, len(os.sched_getaffinity(0)) // local))
+    torch.set_num_threads(threads or cores_per_process())
 
 
 REPORTED = 2  # a worker's exit code after handing its config problems to the parent, which prints them once

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import yaml
 
-from dltrain import checkpoint, cluster, dist
+from dltrain import checkpoint, cluster, dist, threads
 from dltrain.build import (RunComponents, build, make_best, make_callbacks, make_optimizer, make_settings, pick_device,
                            to_device, wrap_model)
 from dltrain.config import RunConfig
@@ -55,6 +55,8 @@ def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: 
     """Build, place, resume if asked, fit; rank 0 writes config.yaml and metrics.json."""
     parts = build(config)
     trainer = config.trainer
+    chosen = threads.settle(parts.model, parts.data.train.x[:1], config.data.batch_size // dist.world_size(),
+                            trainer.threads, trainer.resume)  # before the model can move to a GPU
     if trainer.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
@@ -76,13 +78,14 @@ def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: 
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.resolved, sort_keys=False))
     stop_if_signalled()  # a Ctrl-C that a library swallowed while the run was built (a bare `except:` on import)
     fit(state, parts.task, train_split, val, test, make_settings(parts, len(train_split), lr_scales), callbacks)
-    report = make_report(state, parts, overrides)
+    report = make_report(state, parts, overrides, chosen)
     if dist.is_main():
         write_json_atomic(run_dir / "metrics.json", report)
     return report
 
 
-def make_report(state: State, parts: RunComponents, overrides: list[str]) -> dict[str, Any]:
+def make_report(state: State, parts: RunComponents, overrides: list[str],
+                chosen: threads.ThreadChoice) -> dict[str, Any]:
     """metrics.json: how the run ended, its best epoch, the last epoch's and the test metrics."""
     return {
         "status": "diverged" if state.stop_reason.startswith("non-finite") else "completed",
@@ -98,6 +101,8 @@ def make_report(state: State, parts: RunComponents, overrides: list[str]) -> dic
         "samples_per_sec": state.samples_seen / state.train_seconds if state.train_seconds else None,
         "world_size": dist.world_size(),
         "threads": torch.get_num_threads(),  # intra-op CPU threads of each process (rank 0's)
+        "threads_from": chosen.source,  # trainer.threads | resumed run | OMP_NUM_THREADS | rule (threads.py)
+        "forward_flops_per_step": chosen.flops_per_step,  # the rule's input: one process's forward FLOPs per step
         "device": str(next(parts.model.parameters()).device),
         "overrides": overrides,
         "git_commit": git_commit(),

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST_T10K = REPO.parent / "shared" / "data" / "mnist-t10k"
+MNIST_T10K = REPO / "dltrain" / "data" / "mnist_t10k"  # the real MNIST test set, shipped with dltrain
 
 
 def compose(overrides: list[str] = ()) -> dict[str, Any]:

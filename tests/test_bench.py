@@ -22,3 +22,16 @@ def test_bench_script_runs_a_small_case(tmp_path) -> None:
     # sums' zeros and read, the best epoch's weight copy: about +2.3 per step here)
     loop, engine = result["loop_ops_per_step"], result["engine_ops_per_step"]
     assert loop > 20 and loop + 4 <= engine <= loop + 7
+
+
+def test_threads_bench_runs_a_small_case(tmp_path) -> None:
+    out = tmp_path / "threads.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "threads.py"), "--case", "mlp_digits", "--condition",
+                           "quiet", "--epochs", "1", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    (result,) = report["results"]
+    assert result["case"] == "mlp_digits" and result["samples"] == 1024 and result["rule_threads"] == 1
+    counts = sorted({1, 2, report["default_threads"]})
+    assert sorted(int(t) for t in result["s_per_epoch"]) == counts and all(result["s_per_epoch"].values())
+    assert "| mlp_digits | quiet |" in proc.stdout

@@ -18,11 +18,13 @@ import torch
 
 from dltrain import checkpoint
 from dltrain.cluster import adopt_slurm, first_host, tasks_on_this_node
+from dltrain.threads import auto_threads
 from tests.conftest import run
 from tests.test_dist import SAME
 from tests.test_signals import start_and_signal
 
 BIN = Path(sys.executable).parent
+CORES = len(os.sched_getaffinity(0))
 
 
 def slurm_env(rank: int, job: int, tasks: int = 2) -> dict[str, str]:
@@ -48,7 +50,8 @@ def test_slurm_tasks_train_one_run_equal_to_one_process(tmp_path) -> None:
     assert os.listdir(tmp_path / "outputs") == [f"slurm-{job}.0"]  # one run, named by the job and step
     run_dir = tmp_path / "outputs" / f"slurm-{job}.0"
     report = json.loads((run_dir / "metrics.json").read_text())
-    assert report["world_size"] == 2 and report["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
+    assert report["world_size"] == 2 and report["threads"] == \
+        auto_threads(report["forward_flops_per_step"], max(1, CORES // 2))
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
     assert abs(single["final"]["val/loss"] - report["final"]["val/loss"]) < 1e-5
     assert abs(single["test"]["test/acc"] - report["test"]["test/acc"]) < 1e-9
@@ -127,8 +130,8 @@ def test_ddp_workers_share_the_cores_and_leave_no_temp_folder(tmp_path) -> None:
     automatic = subprocess.run([str(BIN / "dltrain"), *args, "hydra.run.dir=auto"], cwd=tmp_path, capture_output=True,
                                text=True, timeout=300, env={**os.environ, **env})
     assert automatic.returncode == 0, automatic.stderr[-2000:]
-    assert json.loads((tmp_path / "auto" / "metrics.json").read_text())["threads"] == \
-        max(1, len(os.sched_getaffinity(0)) // 2)
+    auto_report = json.loads((tmp_path / "auto" / "metrics.json").read_text())  # the rule on each worker's share
+    assert auto_report["threads"] == auto_threads(auto_report["forward_flops_per_step"], max(1, CORES // 2))
     assert [p.name for p in scratch.iterdir() if p.name.startswith(("torchelastic_", "dltrain-"))] == []
     report = run([*args, "trainer.threads=3"], tmp_path / "three")
     assert report["threads"] == 3

@@ -2,7 +2,8 @@
 
 Whatever standard files are present are pooled and split by `fractions` with the seed (e.g. only MNIST's
 10,000-image t10k files), unless `use_official_test` keeps the official test set as the test split. Files
-are downloaded (with MD5 checks) only when missing and `data.download=true`. CIFAR-10's pickled batches are
+are downloaded (with MD5 checks) only when missing and `data.download=true`. MNIST's t10k files ship inside the
+package (mnist_t10k/, CC BY-SA 3.0, see its README): `root: null` reads them, offline. CIFAR-10's pickled batches are
 read by data/cifar.py, which never runs code from a file.
 """
 from __future__ import annotations
@@ -39,6 +40,7 @@ MIRRORS = {  # file -> (url, md5 of the .gz); the addresses torchvision uses
         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}),
     "cifar10": ("https://www.cs.toronto.edu/~kriz/", {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"}),
 }
+EMBEDDED_MNIST = Path(__file__).resolve().parent / "mnist_t10k"  # MNIST's official t10k pair, shipped as package data
 CLASS_NAMES = {"mnist": DIGIT_NAMES, "cifar10": list(CLASSES),  # index -> name, as the data sets' own docs list them
                "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                                  "Bag", "Ankle boot"]}
@@ -164,15 +166,39 @@ def bundle(parts: dict[str, tuple[np.ndarray, np.ndarray]], fractions: list[floa
     return DataBundle(*splits, task="classification", num_outputs=10, class_names=class_names, preprocessing=prep)
 
 
+def image_folder(name: str, root: str | None, download_ok: bool) -> Path:
+    """Where data=`name` reads its files: `root`; when null, MNIST's shipped t10k files (or, to download into,
+    the cache folder ~/.cache/dltrain/<name>, every data set's default before the files shipped)."""
+    if root is not None:
+        return Path(root).expanduser()
+    if name == "mnist" and not download_ok:
+        return EMBEDDED_MNIST
+    return Path(f"~/.cache/dltrain/{name}").expanduser()
+
+
+def official_split_advice(name: str, folder: Path) -> str:
+    """What use_official_test needs that `folder` lacks: the files to download, from where, and where to put them."""
+    base, files = MIRRORS[name]
+    if name == "cifar10":
+        return (f"data.use_official_test=true needs CIFAR-10's data_batch_1..5 and test_batch in {folder}: unpack "
+                f"{base}cifar-10-python.tar.gz there, or set data.use_official_test=false to split what is there")
+    missing = " and ".join(f for f in files if find_data_file(folder, f.removesuffix(".gz")) is None)
+    if folder == EMBEDDED_MNIST:
+        return (f"data.use_official_test=true needs MNIST's 60,000 training images, which dltrain does not ship: "
+                f"download {missing} from {base} into a folder holding a copy of the t10k pair in {folder} and set "
+                f"data.root=FOLDER, or set data.download=true to fetch all four into ~/.cache/dltrain/mnist")
+    return (f"data.use_official_test=true needs both the official train and test files in {folder}: download "
+            f"{missing} from {base} into it (or set data.download=true), or set data.use_official_test=false to "
+            f"split what is there")
+
+
 def _register(name: str) -> None:
     @DATASETS.register(name)
-    def build(*, seed: int, root: str = f"~/.cache/dltrain/{name}", fractions: list[float] = (0.8, 0.1, 0.1),
+    def build(*, seed: int, root: str | None = None, fractions: list[float] = (0.8, 0.1, 0.1),
               use_official_test: bool = False, download: bool = False) -> DataBundle:
-        folder = Path(root).expanduser()
+        folder = image_folder(name, root, download)
         parts = read_cifar10(folder, download) if name == "cifar10" else read_idx_parts(name, folder, download)
-        check(not use_official_test or {"train", "test"} <= set(parts), f"data.use_official_test=true needs both "
-              f"the official train and test files in {folder}; only the {', '.join(parts)} part is there "
-              "(set it to false to split what is there)")
+        check(not use_official_test or {"train", "test"} <= set(parts), official_split_advice(name, folder))
         return bundle(parts, list(fractions), seed, use_official_test, list(CLASS_NAMES[name]), name)
 
 

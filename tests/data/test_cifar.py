@@ -105,6 +105,10 @@ def test_real_format_batches_are_read_exactly(tmp_path: Path, flavour: str) -> N
     assert data.class_names == list(CLASSES) and data.model_args() == {} and data.num_outputs == 10
     official = build(root=str(tmp_path), fractions=[0.8, 0.2, 0.0], use_official_test=True)
     assert len(official.test) == 100 and torch.equal(official.test.y, torch.from_numpy(written["test_batch"][1]))
+    (tmp_path / "cifar-10-batches-py" / "test_batch").unlink()  # the official split, without its test batch
+    with pytest.raises(ConfigError, match="needs CIFAR-10's data_batch_1..5 and test_batch in .*: unpack "
+                       r"https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz there"):
+        build(root=str(tmp_path), use_official_test=True)
 
 
 def test_a_malicious_batch_runs_nothing_and_is_named(tmp_path: Path) -> None:

@@ -21,7 +21,6 @@ def build(name: str, seed: int = 0, **kwargs):
     return DATASETS.build(DATASETS.parse({"name": name, **kwargs}), seed=seed)
 
 
-@pytest.mark.skipif(not MNIST_T10K.is_dir(), reason="shared MNIST t10k files not beside the checkout")
 def test_real_mnist_t10k_pools_and_splits_by_fractions() -> None:
     data = build("mnist", root=str(MNIST_T10K), fractions=[0.7, 0.2, 0.1])
     assert data.in_shape == (1, 28, 28)
@@ -181,17 +180,18 @@ def test_augmentation_keeps_a_channels_last_batch_channels_last() -> None:
     assert aug(x, torch.Generator().manual_seed(1)).is_contiguous()
 
 
-@pytest.mark.skipif(not MNIST_T10K.is_dir(), reason="shared MNIST t10k files not beside the checkout")
 def test_mnist_half_a_pair_and_a_missing_official_split_are_named(tmp_path) -> None:
     import shutil
 
     from dltrain.registry import ConfigError
 
-    with pytest.raises(ConfigError, match="use_official_test=true needs both the official train and test files"):
-        build("mnist", root=str(MNIST_T10K), use_official_test=True)
     shutil.copy(MNIST_T10K / "t10k-images-idx3-ubyte.gz", tmp_path)
     with pytest.raises(ConfigError, match="has t10k-images-idx3-ubyte but not t10k-labels-idx1-ubyte"):
         build("mnist", root=str(tmp_path))
+    shutil.copy(MNIST_T10K / "t10k-labels-idx1-ubyte.gz", tmp_path)
+    with pytest.raises(ConfigError, match="use_official_test=true needs both the official train and test files in "
+                       f"{tmp_path}: download train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz from "):
+        build("mnist", root=str(tmp_path), use_official_test=True)
 
 
 def test_standardize_uses_train_statistics_per_channel_only() -> None:
@@ -245,7 +245,6 @@ def test_unreadable_text_is_one_line_with_the_reason(tmp_path) -> None:
     assert "can't decode byte 0xe9" in str(err.value)
 
 
-@pytest.mark.skipif(not MNIST_T10K.is_dir(), reason="shared MNIST t10k files not beside the checkout")
 def test_mnist_class_names_and_per_channel_scaling() -> None:
     data = build("mnist", root=str(MNIST_T10K))
     assert data.class_names == [str(d) for d in range(10)] and data.num_outputs == 10
@@ -259,11 +258,8 @@ def test_mnist_labels_out_of_range_are_found_at_load_time(tmp_path) -> None:
     import shutil
 
     from dltrain.registry import ConfigError
-    from tests.conftest import MNIST_T10K
 
-    if not MNIST_T10K.is_dir():
-        pytest.skip("the shared MNIST t10k files are not beside the checkout")
-    for source in MNIST_T10K.iterdir():
+    for source in MNIST_T10K.glob("*.gz"):
         shutil.copy(source, tmp_path / source.name)
     labels = next(tmp_path.glob("t10k-labels*"))
     raw = bytearray(gzip.decompress(labels.read_bytes()) if labels.suffix == ".gz" else labels.read_bytes())
