@@ -74,12 +74,12 @@ def test_a_non_editable_install_ships_the_mnist_files(tmp_path, wheel_site) -> N
 
 
 def test_nothing_the_project_ships_tests_or_documents_reads_a_folder_beside_the_clone() -> None:
-    """A user's clone has no shared data folder beside it. README.md is left out here while issue 16's rewrite of it is
-    under way (its own two mentions go with that rewrite); every other text file of the checkout is read."""
+    """A user's clone has no shared data folder beside it: no text file of the checkout names one."""
     needles = (".." + "/shared", "shared" + "/data/mnist")  # split: this file must not match itself
     roots = [REPO / name for name in ("dltrain", "conf", "experiments", "tests", "bench", "docs")]
     files = [p for root in roots for p in root.rglob("*") if p.is_file() and p.suffix not in (".gz", ".pyc")]
-    files += [REPO / "Makefile", REPO / "pyproject.toml"]
+    files += [REPO / name for name in ("Makefile", "pyproject.toml", "README.md", "CHANGELOG.md", ".ci/run")]
+    files += list((REPO / "examples").glob("*.md"))
     found = [f"{p.relative_to(REPO)}: {needle}" for p in files for needle in needles
              if needle in p.read_text(errors="replace")]
     assert found == []
