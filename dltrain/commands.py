@@ -131,6 +131,9 @@ def init_command(directory: Path = typer.Argument(..., metavar="DIRECTORY", help
     typer.echo(f"next: cd {directory} && dltrain")
 
 
+DATA_HELP = ("evaluate on other data of the run's kind: KEY=VALUE replaces the run's data option KEY, e.g. "
+             "--data test_root=holdout/ (image_folder) or --data test_path=new.csv (csv); repeatable; the run's "
+             "scaling is used, other classes are refused")
 PROJECT_HELP = "your project folder (its conf/ and plugins) when the run used your own components; default: here"
 
 
@@ -145,14 +148,18 @@ def project_of(project: Path | None) -> Path | None:
 def eval_command(run: Path = typer.Argument(..., metavar="RUN", help=RUN_HELP),
                  last: bool = typer.Option(False, "--last", help="use last.pt even when best.pt exists"),
                  predictions: Path = typer.Option(None, help="also write each test sample's prediction to this CSV"),
+                 data: list[str] = typer.Option(None, "--data", metavar="KEY=VALUE", help=DATA_HELP),
                  project: Path = typer.Option(None, help=PROJECT_HELP)) -> None:
     """Test metrics of a checkpoint; classification adds per-class accuracy and a confusion matrix
-    (also written to TensorBoard in the run directory as the image z_more/test/confusion_matrix)."""
+    (also written to TensorBoard in the run directory as the image z_more/test/confusion_matrix, except for
+    other data given with --data)."""
     from dltrain.evaluation import describe, evaluate_run, load_run
 
-    loaded = user_errors(lambda: load_run(run, prefer_best=not last, project=project_of(project)))
-    typer.echo(f"{loaded.path}:")
-    typer.echo(describe(evaluate_run(loaded, log_dir=loaded.path.parent)))
+    data = data or []
+    loaded = user_errors(lambda: load_run(run, prefer_best=not last, project=project_of(project), data=data))
+    other = f" on --data {' '.join(data)} ({len(loaded.parts.data.test)} test samples)" if data else ""
+    typer.echo(f"{loaded.path}{other}:")
+    typer.echo(describe(evaluate_run(loaded, log_dir=None if data else loaded.path.parent)))
     if predictions is not None:
         from dltrain.predict import split_predictions, write_csv
 

@@ -8,7 +8,7 @@ export takes raw inputs (the scaling is inside it) with the non-tensor parts wri
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,30 +42,76 @@ def open_checkpoint(where: str | Path, prefer_best: bool = True) -> tuple[Path, 
     return path, saved, checkpoint.validate(saved, path)  # a damaged file is one line here, not a traceback below
 
 
-def load_run(where: str | Path, prefer_best: bool = True, project: Path | None = None) -> Loaded:
+def load_run(where: str | Path, prefer_best: bool = True, project: Path | None = None,
+             data: Sequence[str] = ()) -> Loaded:
     """A run directory (its best.pt, else last.pt) or a checkpoint file, rebuilt on the CPU. A run of a user's
     project needs that project's plugins: they are imported from `project` (the working directory's, or the
-    one the user names), never from the list the checkpoint's config holds."""
+    one the user names), never from the list the checkpoint's config holds. `data` (KEY=VALUE, `dltrain eval
+    --data`) replaces data options of the run's config: the same kind of data from other files, scaled by the
+    run's saved statistics; other classes than the run's are refused."""
     path, saved, cfg = open_checkpoint(where, prefer_best)
-    parts = with_config(cfg, saved, path, project, build)
+    description = saved.get("preprocessing")
+    if data:
+        check(description is not None, f"{path} holds no preprocessing description (trained by an older dltrain, "
+              "or by a data builder that sets no DataBundle.preprocessing), so --data cannot check that the other "
+              "data has the run's classes; evaluate it without --data")
+        cfg = with_data(cfg, data)
+    parts = with_config(cfg, saved, path, project, build, given=data)
+    if description is not None:  # before the weights: other classes are a data problem, not a damaged file
+        description = preprocess.check_description(description, path)
+        if data:
+            same_classes(parts.data, description, data)
+        preprocess.conform(parts.data, description, path, warn=not data)
     checkpoint.check_weights_fit(parts.model, saved["model"], f"{path} does not fit the model its own config builds",
                                  "the file is damaged or was edited: use another checkpoint of the run")
     parts.model.load_state_dict(saved["model"])
     parts.model.eval()
-    description = saved.get("preprocessing")
-    if description is not None:
-        description = preprocess.check_description(description, path)
-        preprocess.conform(parts.data, description, path)
     return Loaded(path, parts, description)
 
 
+def with_data(cfg: dict[str, Any], data: Sequence[str]) -> dict[str, Any]:
+    """The run's config with `data` (each KEY=VALUE, `data.` optional, values in Hydra's override grammar)
+    replacing options of its data choice; `name` (another kind of data) is not one of them."""
+    from dltrain.data import DATASETS
+    from dltrain.overrides import override_value
+    from dltrain.registry import first_line
+
+    node = dict(cfg.get("data") or {}) if isinstance(cfg.get("data"), dict) else {}
+    name = node.get("name")
+    keys = (set(node) | set(DATASETS.config_keys(name) if name in DATASETS.names() else ())) - {"name"}
+    example = "e.g. --data test_root=holdout/ (data=image_folder) or --data test_path=new.csv (data=csv)"
+    for given in data:
+        key = given.split("=", 1)[0].strip().removeprefix("data.")
+        check("=" in given and key in keys, f"--data {given}: give KEY=VALUE with KEY an option of the run's "
+              f"data={name} ({', '.join(sorted(keys))}), {example}")
+        try:
+            node[key] = override_value(f"data.{key}={given.split('=', 1)[1]}")
+        except Exception as err:  # noqa: BLE001  (Hydra's grammar errors)
+            raise ConfigError(f"--data {given}: cannot read the value ({first_line(err, 160)}); quote a value "
+                              "with special characters, e.g. test_root=\"my photos/\"") from None
+    return {**cfg, "data": node}
+
+
+def same_classes(data: Any, saved: dict[str, Any], given: Sequence[str]) -> None:
+    """The data named by --data must have the run's classes (or targets of the run's size), in the run's order."""
+    def classes(names: list[str] | None, count: int) -> str:
+        return ", ".join(names) if names else f"{count} output(s)"
+
+    now, then = classes(data.class_names, data.num_outputs), classes(saved.get("class_names"), saved["num_outputs"])
+    check(now == then, f"--data {' '.join(given)}: its classes ({now}) are not the run's ({then}); evaluate on "
+          "data with the run's classes")
+
+
 def with_config(cfg: dict[str, Any], saved: dict[str, Any], path: Path, project: Path | None,
-                make: Callable[[RunConfig], T]) -> T:
-    """`make(the checkpoint's RunConfig)` with the project's plugins imported; its errors name the checkpoint."""
+                make: Callable[[RunConfig], T], given: Sequence[str] = ()) -> T:
+    """`make(the checkpoint's RunConfig)` with the project's plugins imported; its errors name the checkpoint,
+    or the data options the user `given` (`eval --data`), which are then the likely cause."""
     plugins.load(plugins.project_plugins(project), project)
     try:
         return make(RunConfig.parse(cfg))
     except ConfigError as err:
+        if given:
+            raise ConfigError(f"{err.problems[0]} (with --data {' '.join(given)})") from None
         trained = (saved.get("provenance") or {}).get("project") if isinstance(saved.get("provenance"), dict) else None
         if not (isinstance(cfg, dict) and cfg.get("plugins")) or project is not None and str(project) == trained:
             more = f" (and {len(err.problems) - 1} more)" if len(err.problems) > 1 else ""

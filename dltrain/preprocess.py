@@ -227,10 +227,11 @@ def layout(desc: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def conform(data: Any, saved: dict[str, Any], path: Path) -> None:
+def conform(data: Any, saved: dict[str, Any], path: Path, warn: bool = True) -> None:
     """Make `data` (a DataBundle rebuilt from the run's config) use the checkpoint's saved scaling. Data whose
     layout changed (other columns, categories, classes, vocabulary, image size) is an error; data whose train-split
-    statistics changed (files edited or added since training) is rescaled to the saved ones, with a warning."""
+    statistics changed (files edited or added since training) is rescaled to the saved ones, with a warning when
+    `warn` (not for other data the user named with `eval --data`, whose train split may differ by design)."""
     rebuilt = data.description()
     if rebuilt is None:
         return
@@ -243,8 +244,9 @@ def conform(data: Any, saved: dict[str, Any], path: Path) -> None:
         return
     import sys
 
-    print(f"dltrain: warning: the train split's statistics changed since {path} was written (data files edited or "
-          "added); evaluating with the statistics the run trained with", file=sys.stderr)
+    if warn:
+        print(f"dltrain: warning: the train split's statistics changed since {path} was written (data files edited "
+              "or added); evaluating with the statistics the run trained with", file=sys.stderr)
     shape = saved["shape"]
     for split in (data.train, data.val, data.test):
         if "mean" in saved and "mean" in rebuilt:

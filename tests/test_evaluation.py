@@ -85,3 +85,59 @@ def test_export_to_an_unwritable_place_is_one_line(finished, tmp_path) -> None:
     result = cli(["export", str(finished), "--out", str(tmp_path / "afile")], cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith(f"dltrain: error: cannot write the export to {tmp_path / 'afile'}")
+
+
+# --- eval on another test set of the run's kind (--data KEY=VALUE) ------------------------------------------
+def test_eval_on_another_image_test_set_uses_the_runs_scaling_and_refuses_other_classes(tmp_path) -> None:
+    from dltrain.data.image_folder import scan
+    from tests.data.test_files import write_images
+    from tests.data.test_splits import split_root
+    from tests.test_predict import command, read_rows, refused
+
+    root, run_dir = split_root(tmp_path / "imgs"), tmp_path / "run"
+    run(["data=image_folder", f"data.root={root}", "data.size=[8,8]", "data.batch_size=8", "model=mlp", *QUICK],
+        run_dir)
+    events = sorted(run_dir.glob("events.*"))
+    holdout = write_images(tmp_path / "holdout", per_class=4, seed=7)
+    code, out, err = command(["eval", str(run_dir), "--data", f"test_root={holdout}", "--predictions",
+                              str(tmp_path / "eval.csv")])
+    assert code == 0 and not err, (out, err)
+    assert out.splitlines()[0].endswith(f"on --data test_root={holdout} (12 test samples):")
+    _, files, labels = scan(holdout)
+    rows = read_rows(tmp_path / "eval.csv")
+    assert [r["target"] for r in rows] == [["bars", "columns", "squares"][i] for i in labels]
+    code, _, err = command(["predict", str(run_dir), *map(str, files), "--out", str(tmp_path / "predict.csv")])
+    assert code == 0, err  # predict reads the raw files with the saved preprocessing: the same predictions
+    assert [r["prediction"] for r in rows] == [r["prediction"] for r in read_rows(tmp_path / "predict.csv")]
+    assert sorted(run_dir.glob("events.*")) == events  # the run's TensorBoard holds its own test split only
+
+    (holdout / "columns").rename(holdout / "circles")
+    assert refused(["eval", str(run_dir), "--data", f"test_root={holdout}"]).startswith(
+        f"dltrain: error: data=image_folder: data.test_root={holdout} has class folder(s) the train split lacks: "
+        "circles; its classes must be among the train split's (bars, columns, squares)")
+    assert refused(["eval", str(run_dir), "--data", f"data.root={holdout}"]) == (
+        f"dltrain: error: --data data.root={holdout}: its classes (bars, circles, squares) are not the run's "
+        "(bars, columns, squares); evaluate on data with the run's classes")
+    assert refused(["eval", str(run_dir), "--data", "test_path=x.csv"]).startswith(
+        "dltrain: error: --data test_path=x.csv: give KEY=VALUE with KEY an option of the run's data=image_folder "
+        "(batch_size, cache_dir, channels, fractions, root, size, stratify, test_root, val_root)")
+    assert "give KEY=VALUE" in refused(["eval", str(run_dir), "--data", "name=csv"])
+    assert "give KEY=VALUE" in refused(["eval", str(run_dir), "--data", "test_root"])
+
+
+def test_eval_on_another_csv_test_file(tmp_path) -> None:
+    from tests.test_predict import command, csv_run, read_rows, refused, write_csv
+
+    run_dir = csv_run(tmp_path)
+    other = write_csv(tmp_path / "other.csv", 25, 9)
+    code, out, err = command(["eval", str(run_dir), "--data", f"test_path={other}", "--predictions",
+                              str(tmp_path / "eval.csv")])
+    assert code == 0 and not err, (out, err)
+    assert "(25 test samples)" in out.splitlines()[0]
+    assert [r["target"] for r in read_rows(tmp_path / "eval.csv")] == [
+        r["label"] for r in read_rows(other)]
+    lines = other.read_text().splitlines()
+    other.write_text("\n".join([*lines, lines[-1].rsplit(",", 1)[0] + ",extreme"]) + "\n")
+    assert refused(["eval", str(run_dir), "--data", f"test_path={other}"]) == (
+        f"dltrain: error: --data test_path={other}: its classes (extreme, high, low, mid) are not the run's "
+        "(high, low, mid); evaluate on data with the run's classes")

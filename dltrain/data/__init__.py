@@ -3,8 +3,8 @@
 A builder is `build(*, seed: int, **typed_config_kwargs) -> DataBundle`: whole splits as tensors, which
 the engine moves to the training device once and batches by indexing (no DataLoader on the hot path).
 Adding a dataset is a new file here plus a YAML in conf/data/: every module here is imported automatically.
-This module also holds the helpers several sets share: split sizes and fractions, seeded splits and the
-per-channel standardisation by train statistics.
+This module also holds the helpers several sets share: split sizes and fractions, seeded splits (plain, or
+stratified by class with data.stratify=true) and the per-channel standardisation by train statistics.
 """
 from __future__ import annotations
 
@@ -83,13 +83,35 @@ def check_fractions(fractions: list[float]) -> tuple[float, float, float]:
     return fractions[0], fractions[1], fractions[2]
 
 
-def split_indices(n: int, fractions: tuple[float, float, float], seed: int) -> tuple[torch.Tensor, ...]:
-    """A seeded random train/val/test partition of range(n) by fractions (which must sum to <= 1)."""
+def split_indices(n: int, fractions: tuple[float, float, float], seed: int,
+                  labels: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """A seeded random train/val/test partition of range(n) by fractions (which must sum to <= 1).
+
+    With `labels` (one class id per sample; data.stratify=true) the split is stratified: each class's samples,
+    in the same seeded order, are cut by the fractions on their own, so every split holds each class's share to
+    within one sample (the split sizes may then differ from the plain split's by up to one per class)."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    if labels is None:
+        return cut(perm, fractions)
+    labels = torch.as_tensor(labels).reshape(n)
+    parts: list[list[torch.Tensor]] = [[], [], []]
+    for label in labels.unique():  # sorted: the same seed gives the same split
+        for part, piece in zip(parts, cut(perm[labels[perm] == label], fractions)):
+            part.append(piece)
+    rank = torch.empty(n, dtype=torch.long)
+    rank[perm] = torch.arange(n)  # each sample's place in the seeded order: the splits keep it (classes mixed)
+    joined = [torch.cat(part) for part in parts]
+    return tuple(idx[rank[idx].argsort()] for idx in joined)
+
+
+def cut(order: torch.Tensor, fractions: tuple[float, float, float]) -> tuple[torch.Tensor, ...]:
+    """The first, next and following shares of `order`: rounded fraction counts; with fractions summing to 1
+    the test share takes the rest, so no sample is lost."""
+    n = len(order)
     n_train, n_val = int(round(fractions[0] * n)), int(round(fractions[1] * n))
     rest = n - n_train - n_val
     n_test = rest if abs(sum(fractions) - 1.0) < 1e-9 else min(int(round(fractions[2] * n)), rest)  # no lost sample
-    return perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:n_train + n_val + n_test]
+    return order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:n_train + n_val + n_test]
 
 
 def train_stats(train_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,18 +135,20 @@ def standardize(train_x: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Ten
     return tuple((x - mean) / std for x in (train_x, *others))
 
 
-def scaled_splits(x: torch.Tensor, y: torch.Tensor, fractions: list[float],
-                  seed: int) -> tuple[tuple[Split, ...], dict[str, list[float]]]:
-    """Split by seeded fractions, then scale by the train split's mean and std (one value per channel); also
-    returns that scaling (`scaling`) for the bundle's `preprocessing`."""
-    indices = split_indices(len(x), check_fractions(fractions), seed)
+def scaled_splits(x: torch.Tensor, y: torch.Tensor, fractions: list[float], seed: int,
+                  stratify: bool = False) -> tuple[tuple[Split, ...], dict[str, list[float]]]:
+    """Split by seeded fractions (per class of `y` when `stratify`: `split_indices`), then scale by the train
+    split's mean and std (one value per channel); also returns that scaling (`scaling`) for the bundle's
+    `preprocessing`."""
+    indices = split_indices(len(x), check_fractions(fractions), seed, y if stratify else None)
     mean, std = train_stats(x[indices[0]])
     return tuple(Split((x[i] - mean) / std, y[i]) for i in indices), scaling(mean, std)
 
 
-def standardized_splits(x: torch.Tensor, y: torch.Tensor, fractions: list[float], seed: int) -> tuple[Split, ...]:
+def standardized_splits(x: torch.Tensor, y: torch.Tensor, fractions: list[float], seed: int,
+                        stratify: bool = False) -> tuple[Split, ...]:
     """Split by seeded fractions, then scale by the train split's mean and std (one value per channel)."""
-    return scaled_splits(x, y, fractions, seed)[0]
+    return scaled_splits(x, y, fractions, seed, stratify)[0]
 
 
 for _module in pkgutil.iter_modules(__path__):

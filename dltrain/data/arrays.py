@@ -3,7 +3,8 @@
 `path` is an `.npz` holding inputs and targets (arrays `x_key`, `y_key`; or per-split arrays
 `<x_key>_train`, `<y_key>_train`, `<x_key>_test`, ... as in Keras' mnist.npz), or an `.npy` of inputs with
 the targets in `y_path`. `val_path` / `test_path` (with `val_y_path` / `test_y_path` for `.npy`) name files
-that are those splits as they are; whatever split is not given is carved out of `path` by `fractions`.
+that are those splits as they are; whatever split is not given is carved out of `path` by `fractions` (each
+class on its own with `stratify`).
 Files are always read with `allow_pickle=False`: a file that holds Python objects is refused, never run.
 
 An `.npy` file larger than `mmap_threshold_mb` is memory-mapped (`np.load(mmap_mode="r")`) and never read
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from dltrain.data import DATASETS, DataBundle, Split, check_fractions, scaling, train_stats
-from dltrain.data.targets import SPLITS, Task, encode_targets, split_pool
+from dltrain.data.targets import SPLITS, Task, encode_targets, split_pool, strata
 from dltrain.registry import ConfigError, check, first_line
 
 CHUNK_BYTES = 8 << 20  # bytes of rows read at a time by the load-time passes over a mapped file
@@ -255,7 +256,7 @@ def build_arrays(*, seed: int, path: str | None = None, y_path: str | None = Non
                  val_y_path: str | None = None, test_path: str | None = None, test_y_path: str | None = None,
                  x_key: str = "x", y_key: str = "y", mmap_threshold_mb: float = 1024.0, task: Task = "auto",
                  max_classes: int = 100, standardize: bool = True, standardize_target: bool = True,
-                 fractions: list[float] = (0.6, 0.2, 0.2)) -> DataBundle:
+                 fractions: list[float] = (0.6, 0.2, 0.2), stratify: bool = False) -> DataBundle:
     """Inputs (N, ...) as float32 tensors, or MappedRows for memory-mapped .npy files."""
     check(path is not None, "data=arrays needs data.path=FILE: an .npz with arrays x and y, or an .npy of inputs "
           "with data.y_path=TARGETS.npy")
@@ -265,13 +266,16 @@ def build_arrays(*, seed: int, path: str | None = None, y_path: str | None = Non
     pool, given = read_files(path, y_path, {"val": (val_path, val_y_path), "test": (test_path, test_y_path)},
                              x_key, y_key, mmap_threshold_mb)
 
-    # pooled rows by fractions, the given files as their split; inputs in memory or mapped
+    # pooled rows by fractions (per class with stratify), the given files as their split; inputs in memory or mapped
+    where = f"the targets of {pool[2] if y_path is None else Path(y_path).expanduser()}"
+    labels = strata({"train": pool[1], **{s: g[1] for s, g in given.items()}}, task, max_classes,
+                    where) if stratify else None
     parts = {s: (pool[0], pool[1], idx.numpy())
-             for s, idx in split_pool(len(pool[0]), list(fractions), set(given), seed).items()}
+             for s, idx in split_pool(len(pool[0]), list(fractions), set(given), seed, labels).items()}
     parts.update({s: (x, y, np.arange(len(x))) for s, (x, y, _) in given.items()})
     parts = {s: parts[s] for s in SPLITS}
     y = encode_targets({s: y[rows] for s, (_, y, rows) in parts.items()}, task, max_classes, standardize_target,
-                       f"the targets of {pool[2] if y_path is None else Path(y_path).expanduser()}")
+                       where)
     del pool, given  # input_splits frees the files' arrays once it has the split copies
     xs, mean, std = input_splits(parts, standardize)
     splits = [Split(xs[s], y.y[s]) for s in SPLITS]

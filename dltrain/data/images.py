@@ -143,8 +143,10 @@ def read_cifar10(root: Path, download_ok: bool) -> dict[str, tuple[np.ndarray, n
 
 
 def bundle(parts: dict[str, tuple[np.ndarray, np.ndarray]], fractions: list[float], seed: int,
-           use_official_test: bool, class_names: list[str] | None = None, name: str = "mnist") -> DataBundle:
-    """Pool what is present, split, scale to [0, 1] and standardize per channel by train statistics."""
+           use_official_test: bool, class_names: list[str] | None = None, name: str = "mnist",
+           stratify: bool = False) -> DataBundle:
+    """Pool what is present, split (per class with `stratify`), scale to [0, 1] and standardize per channel by
+    train statistics."""
     def tensors(arrays: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(np.concatenate([a[0] for a in arrays])).float().div_(255)
         x = x.unsqueeze(1) if x.dim() == 3 else x
@@ -155,7 +157,7 @@ def bundle(parts: dict[str, tuple[np.ndarray, np.ndarray]], fractions: list[floa
     f = check_fractions(fractions)
     if official:  # train/val from the official train set by their shares; the official test set stays test
         f = (f[0] / (f[0] + f[1]), f[1] / (f[0] + f[1]), 0.0)
-    train_idx, val_idx, test_idx = split_indices(len(x), f, seed)
+    train_idx, val_idx, test_idx = split_indices(len(x), f, seed, y if stratify else None)
     test_x, test_y = tensors([parts["test"]]) if official else (x[test_idx], y[test_idx])
     mean, std = train_stats(x[train_idx])
     splits = [Split((xi - mean) / std, yi) for xi, yi in zip((x[train_idx], x[val_idx], test_x),
@@ -195,11 +197,11 @@ def official_split_advice(name: str, folder: Path) -> str:
 def _register(name: str) -> None:
     @DATASETS.register(name)
     def build(*, seed: int, root: str | None = None, fractions: list[float] = (0.8, 0.1, 0.1),
-              use_official_test: bool = False, download: bool = False) -> DataBundle:
+              use_official_test: bool = False, download: bool = False, stratify: bool = False) -> DataBundle:
         folder = image_folder(name, root, download)
         parts = read_cifar10(folder, download) if name == "cifar10" else read_idx_parts(name, folder, download)
         check(not use_official_test or {"train", "test"} <= set(parts), official_split_advice(name, folder))
-        return bundle(parts, list(fractions), seed, use_official_test, list(CLASS_NAMES[name]), name)
+        return bundle(parts, list(fractions), seed, use_official_test, list(CLASS_NAMES[name]), name, stratify)
 
 
 for _name in ("mnist", "fashion_mnist", "cifar10"):

@@ -82,7 +82,7 @@ def encode(reviews: list[list[str]], index: dict[str, int], seq_len: int) -> tor
 @DATASETS.register("imdb")
 def build_imdb(*, seed: int, root: str = "~/.cache/dltrain/aclImdb", seq_len: int = 200, vocab_size: int = 20000,
                min_count: int = 2, use_official_test: bool = True,
-               fractions: list[float] = (0.8, 0.1, 0.1)) -> DataBundle:
+               fractions: list[float] = (0.8, 0.1, 0.1), stratify: bool = False) -> DataBundle:
     """Token ids (N, seq_len) and labels (N,); the vocabulary (index -> word) goes to the model as vocab_size."""
     check(seq_len >= 1, f"data.seq_len={seq_len} must be >= 1 (words)")
     check(vocab_size > len(SPECIALS), f"data.vocab_size={vocab_size} must be > 2 (padding and unknown included)")
@@ -95,12 +95,13 @@ def build_imdb(*, seed: int, root: str = "~/.cache/dltrain/aclImdb", seq_len: in
     if use_official_test:
         check(f[0] + f[1] > 0, "data.fractions: train + val shares must be > 0")
         reviews, labels = parts["train"]
-        train_idx, val_idx, _ = split_indices(len(reviews), (f[0] / (f[0] + f[1]), f[1] / (f[0] + f[1]), 0.0), seed)
+        train_idx, val_idx, _ = split_indices(len(reviews), (f[0] / (f[0] + f[1]), f[1] / (f[0] + f[1]), 0.0), seed,
+                                             torch.tensor(labels) if stratify else None)
         test_reviews, test_labels = parts["test"]
     else:
         reviews = [r for p in parts.values() for r in p[0]]
         labels = [label for p in parts.values() for label in p[1]]
-        train_idx, val_idx, test_idx = split_indices(len(reviews), f, seed)
+        train_idx, val_idx, test_idx = split_indices(len(reviews), f, seed, torch.tensor(labels) if stratify else None)
         test_reviews = [reviews[i] for i in test_idx.tolist()]
         test_labels = [labels[i] for i in test_idx.tolist()]
     train_reviews = [reviews[i] for i in train_idx.tolist()]

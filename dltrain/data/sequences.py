@@ -36,13 +36,14 @@ def build_adding(*, seed: int, length: int = 50, train_size: int = 5000, val_siz
 
 
 @DATASETS.register("digit_rows")
-def build_digit_rows(*, seed: int, fractions: list[float] = (0.6, 0.2, 0.2)) -> DataBundle:
+def build_digit_rows(*, seed: int, fractions: list[float] = (0.6, 0.2, 0.2), stratify: bool = False) -> DataBundle:
     """scikit-learn's 8x8 digits as sequences of 8 rows of 8 pixels (N, 8, 8): sequence classification."""
     from sklearn.datasets import load_digits
 
     raw = load_digits()
     x = torch.tensor(raw.images, dtype=torch.float32).unsqueeze(1)  # channel axis for the shared scaling
-    train, val, test = standardized_splits(x, torch.tensor(raw.target, dtype=torch.long), list(fractions), seed)
+    train, val, test = standardized_splits(x, torch.tensor(raw.target, dtype=torch.long), list(fractions), seed,
+                                           stratify)
     return DataBundle(*(Split(s.x.squeeze(1), s.y) for s in (train, val, test)), task="classification",
                       num_outputs=10, class_names=list(DIGIT_NAMES))
 

@@ -9,7 +9,8 @@ confusion matrix); other numbers are regression. A cell in `na_values`, or one t
 an error naming file, line and column (`missing: error`), or its row is dropped (`drop`), or a numeric feature
 takes the train mean and a categorical one all zeros (`mean`; a target is never filled in). An infinite number
 is always an error. Several files: `path` may list files with the same columns (pooled, then split by
-`fractions`), and `val_path` / `test_path` name files that are those splits as they are.
+`fractions`; each class on its own with `stratify`), and `val_path` / `test_path` name files that are those
+splits as they are.
 
 The target handling and the pooled split are data/targets.py's, shared with data=arrays.
 """
@@ -22,10 +23,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 
 from dltrain.data import DATASETS, DataBundle, Split, check_fractions
 from dltrain.data.features import encode_features
-from dltrain.data.targets import SPLITS, Task, encode_targets, split_pool
+from dltrain.data.targets import SPLITS, Task, encode_targets, split_pool, strata
 from dltrain.registry import ConfigError, check, first_line
 
 KEYS = {"train": "path", "val": "val_path", "test": "test_path"}  # split -> the data key naming its file(s)
@@ -191,6 +193,24 @@ def check_finite_cells(table: Table, cells: Cells, names: list[str], numeric: di
                           f"{location(table.where[i], names[j])}); replace them or leave the cells empty")
 
 
+def split_rows(cells: dict[str, Cells], given: set[str], fractions: list[float], seed: int,
+               labels: torch.Tensor | None) -> tuple[dict[str, list], dict[str, list]]:
+    """Each split's cells (text, numbers): the pooled rows of `path` by fractions (per class with `labels`), the
+    files of the `given` splits as they are."""
+    pool = split_pool(len(cells["train"].text), fractions, given, seed, labels)
+    rows = {s: [cells["train"].text[i] for i in idx.tolist()] for s, idx in pool.items()}
+    nums = {s: [cells["train"].nums[i] for i in idx.tolist()] for s, idx in pool.items()}
+    for s in given:
+        rows[s], nums[s] = cells[s].text, cells[s].nums
+    return {s: rows[s] for s in SPLITS if s in rows}, {s: nums[s] for s in SPLITS if s in nums}
+
+
+def target_values(text: dict[str, list], nums: dict[str, list], numeric: bool) -> dict[str, np.ndarray]:
+    """The target (each row's last cell) per split: numbers, or strings for a text column."""
+    return {s: (np.array([r[-1] for r in nums[s]], dtype=np.float64) if numeric
+                else np.array([r[-1] for r in text[s]], dtype=str)) for s in text}
+
+
 @DATASETS.register("csv")
 def build_csv(*, seed: int, path: str | list[str] | None = None, target: str | int | None = None,
               val_path: str | list[str] | None = None, test_path: str | list[str] | None = None,
@@ -198,7 +218,7 @@ def build_csv(*, seed: int, path: str | list[str] | None = None, target: str | i
               na_values: list[str] = ("", "NA", "N/A", "NaN", "nan", "null"), drop: list[str | int] = (),
               categorical: list[str | int] = (),
               max_categories: int = 100, delimiter: str = ",", standardize_target: bool = True,
-              fractions: list[float] = (0.6, 0.2, 0.2)) -> DataBundle:
+              fractions: list[float] = (0.6, 0.2, 0.2), stratify: bool = False) -> DataBundle:
     """Features (N, F) float32: numeric columns standardized by the train split, then one-hot blocks."""
     check(path is not None, "data=csv needs data.path=/path/to/table.csv (or a list of files with the same columns)")
     check(target is not None, "data=csv needs data.target=COLUMN: the name of the column to predict")
@@ -216,17 +236,12 @@ def build_csv(*, seed: int, path: str | list[str] | None = None, target: str | i
         handle_missing(s, table, cells[s], names, missing)
         check_finite_cells(table, cells[s], names, numeric)
 
-    # the splits: the pooled rows of `path` by fractions, other files as their split
-    pool = split_pool(len(cells["train"].text), list(fractions), set(tables) - {"train"}, seed)
-    rows = {s: [cells["train"].text[i] for i in idx.tolist()] for s, idx in pool.items()}
-    nums = {s: [cells["train"].nums[i] for i in idx.tolist()] for s, idx in pool.items()}
-    for s in set(tables) - {"train"}:
-        rows[s], nums[s] = cells[s].text, cells[s].nums
-
+    where = f"target column {target!r}"
+    labels = strata(target_values({s: c.text for s, c in cells.items()}, {s: c.nums for s, c in cells.items()},
+                                  numeric[target]), task, max_classes, where) if stratify else None
+    rows, nums = split_rows(cells, set(tables) - {"train"}, list(fractions), seed, labels)
     encoded = encode_features(features, numeric, rows, nums, max_categories)
-    raw_y = {s: (np.array([r[-1] for r in nums[s]], dtype=np.float64) if numeric[target]
-                 else np.array([r[-1] for r in rows[s]], dtype=str)) for s in SPLITS}
-    y = encode_targets(raw_y, task, max_classes, standardize_target, f"target column {target!r}")
+    y = encode_targets(target_values(rows, nums, numeric[target]), task, max_classes, standardize_target, where)
     splits = [Split(encoded.x[s], y.y[s]) for s in SPLITS]
     prep = {"data": "csv", "input": "table", "columns": encoded.columns, "mean": encoded.mean, "std": encoded.std,
             "target_column": target, "delimiter": delimiter, "na_values": sorted(na), "missing": missing,

@@ -1,6 +1,6 @@
-"""Targets and splits of a user's files, shared by data=csv and data=arrays: the pooled rows split by `fractions`
-beside the splits given as their own files (`split_pool`), and class indices or scaled regression targets from the
-raw target values (`encode_targets`)."""
+"""Targets and splits of a user's files, shared by data=csv, data=arrays and data=image_folder: the pooled rows
+split by `fractions` beside the splits given as their own files (`split_pool`; per class with data.stratify=true,
+`strata`), and class indices or scaled regression targets from the raw target values (`encode_targets`)."""
 from __future__ import annotations
 
 import math
@@ -17,17 +17,41 @@ SPLITS = ("train", "val", "test")
 Task = Literal["auto", "classification", "regression"]
 
 
-def split_pool(n: int, fractions: list[float], given: set[str], seed: int) -> dict[str, torch.Tensor]:
+def split_pool(n: int, fractions: list[float], given: set[str], seed: int,
+               labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Indices of a pooled set's train split and of each split not `given` by its own file. Without given
     splits the pool is split by `fractions` as they are (a sum below 1 leaves samples out); with some, the pool
     is shared among train and the missing ones in proportion to their fractions (test from its own file:
-    train/val by f_train : f_val)."""
+    train/val by f_train : f_val). With `labels` each class is split on its own (`split_indices`)."""
     f = check_fractions(list(fractions))
     if given:
         shares = [f[0], 0.0 if "val" in given else f[1], 0.0 if "test" in given else f[2]]
         total = sum(shares)
         f = (shares[0] / total, shares[1] / total, shares[2] / total)
-    return {name: idx for name, idx in zip(SPLITS, split_indices(n, f, seed)) if name == "train" or name not in given}
+    drawn = zip(SPLITS, split_indices(n, f, seed, labels))
+    return {name: idx for name, idx in drawn if name == "train" or name not in given}
+
+
+def resolved_task(pooled: np.ndarray, task: Task, max_classes: int) -> str:
+    """task=auto: text, or integer values with at most `max_classes` distinct values, is classification."""
+    if task != "auto":
+        return task
+    numeric = pooled.dtype.kind in "biuf"
+    integral = numeric and bool(np.all(np.mod(pooled, 1) == 0))
+    return "classification" if not numeric or (integral and len(np.unique(pooled)) <= max_classes) else "regression"
+
+
+def strata(values: dict[str, np.ndarray], task: Task, max_classes: int, where: str) -> torch.Tensor:
+    """data.stratify=true: a class id per sample of the pool (`values["train"]`, raw target values) for a split
+    drawn per class. The task is resolved from every split's values, as `encode_targets` does; a regression
+    target has no classes to stratify by: one line."""
+    pooled = np.concatenate([as_2d(v) for v in values.values()])
+    check(resolved_task(pooled, task, max_classes) == "classification", f"data.stratify=true splits each class on "
+          f"its own, but data.task={task} takes {where} as regression targets: set data.stratify=false (or "
+          "data.task=classification)")
+    check(pooled.shape[1] == 1, f"{where}: classification takes one label per sample, got {pooled.shape[1]} values "
+          "per sample (give class indices, or set data.task=regression)")
+    return torch.from_numpy(np.unique(as_2d(values["train"])[:, 0], return_inverse=True)[1].astype(np.int64))
 
 
 @dataclass
@@ -54,8 +78,7 @@ def encode_targets(values: dict[str, np.ndarray], task: Task, max_classes: int, 
     numeric = pooled.dtype.kind in "biuf"
     integral = numeric and bool(np.all(np.mod(pooled, 1) == 0))
     distinct = np.unique(pooled)
-    if task == "auto":
-        task = "classification" if not numeric or (integral and len(distinct) <= max_classes) else "regression"
+    task = resolved_task(pooled, task, max_classes)
     if task == "regression":
         check(numeric, f"{where} has text values (e.g. {str(distinct[0])!r}): data.task=regression needs numbers")
         ys = {k: torch.from_numpy(as_2d(v).astype(np.float32)) for k, v in values.items()}
