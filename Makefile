@@ -1,5 +1,6 @@
 # make run:  set up (if needed) and train the default experiment.
-# make test: set up (if needed) and run the test suite.
+# make test: set up (if needed) and run the whole test suite (CI runs this).
+# make check: the fast tier for the edit-test loop: the tests that stay in one process (no CLI, DDP, servers, pip).
 # Set-up: a virtual environment in .venv (or the active one), torch (the CPU wheel, only when no torch is
 # installed: a GPU machine keeps its CUDA build), then this package with its dev and sweep extras.
 PYTHON ?= python3
@@ -7,7 +8,7 @@ VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.dltrain-installed
 
-.PHONY: install run test bench clean
+.PHONY: install run test check bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+check: $(STAMP)
+	$(BIN)/python -m pytest -m "not e2e and not slow" -x
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine_vs_loop.py

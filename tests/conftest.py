@@ -72,3 +72,42 @@ def wheel_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             "--target", str(site), str(REPO)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
     return site
+
+
+# The two tiers. `make check` runs what stays in this process; `make test` runs everything. A test is `e2e` by
+# what it uses, found in its code rather than marked by hand: the `cli` helper or `subprocess` (a real dltrain
+# process), a server, a wheel install, several processes. `slow` marks long in-process runs by hand.
+E2E_NAMES = {"cli", "subprocess", "Popen", "run_cli", "spawn", "launch", "torchrun", "wheel_site", "tensorboard",
+             "serve", "pty", "openpty", "fork"}
+E2E_FIXTURES = {"wheel_site"}
+TESTS = REPO / "tests"
+
+
+MULTI_PROCESS_SETTINGS = ("trainer.devices=2", "trainer.devices=3", "trainer=ddp", "SLURM_", "LOCAL_WORLD_SIZE")
+
+
+def uses_processes(function: Any, seen: set | None = None) -> bool:
+    """Whether a test function, or a helper of the test package it calls (followed through its names), starts a
+    process: names one of E2E_NAMES, or asks for several DDP processes."""
+    seen = seen if seen is not None else set()
+    code = getattr(function, "__code__", function)
+    if id(code) in seen or not hasattr(code, "co_names"):
+        return False
+    seen.add(id(code))
+    strings = [s for c in code.co_consts for s in (c if isinstance(c, (tuple, frozenset)) else (c,))
+               if isinstance(s, str)]  # a list literal of strings is one tuple constant
+    if E2E_NAMES & set(code.co_names) or any(s in c for c in strings for s in MULTI_PROCESS_SETTINGS):
+        return True
+    nested = [c for c in code.co_consts if hasattr(c, "co_names")]
+    module = getattr(function, "__globals__", {})
+    helpers = [module.get(name) for name in code.co_names]
+    helpers = [h for h in helpers if hasattr(h, "__code__") and Path(h.__code__.co_filename).is_relative_to(TESTS)]
+    return any(uses_processes(c, seen) for c in nested) or any(uses_processes(h, seen) for h in helpers)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        function = getattr(item, "function", None)
+        if (function is not None and uses_processes(function)) or E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
