@@ -71,8 +71,13 @@ def run_hydra(args: list[str]) -> None:
     sweep = None
     if multirun and not any(a.startswith("-") for a in others):  # jobs named by the swept keys, HParams set up
         from dltrain import sweep as sweeps
+        from dltrain.registry import ConfigError
 
-        sweep = sweeps.plan(others)
+        try:
+            sweep = sweeps.plan(others)
+        except ConfigError as err:  # a sweep that cannot be right (an Optuna study pointed the wrong way)
+            print(f"dltrain: error: {err}", file=sys.stderr)
+            sys.exit(2)
         args = [*args, *sweep.hydra_args]
     sys.argv = [sys.argv[0], *args, *under_torchrun(args)]
     from contextlib import nullcontext
