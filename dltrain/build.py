@@ -4,8 +4,7 @@ together), then the device, memory layout and wrappers, the optimizer, the loop'
 """
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ class RunComponents:
     traits: ModelTraits  # what the model's registration declares (channels_last, generative)
     augment: Augment | None  # on-device augmentation of training batches
     mode: Direction = "min"  # early_stopping.mode resolved for the monitored metric (auto: the task's direction)
+    warnings: list[str] = field(default_factory=list)  # what trains but is likely a mistake: a run prints them once
 
 
 def build(config: RunConfig) -> RunComponents:
@@ -67,10 +67,9 @@ def build(config: RunConfig) -> RunComponents:
     check(len(data.val) > 0 or not monitor.startswith("val/"), f"the validation split is empty, so "
           f"early_stopping.monitor={monitor} has no values; give data a validation share or monitor train/loss")
     mode, warning = monitor_mode(config.early_stopping.best.get("mode", Best.mode), monitor, task, task_name)
-    if warning and dist.is_main():
-        print(f"dltrain: warning: {warning}", file=sys.stderr, flush=True)
     augment = build_augment(**config.data.augment) if config.data.augment else None
-    return RunComponents(config, data, task, task_name, model, traits, augment, mode)
+    warnings = [*data.warnings, *([warning] if warning else [])]
+    return RunComponents(config, data, task, task_name, model, traits, augment, mode, warnings)
 
 
 def user_code(registry: Registry, spec: Spec, **runtime: Any) -> Any:

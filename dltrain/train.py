@@ -54,6 +54,8 @@ def train(config: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict[s
 def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: list[str]) -> dict[str, Any]:
     """Build, place, resume if asked, fit; rank 0 writes config.yaml and metrics.json."""
     parts = build(config)
+    for warning in parts.warnings if dist.is_main() else []:
+        print(f"dltrain: warning: {warning}", file=sys.stderr, flush=True)
     trainer = config.trainer
     if trainer.deterministic:
         torch.use_deterministic_algorithms(True)
