@@ -27,6 +27,7 @@ class EarlyStopping(Callback):
                  stop_on_nonfinite: bool = True) -> None:
         self.enabled, self.patience, self.baseline, self.stop_on_nonfinite = enabled, patience, baseline, stop_on_nonfinite
         self.wait = 0  # epochs judged since the last improvement that beat the baseline
+        self.reason = ""  # why it stopped the run, once it has: a resume that only finishes the run says the same
 
     def on_epoch_end(self, state: State) -> None:
         best = state.best
@@ -41,22 +42,25 @@ class EarlyStopping(Callback):
         self.wait = 0 if best.improved and reached_baseline else self.wait + 1
         if self.enabled and not best.improved and self.wait >= self.patience:
             state.should_stop = True
-            state.stop_reason = (f"early stopping: {best.monitor} did not improve by more than {best.min_delta:g} "
-                                 f"for {self.wait} epochs ({best_so_far(best)})")
+            self.reason = (f"early stopping: {best.monitor} did not improve by more than {best.min_delta:g} "
+                           f"for {self.wait} epochs ({best_so_far(best)})")
+            state.stop_reason = self.reason
 
     def on_fit_start(self, state: State) -> None:
         """A resumed run that had already met its stopping rule (under the current patience) stays stopped."""
         best = state.best
-        if self.enabled and self.wait > 0 and self.wait >= self.patience:
-            state.should_stop = True
-            state.stop_reason = (f"early stopping (already met before resuming): {best.monitor} did not improve "
-                                 f"for {self.wait} epochs ({best_so_far(best)})")
+        if not (self.enabled and self.wait > 0 and self.wait >= self.patience):
+            self.reason = ""  # it goes on (a larger patience): a reason it saved no longer holds
+            return
+        state.should_stop = True
+        state.stop_reason = self.reason or (f"early stopping (already met before resuming): {best.monitor} did "
+                                            f"not improve for {self.wait} epochs ({best_so_far(best)})")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"wait": self.wait}
+        return {"wait": self.wait, "reason": self.reason}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
-        self.wait = int(saved.get("wait", 0))
+        self.wait, self.reason = int(saved.get("wait", 0)), str(saved.get("reason", ""))
 
 
 def best_so_far(best: Best) -> str:

@@ -64,6 +64,7 @@ def payload(state: State, callbacks: Sequence[Callback], extra: dict[str, Any]) 
         "samples_seen": state.samples_seen,
         "train_seconds": state.train_seconds,
         "best": state.best.state_dict(),
+        "metrics": dict(state.metrics),  # the epoch's: a resume that only finishes the run reports them (metrics.json)
         "callbacks": {callback_key(cb): cb.state_dict() for cb in callbacks},
         "rng": state.rng or [rng_state()],  # one entry per rank
         **extra,
@@ -132,6 +133,9 @@ def validate_counters(saved: dict[str, Any], path: Path, damaged: str) -> None:
     for key in ("epoch", "step", "samples_seen"):
         value = saved.get(key)
         check(type(value) is int and value >= 0, f"{path}: {key}={value!r} is not a count (an integer >= 0){damaged}")
+    metrics = saved.get("metrics", {})  # absent from checkpoints of an older dltrain
+    check(isinstance(metrics, dict) and all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(
+        v, bool) for k, v in metrics.items()), f"{path}: its metrics are not a mapping of names to numbers{damaged}")
     seconds = saved.get("train_seconds")
     check(isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds),
           f"{path}: train_seconds={seconds!r} is not a finite number{damaged}")

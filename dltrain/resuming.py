@@ -36,6 +36,7 @@ def restore(state: State, saved: dict[str, Any]) -> None:
     if saved["scaler"] and state.scaler.is_enabled():  # a run may resume with another precision
         state.scaler.load_state_dict(saved["scaler"])
     state.epoch, state.step = saved["epoch"], saved["step"]
+    state.metrics = dict(saved.get("metrics", {}))  # the last epoch's, as a run that is only finished reports them
     state.samples_seen, state.train_seconds = saved["samples_seen"], saved["train_seconds"]
     state.rng = list(saved["rng"])  # every rank's, as saved: a best.pt rewritten before the next epoch keeps them
     rng = saved["rng"][dist.rank()] if dist.rank() < len(saved["rng"]) else saved["rng"][0]

@@ -111,9 +111,14 @@ def test_a_resumed_run_that_already_met_its_rule_stays_stopped() -> None:
         fresh_best.load_state_dict(saved_best, None)
         states.append(make_state(fresh_best))
         fresh_stopper.on_fit_start(states[-1])
-    assert states[0].should_stop and "already met" in states[0].stop_reason
+    assert states[0].should_stop and states[0].stop_reason == state.stop_reason  # as when it stopped: finished alike
     assert not states[1].should_stop  # a larger patience lets the run go on
     assert not states[2].should_stop and other[1].value is None  # another monitor starts afresh
+    older, older_best = stopping(patience=2)  # a checkpoint of an older dltrain holds no reason
+    older.load_state_dict({"wait": saved_stopper["wait"]})
+    older_best.load_state_dict(saved_best, None)
+    older.on_fit_start(states[0])
+    assert states[0].stop_reason.startswith("early stopping (already met before resuming)")
 
 
 def test_options_are_split_by_the_class_that_uses_them() -> None:
