@@ -4,7 +4,7 @@ together), then the device, memory layout and wrappers, the optimizer, the loop'
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from dltrain.optim import build_optimizer
 from dltrain.plugins import git_commit, provenance, user_frame
 from dltrain.registry import ConfigError, Registry, Spec, check, first_line
 from dltrain.sched import build_schedule
-from dltrain.tasks import Task, build_task
+from dltrain.tasks import Direction, Task, build_task, monitor_mode
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 
@@ -39,6 +39,8 @@ class RunComponents:
     model: nn.Module
     traits: ModelTraits  # what the model's registration declares (channels_last, generative)
     augment: Augment | None  # on-device augmentation of training batches
+    mode: Direction = "min"  # early_stopping.mode resolved for the monitored metric (auto: the task's direction)
+    warnings: list[str] = field(default_factory=list)  # what trains but is likely a mistake: a run prints them once
 
 
 def build(config: RunConfig) -> RunComponents:
@@ -64,8 +66,10 @@ def build(config: RunConfig) -> RunComponents:
     check(monitor in names, f"early_stopping.monitor={monitor} is not a metric of this run; valid: {', '.join(names)}")
     check(len(data.val) > 0 or not monitor.startswith("val/"), f"the validation split is empty, so "
           f"early_stopping.monitor={monitor} has no values; give data a validation share or monitor train/loss")
+    mode, warning = monitor_mode(config.early_stopping.best.get("mode", Best.mode), monitor, task, task_name)
     augment = build_augment(**config.data.augment) if config.data.augment else None
-    return RunComponents(config, data, task, task_name, model, traits, augment)
+    warnings = [*data.warnings, *([warning] if warning else [])]
+    return RunComponents(config, data, task, task_name, model, traits, augment, mode, warnings)
 
 
 def user_code(registry: Registry, spec: Spec, **runtime: Any) -> Any:
@@ -152,7 +156,7 @@ def make_settings(parts: RunComponents, train_size: int, lr_scales: tuple[float,
 
 
 def make_best(parts: RunComponents) -> Best:
-    return Best(**parts.config.early_stopping.best)
+    return Best(**{**parts.config.early_stopping.best, "mode": parts.mode})
 
 
 def make_callbacks(parts: RunComponents, run_dir: Path) -> list[Callback]:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from dltrain import checkpoint
-from dltrain.engine import Callback, State
+from dltrain.engine import Best, Callback, State
 from dltrain.registry import Registry
 from dltrain.tags import STEP_LOSS, best_tag, board_tag
 
@@ -28,36 +28,47 @@ class EarlyStopping(Callback):
                  stop_on_nonfinite: bool = True) -> None:
         self.enabled, self.patience, self.baseline, self.stop_on_nonfinite = enabled, patience, baseline, stop_on_nonfinite
         self.wait = 0  # epochs judged since the last improvement that beat the baseline
+        self.reason = ""  # why it stopped the run, once it has: a resume that only finishes the run says the same
 
     def on_epoch_end(self, state: State) -> None:
         best = state.best
-        if best.nonfinite:
-            if self.stop_on_nonfinite:
-                state.should_stop, state.stop_reason = True, f"non-finite {best.monitor} or train/loss at epoch {state.epoch}"
+        if best.nonfinite and self.stop_on_nonfinite:
+            state.should_stop, state.stop_reason = True, f"non-finite {best.monitor} or train/loss at epoch {state.epoch}"
             return
         if state.epoch <= best.start_from_epoch:  # warm-up epochs are not judged (Keras' start_from_epoch)
             return
-        # As Keras: the counter restarts only on an improvement that also beats the baseline.
+        # As Keras: the counter restarts only on an improvement that also beats the baseline. A NaN/inf epoch
+        # (kept going by stop_on_nonfinite=false) did not improve: it counts, or a diverged run never stops.
         reached_baseline = self.baseline is None or best.better(state.metrics[best.monitor], self.baseline)
         self.wait = 0 if best.improved and reached_baseline else self.wait + 1
         if self.enabled and not best.improved and self.wait >= self.patience:
             state.should_stop = True
-            state.stop_reason = (f"early stopping: {best.monitor} did not improve by more than {best.min_delta:g} "
-                                 f"for {self.wait} epochs (best {best.value:.6g} at epoch {best.epoch})")
+            self.reason = (f"early stopping: {best.monitor} did not improve by more than {best.min_delta:g} "
+                           f"for {self.wait} epochs ({best_so_far(best)})")
+            state.stop_reason = self.reason
 
     def on_fit_start(self, state: State) -> None:
         """A resumed run that had already met its stopping rule (under the current patience) stays stopped."""
         best = state.best
-        if self.enabled and best.value is not None and self.wait > 0 and self.wait >= self.patience:
-            state.should_stop = True
-            state.stop_reason = (f"early stopping (already met before resuming): {best.monitor} did not improve "
-                                 f"for {self.wait} epochs (best {best.value:.6g} at epoch {best.epoch})")
+        if not (self.enabled and self.wait > 0 and self.wait >= self.patience):
+            self.reason = ""  # it goes on (a larger patience): a reason it saved no longer holds
+            return
+        state.should_stop = True
+        state.stop_reason = self.reason or (f"early stopping (already met before resuming): {best.monitor} did "
+                                            f"not improve for {self.wait} epochs ({best_so_far(best)})")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"wait": self.wait}
+        return {"wait": self.wait, "reason": self.reason}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
-        self.wait = int(saved.get("wait", 0))
+        self.wait, self.reason = int(saved.get("wait", 0)), str(saved.get("reason", ""))
+
+
+def best_so_far(best: Best) -> str:
+    """The best epoch in words; a run whose every judged epoch was NaN/inf has none."""
+    if best.value is None:
+        return f"no finite {best.monitor} yet"
+    return f"best {best.value:.6g} at epoch {best.epoch}"
 
 
 class Checkpointer(Callback):

@@ -7,10 +7,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dltrain.jobs import hydra_job
 from dltrain.overrides import (SUBCOMMANDS, first_problem, no_cluster, override_value, quoted, stray_word,
                                two_modes, unreadable)
+
+if TYPE_CHECKING:
+    from dltrain.sweep import SweepPlan
 
 HELP_FLAGS = ("-h", "--help")
 COMPLETION_FLAGS = ("--install-completion", "--show-completion")  # typer's; Hydra's own is -sc / --shell-completion
@@ -79,9 +83,7 @@ def run_hydra(args: list[str]) -> None:
     args = resume_into_same_dir(args)
     sweep = None
     if multirun and not any(a.startswith("-") for a in others):  # jobs named by the swept keys, HParams set up
-        from dltrain import sweep as sweeps
-
-        sweep = sweeps.plan(others)
+        sweep = plan_sweep(others)
         args = [*args, *sweep.hydra_args]
     sys.argv = [sys.argv[0], *args, *under_torchrun(args)]
     from contextlib import nullcontext
@@ -109,6 +111,19 @@ def run_hydra(args: list[str]) -> None:
         listed = "; ".join(f"{job['name']} ({job['error']})" for job in failed)
         print(f"dltrain: {len(failed)} job(s) failed: {listed}", file=sys.stderr)
         sys.exit(1)
+
+
+def plan_sweep(overrides: list[str]) -> SweepPlan:
+    """The sweep's plan (dltrain/sweep.py); a sweep that cannot be right (an Optuna study pointed away from the
+    monitored metric's better side) is one line and exit 2, before any job."""
+    from dltrain import sweep as sweeps
+    from dltrain.registry import ConfigError
+
+    try:
+        return sweeps.plan(overrides)
+    except ConfigError as err:
+        print(f"dltrain: error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def with_project(args: list[str]) -> list[str]:

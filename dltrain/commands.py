@@ -173,13 +173,16 @@ def predict_command(run: Path = typer.Argument(..., metavar="RUN", help=RUN_HELP
                                                        "row), images, text files or .npy/.npz, as the run's data was"),
                     out: Path = typer.Option(None, help="write the predictions to this CSV instead of printing"),
                     last: bool = typer.Option(False, "--last", help="use last.pt even when best.pt exists"),
+                    unseen_category: str = typer.Option("error", help="a CSV category the run never trained on: "
+                                                        "error (refuse the file), or zeros (encode it as none of "
+                                                        "the run's categories, with a warning)"),
                     project: Path = typer.Option(None, help=PROJECT_HELP)) -> None:
     """Predict raw inputs with a run's model: the preprocessing it learned (scaling, categories, vocabulary,
     image size, class names) comes from its checkpoint. One line per input: class and probability, or value."""
     from dltrain.predict import load_predictor, predict_files, table_text, write_csv
 
     predictor = user_errors(lambda: load_predictor(run, project_of(project), prefer_best=not last))
-    header, rows = user_errors(lambda: predict_files(predictor, files))
+    header, rows = user_errors(lambda: predict_files(predictor, files, unseen_category))
     if out is None:
         typer.echo(table_text(header, rows))
     else:

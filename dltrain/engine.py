@@ -22,7 +22,7 @@ from dltrain import dist
 from dltrain.data import Split
 from dltrain.reg import penalized_weights, penalty
 from dltrain.sched import Schedule
-from dltrain.tasks import Task
+from dltrain.tasks import Task, metric_direction
 
 NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # need 2+ samples in training
 
@@ -34,7 +34,7 @@ class Best:
     whatever their order. Its options are the early_stopping group's keys of the same names."""
 
     monitor: str = "val/loss"  # metric that judges the epochs
-    mode: Literal["min", "max"] = "min"
+    mode: Literal["auto", "min", "max"] = "auto"  # auto: the task's direction for the monitor (build.make_best)
     min_delta: float = 0.0  # an improvement must exceed this (metric units)
     start_from_epoch: int = 0  # epochs up to this one are not judged (warm-up)
     restore_best: bool = True  # keep the best weights and load them before testing
@@ -44,7 +44,13 @@ class Best:
     nonfinite: bool = field(default=False, init=False)  # the epoch just ended has a NaN/inf loss or monitored value
     weights: dict[str, torch.Tensor] | None = field(default=None, init=False, repr=False)  # on the device
 
+    def __post_init__(self) -> None:
+        if self.mode == "auto" and metric_direction(None, self.monitor) is not None:  # the loss: every task's
+            self.mode = metric_direction(None, self.monitor)  # type: ignore[assignment]
+
     def better(self, value: float, reference: float) -> bool:
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"Best.mode={self.mode!r}: resolve auto with dltrain.tasks.monitor_mode first")
         delta = abs(self.min_delta)
         return value < reference - delta if self.mode == "min" else value > reference + delta
 

@@ -8,13 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from dltrain.files import write_atomic
-from dltrain.tags import OLD_STEP_LOSS, STEP_LOSS
+from dltrain.tags import OLD_STEP_LOSS, STEP_LOSS, board_tag
 
 STEP_TAGS = (STEP_LOSS, OLD_STEP_LOSS)  # x = optimizer steps; every other tag's x is epochs done
+# Logged once, at the run's end (x = its last epoch): a resume logs them again when it ends. Both names: this
+# release's (z_more/test/...) and an earlier release's (test/...).
+END_PREFIXES = (board_tag("test/"), "test/")
 
 
 def keep_until(run_dir: Path, epoch: int, step: int) -> int:
-    """Drop values logged after `epoch` (epoch tags) or `step` (step tags) from the run's own event files;
+    """Drop values logged after `epoch` (epoch tags) or `step` (step tags), and the end-of-run test values logged at
+    `epoch` or after (a resume that only finishes the run logs them again), from the run's own event files;
     returns how many values were dropped. Each file is rewritten atomically."""
     dropped = 0
     for path in sorted(run_dir.glob("events.out.tfevents.*")):
@@ -31,9 +35,7 @@ def rewrite(path: Path, epoch: int, step: int) -> int:
     for record in RawEventFileLoader(str(path)).Load():
         event = Event.FromString(record)
         if event.HasField("summary") and event.summary.value:
-            values = [v for v in event.summary.value
-                      if event.step <= (step if v.tag in STEP_TAGS else epoch) or v.metadata.plugin_data.plugin_name
-                      == "hparams"]
+            values = [v for v in event.summary.value if stays(v, event.step, epoch, step)]
             dropped += len(event.summary.value) - len(values)
             if not values:
                 continue
@@ -48,3 +50,12 @@ def rewrite(path: Path, epoch: int, step: int) -> int:
 
         write_atomic(path, write)
     return dropped
+
+
+def stays(value: Any, at: int, epoch: int, step: int) -> bool:
+    """Whether a summary value logged at x=`at` stays when the run goes on from (`epoch`, `step`)."""
+    if value.metadata.plugin_data.plugin_name == "hparams":
+        return True
+    if value.tag.startswith(END_PREFIXES):
+        return at < epoch
+    return at <= (step if value.tag in STEP_TAGS else epoch)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dltrain.registry import ConfigError
 from dltrain.tags import best_tag, board_tag
 
 if TYPE_CHECKING:
@@ -54,20 +56,28 @@ def hparam_domains(points: list[tuple[str, Any]], swept: dict[str, list[str]],
     return domains
 
 
-def metric_columns(cfg: dict[str, Any] | None) -> list[list[str]]:
-    """The HParams metric columns, first five shown: the monitored metric's best, the test metrics, then the last
-    epoch's val and train values (the last points of those curves). The task's metric names need the data's task
-    when `task` is null, so the first point's data is built once here (not for its model)."""
-    monitor, names = "val/loss", ("loss",)
+@dataclass(frozen=True)
+class Monitored:
+    """What a sweep's jobs are judged by: the monitored metric, the task's metric names, and early_stopping.mode
+    resolved for it (None when the parent cannot tell: the job reports why)."""
+
+    monitor: str = "val/loss"
+    names: tuple[str, ...] = ("loss",)
+    mode: str | None = None
+    warning: str | None = None  # an explicit mode that contradicts the task's direction
+
+
+def monitored(cfg: dict[str, Any] | None) -> Monitored:
+    """The monitored metric of a sweep's first point. The task's metric names need the data's task when `task` is
+    null, so the first point's data is built once here (not for its model)."""
     try:
         from dltrain.config import RunConfig
         from dltrain.plugins import PROJECT_ENV
+        from dltrain.tasks import build_task, monitor_mode
 
         project = os.environ.get(PROJECT_ENV)
         config = RunConfig.load(cfg, Path(project) if project else None)  # the project's plugins: its data sets
-        monitor = config.early_stopping.best.get("monitor", monitor)
-        from dltrain.tasks import build_task
-
+        monitor = config.early_stopping.best.get("monitor", "val/loss")
         task_name = config.task.name
         if task_name is None:
             from dltrain.data import DATASETS
@@ -77,9 +87,20 @@ def metric_columns(cfg: dict[str, Any] | None) -> list[list[str]]:
                           denoise=config.task.denoise)
         names = ("loss", *task.metric_names, *task.derived_names)
     except Exception:  # noqa: BLE001  (the job itself reports what is wrong; the columns fall back to the loss)
-        pass
+        return Monitored()
+    try:
+        mode, warning = monitor_mode(config.early_stopping.best.get("mode", "auto"), monitor, task, task_name)
+    except ConfigError:  # auto on a metric of unknown direction: each job says so in one line
+        return Monitored(monitor, names)
+    return Monitored(monitor, names, mode, warning)
+
+
+def metric_columns(watched: Monitored) -> list[list[str]]:
+    """The HParams metric columns, first five shown: the monitored metric's best, the test metrics, then the last
+    epoch's val and train values (the last points of those curves)."""
+    names = watched.names
     ordered = [n for n in names if n != "loss"] + ["loss"]
-    columns = [[best_tag(monitor), f"best/{monitor}"]]
+    columns = [[best_tag(watched.monitor), f"best/{watched.monitor}"]]
     columns += [[board_tag(f"test/{n}"), f"test/{n}"] for n in ordered]
     columns += [[f"val/{n}", f"final/val/{n}"] for n in names]
     columns += [["train/loss", "final/train/loss"]]

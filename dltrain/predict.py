@@ -83,10 +83,11 @@ def rows_of(out: torch.Tensor, task: str, class_names: list[str] | None) -> tupl
     return ["prediction", "probability"], [[n, f"{p:.4f}"] for n, p in zip(names, prob.tolist())]
 
 
-def predict_files(predictor: Predictor, files: list[Path]) -> tuple[list[str], list[list[str]]]:
-    """A header and one row per sample of the files: [input, prediction, probability] or [input, values...]."""
+def predict_files(predictor: Predictor, files: list[Path], unseen: str = "error") -> tuple[list[str], list[list[str]]]:
+    """A header and one row per sample of the files: [input, prediction, probability] or [input, values...];
+    `unseen`: what a CSV category the run never trained on does (preprocess.UNSEEN: error | zeros)."""
     check(bool(files), "give one or more files to predict")
-    names, raw = read_inputs(predictor.desc, files)
+    names, raw = read_inputs(predictor.desc, files, unseen)
     header, rows = rows_of(outputs(predictor.model, raw), predictor.task, predictor.desc.get("class_names"))
     return ["input", *header], [[name, *row] for name, row in zip(names, rows)]
 

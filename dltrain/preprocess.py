@@ -10,7 +10,8 @@ and every checkpoint keeps that under "preprocessing". Its keys:
   the batch; per position for a table); `divide_by` (optional): 255 for pixels given as 0..255.
 - `target` (optional, regression): {mean, std}: the model's outputs are in (y - mean) / std units.
 - `columns` (table): per feature, {name, kind: numeric, fill} or {name, kind: categorical, categories}; the
-  numeric columns come first in x, then one one-hot block per categorical column; plus `target_column`,
+  numeric columns come first in x, then one one-hot block per categorical column (a category not in
+  `categories`: refused, or all zeros with a warning under `predict --unseen-category zeros`); plus `target_column`,
   `delimiter`, `na_values` and `missing` (error | drop | mean: whether a missing cell may take `fill` / zeros).
 - `image`: {size: [H, W], channels: 1 | 3}: Pillow converts to L or RGB and resizes (bilinear) as training did.
 - `text` (tokens): {tokenizer, rule, seq_len, vocab, padding, unknown, pad}.
@@ -21,7 +22,9 @@ and every checkpoint keeps that under "preprocessing". Its keys:
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,8 @@ from dltrain.registry import ConfigError, check, first_line
 
 INPUTS = {"table": ("columns", "delimiter", "na_values", "missing", "target_column"), "image": ("image",),
           "tokens": ("text",), "array": ()}  # each input kind -> the keys its reader needs
+UNSEEN = ("error", "zeros")  # `predict --unseen-category`: a CSV category the run never trained on is refused, or
+                             # encoded as none of its categories (all zeros, as unseen val/test values were)
 
 
 def check_description(desc: Any, path: Path) -> dict[str, Any]:
@@ -117,9 +122,11 @@ def formats(desc: dict[str, Any], task: str) -> dict[str, str]:
 
 
 # --- readers: files -> (one name per sample, raw batch) ------------------------------------------------------
-def read_inputs(desc: dict[str, Any], files: list[Path]) -> tuple[list[str], torch.Tensor]:
-    """Every file's samples, in order, as one raw batch (no scaling: `Deployed` applies it)."""
-    reader = READERS[desc["input"]]
+def read_inputs(desc: dict[str, Any], files: list[Path], unseen: str = "error") -> tuple[list[str], torch.Tensor]:
+    """Every file's samples, in order, as one raw batch (no scaling: `Deployed` applies it); `unseen`: what a CSV
+    category the run never trained on does (UNSEEN)."""
+    check(unseen in UNSEEN, f"--unseen-category={unseen} is not a choice; valid: {', '.join(UNSEEN)}")
+    reader = partial(table_rows, unseen=unseen) if desc["input"] == "table" else READERS[desc["input"]]
     names: list[str] = []
     batches: list[torch.Tensor] = []
     for path in files:
@@ -130,32 +137,45 @@ def read_inputs(desc: dict[str, Any], files: list[Path]) -> tuple[list[str], tor
     return names, torch.cat(batches)
 
 
-def table_rows(desc: dict[str, Any], path: Path) -> tuple[list[str], torch.Tensor]:
+def table_rows(desc: dict[str, Any], path: Path, unseen: str = "error") -> tuple[list[str], torch.Tensor]:
     """CSV rows -> (N, F): numeric columns as numbers, then one one-hot block per categorical column."""
     table = read_csv(path, desc["delimiter"])
     columns = desc["columns"]
     lacking = [c["name"] for c in columns if c["name"] not in table.header]
     check(not lacking, f"{path} lacks the column(s) {', '.join(map(repr, lacking))}; {WANTED['table'](desc)}")
     na, fill_ok = set(desc["na_values"]), desc["missing"] == "mean"
-    rows = []
+    rows, zeroed = [], {}  # zeroed: column -> the cells of categories it never trained on (unseen=zeros)
     for row, (_, line) in zip(table.rows, table.where):
         values: list[float] = []
         for column in columns:
             cell = row[table.header.index(column["name"])].strip()
             where = f"{path}, line {line}, column {column['name']!r}"
-            value = None if cell in na else cell_value(cell, column, where)
+            value = None if cell in na else cell_value(cell, column, where, unseen, zeroed)
             check(value is not None or fill_ok, f"{where}: missing value; the run trained with data.missing="
                   f"{desc['missing']}, so the model has no value for it: fill it in")
             values += value if value is not None else missing_value(column)
         rows.append(values)
+    if zeroed:
+        listed = "; ".join(f"column {name!r}: {', '.join(map(repr, sorted(set(cells))[:5]))} ({len(cells)} row(s))"
+                           for name, cells in zeroed.items())
+        print(f"dltrain: warning: {path}: categories the run never trained on, encoded as none of its categories "
+              f"(all zeros): {listed}", file=sys.stderr, flush=True)
     raw = torch.tensor(rows, dtype=torch.float64).float()  # as the data builder: parsed to float64, then float32
     return [f"{path}:{line}" for _, line in table.where], raw
 
 
-def cell_value(cell: str, column: dict[str, Any], where: str) -> list[float] | None:
-    """One cell's part of the row: [number] or a one-hot list; None when it reads as missing (NaN)."""
-    if column["kind"] == "categorical":  # an unseen category encodes as all zeros, as in val/test
-        return [1.0 if cell == c else 0.0 for c in column["categories"]]
+def cell_value(cell: str, column: dict[str, Any], where: str, unseen: str,
+               zeroed: dict[str, list[str]]) -> list[float] | None:
+    """One cell's part of the row: [number] or a one-hot list; None when it reads as missing (NaN). A category
+    the run never trained on is refused, or (unseen=zeros) encodes as all zeros and is noted in `zeroed`."""
+    if column["kind"] == "categorical":
+        categories = column["categories"]
+        if cell not in categories:
+            known = ", ".join(categories[:10]) + (", ..." if len(categories) > 10 else "")
+            check(unseen == "zeros", f"{where}: {cell[:40]!r} is not a category the run trained on (known: "
+                  f"{known}); fix the value, or give --unseen-category zeros to encode it as none of them")
+            zeroed.setdefault(column["name"], []).append(cell)
+        return [1.0 if cell == c else 0.0 for c in categories]
     try:
         number = float(cell)
     except ValueError:

@@ -130,7 +130,7 @@ def check_kwargs(kind: str, name: str, builder: Callable[..., Any], kwargs: Mapp
                  runtime: tuple[str, ...] = ()) -> None:
     """Unknown keys, missing required keys and wrong types: every problem, one line each."""
     params = inspect.signature(builder).parameters
-    hints = typing.get_type_hints(builder)
+    hints = type_hints(builder)
     allowed = [k for k in params if k not in runtime and params[k].kind is not params[k].VAR_KEYWORD]
     where = f"{kind}={name}" if name else kind  # nodes without a builder name: trainer, reg, ...
     problems = Problems()
@@ -139,12 +139,24 @@ def check_kwargs(kind: str, name: str, builder: Callable[..., Any], kwargs: Mapp
             check(key in allowed, f"{kind}.{key} is not an option of {where}; valid: {', '.join(allowed)}")
             if key in hints and typing.get_origin(hints[key]) is typing.Literal and not matches(value, hints[key]):
                 raise ConfigError(f"{kind}.{key}={value!r} is not a choice of {where}; valid: {type_name(hints[key])}")
+            if key in hints and hints[key] is bool and not isinstance(value, bool):  # 'off' would be truthy
+                raise ConfigError(f"{kind}.{key}={value!r} is not a boolean: write true or false")
             if key in hints and not matches(value, hints[key]):
                 raise ConfigError(f"{kind}.{key}={value!r} has the wrong type for {where}: expected {type_name(hints[key])}")
     for key in allowed:
         if params[key].default is params[key].empty and key not in kwargs:
             problems.found.append(f"{where} needs {kind}.{key}")
     problems.raise_if_any()
+
+
+def type_hints(builder: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword arguments' type hints of a builder function or class: a plain class declares them on its
+    __init__ (its class annotations are its attributes'), a dataclass on its fields."""
+    hints = typing.get_type_hints(builder)
+    if isinstance(builder, type) and builder.__init__ is not object.__init__:
+        hints = {**hints, **typing.get_type_hints(builder.__init__)}
+    hints.pop("return", None)
+    return hints
 
 
 def matches(value: Any, hint: Any) -> bool:
@@ -156,8 +168,8 @@ def matches(value: Any, hint: Any) -> bool:
         return any(matches(value, h) for h in typing.get_args(hint))
     if hint is type(None):
         return value is None
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
+    if origin is typing.Literal:  # by type too: 1 == True, but 1 is not the choice `true`
+        return any(value == choice and type(value) is type(choice) for choice in typing.get_args(hint))
     if origin in (list, tuple, Sequence):
         args = typing.get_args(hint)
         inner = args[0] if args else Any

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dltrain.hparams import hparam_domains, metric_columns, write_root
+from dltrain.hparams import hparam_domains, metric_columns, monitored, write_root
+from dltrain.study import study_direction
 
 SWEEP_ENV = "DLTRAIN_SWEEP"  # JSON {root, jobs, width}: the plan as the jobs (and their DDP workers) need it
 ENDED_OK = ("completed", "diverged")  # ran to its end: stopped by max_epochs, early stopping or a NaN
@@ -90,7 +91,11 @@ def plan(args: list[str]) -> SweepPlan:
     result.hydra_args = hydra_overrides(args, hydra_cfg, root, single if swept else [])
     if swept:
         result.hparams = hparam_domains(points, swept, task_overrides)
-        result.metrics = metric_columns(points[0][1])
+        watched = monitored(points[0][1])
+        result.metrics = metric_columns(watched)
+        result.hydra_args += study_direction(args, hydra_cfg, watched)  # may refuse: before any job
+        if watched.warning:  # the jobs' own warning goes to their logs
+            print(f"dltrain: warning: {watched.warning}", file=sys.stderr, flush=True)
     return result
 
 

@@ -4,12 +4,16 @@ A task's `step(model, x, y)` returns the batch's loss *summed over samples* (the
 batch size, which keeps DDP exact) and one float32 vector of per-batch sums in the order ("loss",
 *metric_names); the engine adds it up with one kernel and reports each as sum / samples, then `derived()`
 may add metrics that are not averages (perplexity).
+
+Each task declares which way each of its metrics is better (`directions`, e.g. {"acc": "max"}); the loss is
+lower-better for every task (the engine minimises it). early_stopping.mode=auto (the default) takes the
+monitored metric's direction from there (`monitor_mode`). A user's task may declare none.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -18,12 +22,14 @@ from torch import nn
 from dltrain.registry import ConfigError, Registry, check
 
 TASKS = Registry("task")
+Direction = Literal["min", "max"]  # lower is better | higher is better
 REGRESSION_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss, "huber": F.huber_loss}
 
 
 class Task(Protocol):
     metric_names: tuple[str, ...]  # what step() sums besides the loss, e.g. ("acc",)
     derived_names: tuple[str, ...]  # what derived() adds from the means, e.g. ("ppl",)
+    directions: dict[str, Direction]  # optional: which way each metric is better, e.g. {"acc": "max"}
 
     def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss summed over the batch's samples, float32 sums of ("loss", *metric_names))."""
@@ -38,6 +44,7 @@ class Classification:
     def __init__(self, loss: str = "cross_entropy", label_smoothing: float = 0.0) -> None:
         self.loss, self.label_smoothing = loss, label_smoothing
         self.metric_names, self.derived_names = ("acc",), ()
+        self.directions: dict[str, Direction] = {"acc": "max"}
 
     def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(x).float()
@@ -60,6 +67,7 @@ class Regression:
     def __init__(self, loss: str = "mse") -> None:
         self.loss_fn = REGRESSION_LOSSES[loss]
         self.metric_names, self.derived_names = ("mse", "mae"), ()
+        self.directions: dict[str, Direction] = {"mse": "min", "mae": "min"}
 
     def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = model(x).float().reshape(y.shape)
@@ -79,6 +87,7 @@ class Reconstruction:
     def __init__(self, loss: str = "mse", denoise: float = 0.0) -> None:
         self.loss, self.denoise = loss, denoise
         self.metric_names, self.derived_names = ("mse",), ()
+        self.directions: dict[str, Direction] = {"mse": "min"}
 
     def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         noisy = x + self.denoise * torch.randn_like(x) if self.denoise > 0 and model.training else x
@@ -102,6 +111,7 @@ class LanguageModel:
 
     def __init__(self) -> None:
         self.metric_names, self.derived_names = ("acc",), ("ppl",)
+        self.directions: dict[str, Direction] = {"acc": "max", "ppl": "min"}
 
     def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(x).float()
@@ -122,6 +132,7 @@ class Adversarial:
 
     def __init__(self) -> None:
         self.metric_names, self.derived_names = ("d_loss", "g_loss"), ()
+        self.directions: dict[str, Direction] = {"d_loss": "min", "g_loss": "min"}  # what each network minimises
 
     def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         real, fake_for_d, fake_for_g = (t.float().reshape(-1) for t in model(x))
@@ -181,3 +192,32 @@ def build_task(name: str, *, loss: str | None = None, label_smoothing: float = 0
     check(denoise == 0 or name == "reconstruction", f"denoise={denoise} applies to task=reconstruction only, "
           f"not task={name}; leave it at 0.0")
     return builder(loss=loss, label_smoothing=label_smoothing, denoise=denoise)
+
+
+def metric_direction(task: Task | None, metric: str) -> Direction | None:
+    """Which way `metric` (e.g. val/acc) is better for `task`: the loss is lower-better for every task; other
+    metrics as the task declares them (None: the task does not say)."""
+    name = metric.split("/", 1)[-1]
+    if name == "loss":
+        return "min"
+    direction = (getattr(task, "directions", None) or {}).get(name)
+    return direction if direction in ("min", "max") else None
+
+
+def monitor_mode(mode: str, monitor: str, task: Task | None, task_name: str) -> tuple[Direction, str | None]:
+    """early_stopping.mode resolved for `monitor`, and a warning line or None: auto takes the task's direction
+    (refused in one line when the task declares none); an explicit min/max is kept, with a warning when it
+    contradicts the task's direction."""
+    direction = metric_direction(task, monitor)
+    check(mode in ("auto", "min", "max"), f"early_stopping.mode={mode!r} is not a choice; valid: auto, min, max")
+    if mode == "auto":
+        check(direction is not None, f"early_stopping.mode=auto cannot tell whether a higher {monitor} is better: "
+              f"task={task_name} does not declare its direction; set early_stopping.mode=min or "
+              "early_stopping.mode=max")
+        return direction or "min", None
+    explicit: Direction = "max" if mode == "max" else "min"
+    if direction is None or direction == explicit:
+        return explicit, None
+    kept, better = ("lowest", "higher") if explicit == "min" else ("highest", "lower")
+    return explicit, (f"early_stopping.mode={explicit} keeps the epoch with the {kept} {monitor}, but a {better} "
+                      f"{monitor} is better for task={task_name}; use early_stopping.mode={direction} (or auto)")

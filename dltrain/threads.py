@@ -84,7 +84,7 @@ def recorded_threads(resume: str) -> int | None:
 
     try:
         saved = torch.load(checkpoint_file(resume), map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001  (missing or damaged: checkpoint.resume says what is wrong, in one line)
+    except Exception:  # noqa: BLE001  (missing or damaged: resuming.resume says what is wrong, in one line)
         return None
     threads = saved.get("threads") if isinstance(saved, dict) else None
     return threads if isinstance(threads, int) and threads > 0 else None

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import yaml
 
-from dltrain import checkpoint, cluster, dist, threads
+from dltrain import checkpoint, cluster, dist, resuming, threads
 from dltrain.build import (RunComponents, build, make_best, make_callbacks, make_optimizer, make_settings, pick_device,
                            to_device, wrap_model)
 from dltrain.config import RunConfig
@@ -54,6 +54,8 @@ def train(config: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict[s
 def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: list[str]) -> dict[str, Any]:
     """Build, place, resume if asked, fit; rank 0 writes config.yaml and metrics.json."""
     parts = build(config)
+    for warning in parts.warnings if dist.is_main() else []:
+        print(f"dltrain: warning: {warning}", file=sys.stderr, flush=True)
     trainer = config.trainer
     chosen = threads.settle(parts.model, parts.data.train.x[:1], config.data.batch_size // dist.world_size(),
                             trainer.threads, trainer.resume)  # before the model can move to a GPU
@@ -70,7 +72,7 @@ def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: 
                   scaler=torch.amp.GradScaler(device.type, enabled=str(trainer.precision) == "16"))
     callbacks = make_callbacks(parts, run_dir)
     if trainer.resume:
-        checkpoint.resume(state, callbacks, trainer.resume, trainer.max_epochs, config.resolved)
+        resuming.resume(state, callbacks, trainer.resume, trainer.max_epochs, config.resolved)
     if dist.is_main():  # only now: a failed resume leaves the resumed run's files as they were
         resumed = [checkpoint.checkpoint_file(trainer.resume).parent] if trainer.resume else []
         for folder in {run_dir, *resumed}:  # temp files of writes that a kill interrupted
@@ -148,7 +150,7 @@ def check_before_workers(config: RunConfig) -> None:
     check(config.data.batch_size >= trainer.devices, f"data.batch_size={config.data.batch_size} is smaller than "
           f"trainer.devices={trainer.devices}: each process needs a share of the global batch")
     if trainer.resume:  # the checkpoint's fit to the model is checked in the workers, which build the model
-        checkpoint.open_resumable(trainer.resume)
+        resuming.open_resumable(trainer.resume)
     if pick_device(trainer).type == "cuda":
         check(torch.cuda.device_count() >= trainer.devices, f"trainer.devices={trainer.devices} but only "
               f"{torch.cuda.device_count()} GPU(s) are visible")

@@ -111,9 +111,14 @@ def test_a_resumed_run_that_already_met_its_rule_stays_stopped() -> None:
         fresh_best.load_state_dict(saved_best, None)
         states.append(make_state(fresh_best))
         fresh_stopper.on_fit_start(states[-1])
-    assert states[0].should_stop and "already met" in states[0].stop_reason
+    assert states[0].should_stop and states[0].stop_reason == state.stop_reason  # as when it stopped: finished alike
     assert not states[1].should_stop  # a larger patience lets the run go on
     assert not states[2].should_stop and other[1].value is None  # another monitor starts afresh
+    older, older_best = stopping(patience=2)  # a checkpoint of an older dltrain holds no reason
+    older.load_state_dict({"wait": saved_stopper["wait"]})
+    older_best.load_state_dict(saved_best, None)
+    older.on_fit_start(states[0])
+    assert states[0].stop_reason.startswith("early stopping (already met before resuming)")
 
 
 def test_options_are_split_by_the_class_that_uses_them() -> None:
@@ -128,3 +133,40 @@ def test_options_are_split_by_the_class_that_uses_them() -> None:
     with pytest.raises(ConfigError, match="early_stopping.patiense is not an option of early_stopping; valid: "
                                           "monitor, mode, min_delta, start_from_epoch, restore_best, enabled"):
         parse_early_stopping({"early_stopping": {"patiense": 3}})
+
+
+@pytest.mark.parametrize("values, stopped, reason", [
+    ([1.0, math.nan, math.nan, 0.5], 3, "for 2 epochs (best 1 at epoch 1)"),  # two NaN epochs: 2 without improvement
+    ([1.0, math.nan, 0.5, math.nan, math.inf, 0.1], 5, "for 2 epochs (best 0.5 at epoch 3)"),  # an improvement resets
+    ([math.nan, math.nan, math.nan], 2, "for 2 epochs (no finite val/loss yet)"),
+])
+def test_a_nonfinite_epoch_that_goes_on_counts_as_one_without_improvement(values, stopped, reason) -> None:
+    """conf/early_stopping/default.yaml: an epoch that does not improve increments the counter; the run stops
+    when it reaches patience. With stop_on_nonfinite=false a NaN/inf epoch is such an epoch (as in Keras)."""
+    state, at = drive(stopping(patience=2, stop_on_nonfinite=False), values)
+    assert at == stopped and state.stop_reason.startswith("early stopping") and state.stop_reason.endswith(reason)
+
+
+def test_a_resumed_run_whose_every_epoch_was_nonfinite_stays_stopped() -> None:
+    pair = stopping(patience=2, stop_on_nonfinite=False)
+    drive(pair, [math.nan, math.nan])
+    fresh_stopper, fresh_best = stopping(patience=2, stop_on_nonfinite=False)
+    fresh_stopper.load_state_dict(pair[0].state_dict())
+    state = make_state(fresh_best)
+    fresh_stopper.on_fit_start(state)
+    assert state.should_stop and state.stop_reason.endswith("(no finite val/loss yet)")
+
+
+def test_a_diverged_run_told_to_go_on_stops_after_patience_epochs(tmp_path) -> None:
+    """Through the CLI: lr=1e12 gives NaN from epoch 1; with stop_on_nonfinite=false and patience 2 the run ends
+    at epoch 2 (it used to skip NaN epochs and train all 8)."""
+    import json
+
+    from tests.conftest import cli
+
+    result = cli(["optim.lr=1e12", "early_stopping.stop_on_nonfinite=false", "early_stopping.patience=2",
+                  "trainer.max_epochs=8", "model.hidden=[16]", "trainer.log_every_n_steps=0", "hydra.run.dir=run"],
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert report["epochs"] == 2 and report["stop_reason"].startswith("early stopping"), report["stop_reason"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dltrain import checkpoint
+from dltrain import checkpoint, resuming
 from dltrain.files import write_atomic
 from tests.conftest import cli
 
@@ -42,7 +42,7 @@ def resumes_to_the_end(tmp_path: Path, run: Path) -> None:
     """With the disk fixed, `trainer.resume` finishes the run: 3 epochs, completed, no temp file left."""
     again = cli([*RUN, f"trainer.resume={run}"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert checkpoint.load(run / "last.pt")["epoch"] == 3 and checkpoint.completed(run)
+    assert checkpoint.load(run / "last.pt")["epoch"] == 3 and resuming.completed(run)
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -118,7 +118,7 @@ def test_a_really_full_disk_mid_run_keeps_epoch_1_and_resumes_after_more_room(tm
         subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
         again = cli([*big, f"trainer.resume={disk / 'run'}"], cwd=tmp_path)
         assert again.returncode == 0, again.stderr
-        assert checkpoint.load(disk / "run" / "last.pt")["epoch"] == 3 and checkpoint.completed(disk / "run")
+        assert checkpoint.load(disk / "run" / "last.pt")["epoch"] == 3 and resuming.completed(disk / "run")
 
 
 def test_an_immutable_run_folder_refuses_the_resume_and_keeps_its_files(tmp_path) -> None:

@@ -97,3 +97,30 @@ def test_a_submitit_job_of_two_tasks_is_one_ddp_run_equal_to_one_process(tmp_pat
 
     logged = [p.name for p in (tmp_path / "sweep" / "optim=sgd").glob("events.out.tfevents.*")]
     assert len(logged) == 2 and EXPERIMENT_FILE in logged  # rank 0's event file, and the sweep's HParams experiment
+
+
+@pytest.mark.slow
+def test_an_optuna_study_on_accuracy_maximises_it(tmp_path) -> None:
+    """Each job returns its best val/acc; Optuna minimises by default, which searched for the least accurate runs.
+    The study's direction now follows the monitored metric."""
+    import json
+
+    result = cli(["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1",
+                  "hydra.sweeper.sampler.seed=1", "optim.lr=tag(log,interval(0.001,1.0))",
+                  "early_stopping.monitor=val/acc", *TINY, "hydra.sweep.dir=sweep"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    found = [json.loads(p.read_text())["best"] for p in (tmp_path / "sweep").glob("*/metrics.json")]
+    assert len(found) == 3 and len(set(found)) == 3, found
+    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(found))
+
+
+def test_an_optuna_study_told_to_minimise_accuracy_is_refused_before_any_job(tmp_path) -> None:
+    result = cli(["-m", "hydra/sweeper=optuna", "hydra.sweeper.direction=minimize", "hydra.sweeper.n_trials=2",
+                  "optim.lr=tag(log,interval(0.001,1.0))", "early_stopping.monitor=val/acc", *TINY,
+                  "hydra.sweep.dir=sweep"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("dltrain: error: hydra.sweeper.direction=minimize searches for the worst runs: "
+                                     "a higher val/acc is better (early_stopping.mode=max, the value each job "
+                                     "returns); use hydra.sweeper.direction=maximize, or leave it out")
+    assert not (tmp_path / "sweep").exists()

@@ -157,4 +157,4 @@ def test_split_groups_keep_the_order_of_param_groups() -> None:
 
 def test_exclude_bias_and_norm_is_typed() -> None:
     found = problems(optim_node("optim.exclude_bias_and_norm=maybe"))
-    assert found == ["optim.exclude_bias_and_norm='maybe' has the wrong type for optim=sgd: expected bool"]
+    assert found == ["optim.exclude_bias_and_norm='maybe' is not a boolean: write true or false"]

@@ -247,3 +247,24 @@ def test_raw_digits_from_npy_match_eval(tmp_path: Path) -> None:
     np.save(tmp_path / "flat.npy", images[:3].reshape(3, 64))
     assert "flat.npy holds float32 samples of shape (64,); give .npy/.npz files of samples of shape (1, 8, 8)" in \
         why_not(run_dir, tmp_path / "flat.npy")
+
+
+def test_a_category_the_run_never_trained_on_is_refused_or_zeroed_when_asked(tmp_path: Path) -> None:
+    """`purple` used to get a confident class without a word; now one line, or all zeros with a warning."""
+    run_dir = csv_run(tmp_path)
+    (tmp_path / "new.csv").write_text("a,b,color\n0.5,4.0,red\n0.5,4.0,purple\n0.1,2.0,purple\n")
+    result = cli(["predict", str(run_dir), "new.csv"], cwd=tmp_path)
+    assert one_error(result.returncode, result.stderr) == (
+        "dltrain: error: new.csv, line 3, column 'color': 'purple' is not a category the run trained on (known: "
+        "blue, green, red); fix the value, or give --unseen-category zeros to encode it as none of them")
+    zeroed = cli(["predict", str(run_dir), "new.csv", "--unseen-category", "zeros"], cwd=tmp_path)
+    assert zeroed.returncode == 0, zeroed.stderr
+    assert zeroed.stderr.strip() == ("dltrain: warning: new.csv: categories the run never trained on, encoded as "
+                                     "none of its categories (all zeros): column 'color': 'purple' (2 row(s))")
+    assert len(zeroed.stdout.strip().splitlines()) == 4  # the header and three predictions
+    assert "not a choice; valid: error, zeros" in why_not_with(run_dir, tmp_path / "new.csv", "--unseen-category",
+                                                               "maybe")
+
+
+def why_not_with(run_dir: Path, path: Path, *options: str) -> str:
+    return refused(["predict", str(run_dir), str(path), *options])

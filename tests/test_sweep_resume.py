@@ -15,7 +15,8 @@ SWEEP = ["-m", "optim.lr=0.1,0.05", "model.hidden=[16]", "trainer.max_epochs=3",
 CHILD = """
 import os, sys
 import dltrain.checkpoint as ckpt
-save, resume = ckpt.save_atomic, ckpt.resume
+import dltrain.resuming as resuming
+save, resume = ckpt.save_atomic, resuming.resume
 def dying_save(obj, path):  # the lr=0.05 job dies while writing its epoch-2 checkpoint
     if os.environ.get("KILL") and obj["epoch"] == 2 and "lr: 0.05" in obj["config"]:
         os._exit(9)
@@ -23,7 +24,7 @@ def dying_save(obj, path):  # the lr=0.05 job dies while writing its epoch-2 che
 def noted_resume(state, callbacks, where, *args):
     resume(state, callbacks, where, *args)
     open(os.environ["NOTE"], "a").write(f"resumed {where} at epoch {state.epoch}\\n")
-ckpt.save_atomic, ckpt.resume = dying_save, noted_resume
+ckpt.save_atomic, resuming.resume = dying_save, noted_resume
 from dltrain.cli import main
 sys.argv = ["dltrain", *sys.argv[1:]]
 main()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -47,6 +47,8 @@ class DataBundle:
     # what turns a raw input into x, learned from the train split, as plain JSON-able values (dltrain/preprocess.py
     # documents the keys); None = unknown (a user's builder that does not say): `dltrain predict` then refuses
     preprocessing: dict[str, Any] | None = None
+    # what trains but is likely a mistake, one line each (an id column as a feature): a run prints them once
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def in_shape(self) -> tuple[int, ...]:

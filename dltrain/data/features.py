@@ -26,6 +26,7 @@ class Features:
     columns: list[dict[str, Any]]  # {name, kind: numeric, fill} or {name, kind: categorical, categories}
     mean: list[float]  # per position of x: the numeric columns' train mean, 0 for one-hot positions
     std: list[float]  # likewise: the train std (>= 1e-8), 1 for one-hot positions
+    unseen: dict[str, list[str]]  # text column -> its val/test values the train split lacks (encoded as all zeros)
 
 
 def encode_features(features: list[str], numeric: dict[str, bool], rows: dict[str, list[list[str | None]]],
@@ -35,6 +36,7 @@ def encode_features(features: list[str], numeric: dict[str, bool], rows: dict[st
     blocks: dict[str, list[torch.Tensor]] = {s: [] for s in SPLITS}
     numeric_features = [j for j, h in enumerate(features) if numeric[h]]
     columns: list[dict[str, Any]] = []
+    unseen: dict[str, list[str]] = {}
     mean: list[float] = []
     std: list[float] = []
     if numeric_features:
@@ -59,6 +61,9 @@ def encode_features(features: list[str], numeric: dict[str, bool], rows: dict[st
               f"in the train split (more than data.max_categories={max_categories}): list it in data.drop if it "
               "is an id or free text, or raise data.max_categories")
         index = {c: k for k, c in enumerate(categories)}
+        others = {r[j] for s in SPLITS if s != "train" for r in rows[s] if r[j] is not None and r[j] not in index}
+        if others:
+            unseen[h] = sorted(others)
         for s in SPLITS:
             onehot = torch.zeros(len(rows[s]), len(categories))
             hits = [(i, index[r[j]]) for i, r in enumerate(rows[s]) if r[j] in index]  # unseen/missing: all zero
@@ -68,4 +73,4 @@ def encode_features(features: list[str], numeric: dict[str, bool], rows: dict[st
         columns.append({"name": h, "kind": "categorical", "categories": categories})
         mean += [0.0] * len(categories)  # one-hot positions pass through the model's standardisation unchanged
         std += [1.0] * len(categories)
-    return Features({s: torch.cat(b, dim=1) for s, b in blocks.items()}, columns, mean, std)
+    return Features({s: torch.cat(b, dim=1) for s, b in blocks.items()}, columns, mean, std, unseen)

@@ -113,9 +113,11 @@ def read_idx_parts(name: str, root: Path, download_ok: bool) -> dict[str, tuple[
     for part, (images, labels) in parts.items():
         check(images.ndim == 3 and labels.ndim == 1 and len(images) == len(labels),
               f"data={name}: the {part} files in {root} disagree: images {images.shape}, labels {labels.shape}")
-        bad = int((labels > 9).sum())  # all samples, at load time: not an IndexError mid-run
-        check(bad == 0, f"data={name}: {found[part][1]} has {bad} label(s) outside 0..9 (e.g. {int(labels.max())}); "
-              "replace it with the original file")
+        check(len(images) > 0, f"data={name}: {found[part][0]} holds no images (its header counts 0); replace it "
+              "with the original file, or remove the pair")
+        bad = labels[labels > 9]  # all samples, at load time: not an IndexError mid-run
+        check(len(bad) == 0, f"data={name}: {found[part][1]} has {len(bad)} label(s) outside 0..9 (e.g. "
+              f"{int(bad.max()) if len(bad) else 0}); replace it with the original file")
     wanted = ", ".join(f + "(.gz)" for files in IDX_PARTS.values() for f in files)
     check(bool(parts), f"data={name}: no image files in {root}; put {wanted} there (any one images+labels pair "
           "is enough), or set data.download=true to fetch them")
@@ -158,6 +160,8 @@ def bundle(parts: dict[str, tuple[np.ndarray, np.ndarray]], fractions: list[floa
     if official:  # train/val from the official train set by their shares; the official test set stays test
         f = (f[0] / (f[0] + f[1]), f[1] / (f[0] + f[1]), 0.0)
     train_idx, val_idx, test_idx = split_indices(len(x), f, seed, y if stratify else None)
+    check(len(train_idx) > 0, f"data={name}: {len(x)} image(s) in all, too few for a train split of "
+          f"data.fractions={list(fractions)}; give the data set's files with their images")
     test_x, test_y = tensors([parts["test"]]) if official else (x[test_idx], y[test_idx])
     mean, std = train_stats(x[train_idx])
     splits = [Split((xi - mean) / std, yi) for xi, yi in zip((x[train_idx], x[val_idx], test_x),

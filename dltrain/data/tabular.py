@@ -3,7 +3,9 @@
 Read with the standard library's csv module (the first line is the header). Feature columns whose every
 present cell is a number stay numeric and are standardized by the train split's mean and std; any other
 column is categorical: one-hot over the categories seen in the train split, so a category that appears only in
-val/test (or a missing categorical cell) encodes as all zeros. The task comes from the target (`task: auto`):
+val/test (or a missing categorical cell) encodes as all zeros (the run warns of the former; `dltrain predict`
+refuses such a category unless told `--unseen-category zeros`). An integer feature that differs in every row
+(an id) is a warning too (`DataBundle.warnings`). The task comes from the target (`task: auto`):
 text, or integers with at most `max_classes` distinct values, is classification (class names kept for the
 confusion matrix); other numbers are regression. A cell in `na_values`, or one that reads as NaN, is missing:
 an error naming file, line and column (`missing: error`), or its row is dropped (`drop`), or a numeric feature
@@ -211,6 +213,27 @@ def target_values(text: dict[str, list], nums: dict[str, list], numeric: bool) -
                 else np.array([r[-1] for r in text[s]], dtype=str)) for s in text}
 
 
+MIN_ID_ROWS = 20  # an all-unique integer column of fewer rows says nothing about being an id
+
+
+def feature_warnings(features: list[str], numeric: dict[str, bool], pooled: Cells,
+                     unseen: dict[str, list[str]]) -> list[str]:
+    """What trains but is likely a mistake: an integer column unique in every row (an id: the model can only
+    memorise it), and val/test categories the train split lacks (encoded as all zeros)."""
+    found = []
+    for j, name in enumerate(features):
+        values = [row[j] for row in pooled.nums]
+        if (numeric[name] and len(values) >= MIN_ID_ROWS and all(v is not None and v.is_integer() for v in values)
+                and len(set(values)) == len(values)):
+            found.append(f"data=csv: column {name!r} holds a different integer in each of its {len(values)} rows, "
+                         "like an id; as a feature the model can only memorise it: list it in data.drop")
+    for name, values in unseen.items():
+        shown = ", ".join(map(repr, values[:5])) + (", ..." if len(values) > 5 else "")
+        found.append(f"data=csv: column {name!r} has value(s) in val/test that the train split lacks ({shown}); "
+                     "they encode as none of its categories (all zeros)")
+    return found
+
+
 @DATASETS.register("csv")
 def build_csv(*, seed: int, path: str | list[str] | None = None, target: str | int | None = None,
               val_path: str | list[str] | None = None, test_path: str | list[str] | None = None,
@@ -247,4 +270,5 @@ def build_csv(*, seed: int, path: str | list[str] | None = None, target: str | i
             "target_column": target, "delimiter": delimiter, "na_values": sorted(na), "missing": missing,
             **({"target": y.scaling} if y.scaling else {})}
     return DataBundle(*splits, task=y.task, num_outputs=y.num_outputs, class_names=y.class_names,
-                      chance_mse=y.chance_mse, preprocessing=prep)
+                      chance_mse=y.chance_mse, preprocessing=prep,
+                      warnings=feature_warnings(features, numeric, cells["train"], encoded.unseen))

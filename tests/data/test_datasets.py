@@ -268,3 +268,20 @@ def test_mnist_labels_out_of_range_are_found_at_load_time(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"has 50 label\(s\) outside 0..9 \(e.g. 200\)") as err:
         DATASETS.build(DATASETS.parse({"name": "mnist", "root": str(tmp_path)}), seed=0)
     assert str(labels) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("images", [0, 1])
+def test_idx_files_with_too_few_images_are_one_line(tmp_path, images: int) -> None:
+    """Zero images was numpy's ValueError traceback; one image leaves no train split at these fractions."""
+    from tests.conftest import cli
+
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((images, 28, 28)), gz=False)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(images), gz=False)
+    result = cli(["data=mnist", f"data.root={tmp_path}", "data.fractions=[0.4,0.3,0.3]", "trainer.max_epochs=1"],
+                 cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    expected = (f"dltrain: error: data=mnist: {tmp_path / 't10k-images-idx3-ubyte'} holds no images (its header "
+                "counts 0); replace it with the original file, or remove the pair" if images == 0 else
+                "dltrain: error: data=mnist: 1 image(s) in all, too few for a train split of "
+                "data.fractions=[0.4, 0.3, 0.3]; give the data set's files with their images")
+    assert result.stderr.strip() == expected
