@@ -52,7 +52,7 @@ def test_checkpoints_hold_everything_to_resume(fast_run) -> None:
     saved = checkpoint.load(run_dir / "last.pt")
     assert saved["epoch"] == 3 and saved["step"] == 3 * 17  # 1078 train samples at batch 64
     assert {"model", "optimizer", "scaler", "best", "callbacks", "rng", "config", "git_commit"} <= set(saved)
-    assert saved["callbacks"]["EarlyStopping"] == {"wait": 0} and saved["best"]["epoch"] == 3
+    assert saved["callbacks"]["EarlyStopping"] == {"wait": 0, "reason": ""} and saved["best"]["epoch"] == 3
     assert yaml.safe_load(saved["config"])["trainer"]["max_epochs"] == 3
     assert (run_dir / "best.pt").is_file()
     assert not list(run_dir.glob("*.tmp"))
