@@ -61,7 +61,7 @@ def merge(recorded: list[str], given: list[str]) -> list[str]:
         key, old, line = identity(override), before.get(identity(override)), override.input_line
         if old is not None and (old.is_add() or old.is_force_add()):
             if override.is_delete():
-                merged.pop(key)  # the key exists only by the recorded addition
+                merged.pop(key, None)  # the key exists only by the recorded addition
                 continue
             if not (override.is_add() or override.is_force_add()):
                 line = ("++" if old.is_force_add() else "+") + line

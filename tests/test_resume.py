@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from dltrain import checkpoint, resume
+from dltrain.registry import ConfigError
 from tests.conftest import REPO, cli
 
 FIXTURE = REPO / "tests" / "fixtures" / "release_run"
@@ -192,7 +193,7 @@ def test_neither_hydras_overrides_nor_the_resume_itself_are_recorded(tmp_path) -
     resume.record(tmp_path, overrides, None)
     assert resume.read_record(tmp_path) == (["model.hidden=[16]"], None)
     (tmp_path / "resume.yaml").write_text("overrides: model.hidden\n")
-    with pytest.raises(Exception, match=r"resume.yaml is damaged .*delete it to resume with the first launch's"):
+    with pytest.raises(ConfigError, match=r"resume.yaml is damaged .*delete it to resume with the first launch's"):
         resume.read_record(tmp_path)
 
 
