@@ -21,7 +21,7 @@ from dltrain.files import write_atomic
 from dltrain.registry import ConfigError, check, first_line
 
 FORMAT = 3  # bump when the layout below changes (2: one RNG state per rank; 3: best and callbacks apart)
-RUN_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.json")  # what files.write_atomic writes in a run dir
+RUN_FILES = ("last.pt", "best.pt", "config.yaml", "resume.yaml", "metrics.json")  # write_atomic writes them
 
 
 def save_atomic(obj: Any, path: Path) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from dltrain.jobs import hydra_job
 from dltrain.overrides import (SUBCOMMANDS, first_problem, no_cluster, override_value, quoted, stray_word,
@@ -31,21 +31,38 @@ def main() -> None:
         run_hydra(args)
 
 
-def resume_into_same_dir(args: list[str]) -> list[str]:
-    """`trainer.resume=DIR` continues in DIR itself (same run folder, same TensorBoard run)."""
+def resume_into_same_dir(args: list[str], named_project: bool = False) -> list[str]:
+    """`trainer.resume=DIR` continues the run in DIR itself (same run folder, same TensorBoard run), with the run's
+    own overrides under the command line's (dltrain/resume.py); `named_project`: --config-dir or hydra.searchpath
+    was given."""
+    from dltrain import resume
+
     multirun = any(a in ("-m", "--multirun") for a in args)
-    resume = [override_value(a) for a in args if a.startswith("trainer.resume=")]
-    if multirun or not resume or resume[-1] in (None, "") or any(a.startswith("hydra.run.dir=") for a in args):
+    given = [override_value(a) for a in args if a.startswith("trainer.resume=")]
+    if multirun or not given or given[-1] in (None, "") or any(a.startswith("hydra.run.dir=") for a in args):
         return args
-    target = Path(str(resume[-1])).expanduser()
+    target = Path(str(given[-1])).expanduser()
     if not (target / "last.pt").is_file() and not target.is_file():
-        print(f"dltrain: error: no checkpoint at {target}; give a run directory that holds last.pt, or a .pt file",
-              file=sys.stderr)
-        sys.exit(2)  # before Hydra makes a run directory there
+        exit_with(f"no checkpoint at {target}; give a run directory that holds last.pt, or a .pt file")
     run_dir = target if target.is_dir() else target.parent
     keep_record = [] if any(a.startswith("hydra.output_subdir=") for a in args) else ["hydra.output_subdir=null"]
-    # .hydra/ keeps the first launch's record (a refused resume changes nothing); config.yaml holds the latest
-    return [*args, f"hydra.run.dir={quoted(str(run_dir))}", *keep_record]
+    # .hydra/ keeps the first launch's record (a refused resume changes nothing); resume.yaml and config.yaml the latest
+    from dltrain.registry import ConfigError
+
+    try:
+        replayed = resume.replay(args, run_dir, [f"hydra.run.dir={quoted(str(run_dir))}", *keep_record], named_project)
+    except ConfigError as err:
+        exit_with(str(err))
+    merged = [a for a in replayed if resume.is_task_override(a) or a.startswith("hydra.searchpath=")]
+    problem = None if merged == [a for a in args if a in merged] else first_problem(merged, False)
+    if problem:  # the run's recorded overrides no longer compose (an experiment or choice since removed)
+        exit_with(f"{problem} (composing the run's own overrides: {' '.join(merged)})")
+    return replayed
+
+
+def exit_with(problem: str) -> NoReturn:
+    print(f"dltrain: error: {problem}", file=sys.stderr)
+    sys.exit(2)  # before Hydra makes a run directory
 
 
 def under_torchrun(args: list[str]) -> list[str]:
@@ -71,6 +88,7 @@ def run_hydra(args: list[str]) -> None:
     no_colour_off_terminal()
 
     multirun = any(a in ("-m", "--multirun") for a in args)
+    named_project = any(a.split("=")[0] in ("--config-dir", "-cd") or a.startswith("hydra.searchpath=") for a in args)
     args = [a for a in args if a in ("-m", "--multirun")] + with_project([a for a in args if a not in ("-m", "--multirun")])
     others = [a for a in args if a not in ("-m", "--multirun")]  # -m goes first: Hydra reads it nowhere else
     if any(a.startswith("-") for a in others):  # --cfg, --info, ...: Hydra reports their other problems itself
@@ -78,9 +96,8 @@ def run_hydra(args: list[str]) -> None:
     else:
         problem = stray_word(others) or unreadable(others) or no_cluster(others) or first_problem(others, multirun)
     if problem:
-        print(f"dltrain: error: {problem}", file=sys.stderr)
-        sys.exit(2)
-    args = resume_into_same_dir(args)
+        exit_with(problem)
+    args = resume_into_same_dir(args, named_project)
     sweep = None
     if multirun and not any(a.startswith("-") for a in others):  # jobs named by the swept keys, HParams set up
         sweep = plan_sweep(others)

@@ -134,8 +134,10 @@ def os_failure(err: OSError, run_dir: Path, max_epochs: Any) -> str:
         epoch = load(run_dir / "last.pt")["epoch"]
     except Exception:  # noqa: BLE001  (no complete epoch, or the folder is gone)
         return f"{where}: {cause}; no complete epoch is saved in {run_dir}"
+    from dltrain.resume import command
+
     return (f"{where}: {cause}; epoch {epoch}/{max_epochs} is saved whole in {run_dir}: free space or make the folder "
-            f"writable, then resume with: dltrain trainer.resume={run_dir}")
+            f"writable, then resume with: {command(run_dir)}")
 
 
 def parallel_jobs(hydra_cfg: Any) -> int:

@@ -23,6 +23,7 @@ from dltrain.checkpoint import callback_key, check_weights_fit, checkpoint_file,
 from dltrain.engine import Callback, State
 from dltrain.optim import optimizer_class
 from dltrain.registry import ConfigError, check, first_line
+from dltrain.resume import settings_advice
 
 
 def restore(state: State, saved: dict[str, Any]) -> None:
@@ -76,22 +77,6 @@ def check_resumable(model: nn.Module, saved: dict[str, Any], optimizer: type[tor
                       settings_advice(saved, config or {}))
 
 
-def settings_advice(saved: dict[str, Any], config: dict[str, Any]) -> str:
-    """What a resume that lacks the run's original model/data/task overrides must add: each key whose value in the
-    checkpoint's config differs from this `config`'s, as an override (a shape mismatch alone does not say which)."""
-    def flat(tree: Any, at: str) -> dict[str, Any]:
-        return {k: v for n, sub in tree.items() for k, v in flat(sub, f"{at}.{n}").items()} if isinstance(tree, dict) \
-            else {at: tree if isinstance(tree, str) else json.dumps(tree, separators=(",", ":"))}
-
-    theirs, differ = yaml.safe_load(saved.get("config") or "{}") or {}, []
-    for group in ("model", "data", "task"):
-        old, new = flat(theirs.get(group, {}), group), flat(config.get(group, {}), group)
-        differ += [f"{key}={old[key]} (here {new.get(key, 'absent')})" for key in sorted(old) if old[key] != new.get(key)]
-    if not differ:
-        return "resume with the run's own model settings"
-    return f"the run was trained with {', '.join(differ)}: add those overrides to the resume command"
-
-
 def open_resumable(where: str | Path) -> tuple[dict[str, Any], Path, bool]:
     """The checkpoint to resume from (validated), its path, and whether its run completed. A completed run's
     orphan temp files are removed here, even when the resume is then refused: all its writes have ended (a kill in
@@ -124,11 +109,11 @@ def best_weights(saved: dict[str, Any], path: Path, device: torch.device) -> dic
 
 
 def resume(state: State, callbacks: Sequence[Callback], where: str, max_epochs: int,
-           config: dict[str, Any] | None = None) -> None:
+           config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Continue a run from `where` (a run directory or .pt file): the loop's state, the best epoch (with its weights
-    when restore_best) and every callback's state. Loaded on the CPU: load_state_dict moves weights and moments to
-    the parameters' device but leaves the optimizers' `step` counters where they are, and Adam & co. read a CUDA
-    `step` with .item() every step (a host sync)."""
+    when restore_best) and every callback's state; returns the checkpoint's config. Loaded on the CPU:
+    load_state_dict moves weights and moments to the parameters' device but leaves the optimizers' `step` counters
+    where they are, and Adam & co. read a CUDA `step` with .item() every step (a host sync)."""
     saved, path, finished = open_resumable(where)
     check_resumable(state.raw_model, saved, type(state.optimizer), max_epochs, finished, config)
     device = next(state.raw_model.parameters()).device
@@ -138,3 +123,4 @@ def resume(state: State, callbacks: Sequence[Callback], where: str, max_epochs: 
     state.best.load_state_dict(saved["best"], weights)
     for cb in callbacks:
         cb.load_state_dict(saved["callbacks"].get(callback_key(cb), {}))
+    return yaml.safe_load(saved["config"])

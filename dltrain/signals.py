@@ -99,5 +99,7 @@ def interrupted(err: BaseException, run_dir: Path, max_epochs: Any, sweep: bool)
             sys.stderr.flush()
             os._exit(code)  # an import cut short can leave a C extension half made: its clean-up at exit may crash
         sys.exit(code)
-    print(f"dltrain: interrupted at {done}; resume with: dltrain trainer.resume={run_dir}", file=sys.stderr)
+    from dltrain.resume import command
+
+    print(f"dltrain: interrupted at {done}; resume with: {command(run_dir)}", file=sys.stderr)
     sys.exit(code)

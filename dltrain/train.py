@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import yaml
 
-from dltrain import checkpoint, cluster, dist, resuming, threads
+from dltrain import checkpoint, cluster, dist, resume, resuming, threads
 from dltrain.build import (RunComponents, build, make_best, make_callbacks, make_optimizer, make_settings, pick_device,
                            to_device, wrap_model)
 from dltrain.config import RunConfig
@@ -71,13 +71,18 @@ def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: 
     state = State(model=model, raw_model=parts.model, optimizer=optimizer, best=make_best(parts),
                   scaler=torch.amp.GradScaler(device.type, enabled=str(trainer.precision) == "16"))
     callbacks = make_callbacks(parts, run_dir)
+    changed = None
     if trainer.resume:
-        resuming.resume(state, callbacks, trainer.resume, trainer.max_epochs, config.resolved)
+        saved_config = resuming.resume(state, callbacks, trainer.resume, trainer.max_epochs, config.resolved)
+        changed = resume.changes(saved_config, config.resolved)
     if dist.is_main():  # only now: a failed resume leaves the resumed run's files as they were
         resumed = [checkpoint.checkpoint_file(trainer.resume).parent] if trainer.resume else []
         for folder in {run_dir, *resumed}:  # temp files of writes that a kill interrupted
             checkpoint.remove_orphans(folder)
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.resolved, sort_keys=False))
+        resume.record(run_dir, overrides, config.project)  # what a later `trainer.resume=DIR` replays
+        if changed:
+            print(changed, flush=True)
     stop_if_signalled()  # a Ctrl-C that a library swallowed while the run was built (a bare `except:` on import)
     fit(state, parts.task, train_split, val, test, make_settings(parts, len(train_split), lr_scales), callbacks)
     report = make_report(state, parts, overrides, chosen)
@@ -162,7 +167,7 @@ def lost_peer(err: RuntimeError, run_dir: Path) -> None:
     text = str(err)
     if not dist.launched_externally() or not (isinstance(err, torch.distributed.DistError) or "gloo" in text):
         return
-    saved = f"; resume with: dltrain trainer.resume={run_dir}" if (run_dir / "last.pt").is_file() else ""
+    saved = f"; resume with: {resume.command(run_dir)}" if (run_dir / "last.pt").is_file() else ""
     print(f"dltrain: error: rank {dist.launch_rank()} lost a process of its DDP group ({first_line(err)}){saved}",
           file=sys.stderr, flush=True)
     sys.stdout.flush()

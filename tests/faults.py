@@ -139,3 +139,28 @@ def swallowed_signal_cli() -> None:
 
     sys.argv = ["dltrain", *sys.argv[1:]]
     main()
+
+
+def signal_after_epoch_cli() -> None:
+    """The `dltrain` command that receives a real signal (DLTRAIN_TEST_SIGNAL=SIGINT|SIGTERM|SIGUSR1) as soon as the
+    checkpoints of epoch DLTRAIN_TEST_EPOCH are written: a Ctrl-C (or a scheduler's signal) between two epochs, at
+    an epoch known in advance. In a sweep the first job that reaches that epoch gets it."""
+    import signal
+    import time
+
+    from dltrain.callbacks import Checkpointer
+
+    real_end, epoch = Checkpointer.on_epoch_end, int(os.environ["DLTRAIN_TEST_EPOCH"])
+    sig = getattr(signal, os.environ["DLTRAIN_TEST_SIGNAL"])
+
+    def on_epoch_end(self: Any, state: Any) -> None:
+        real_end(self, state)
+        if state.epoch == epoch:
+            os.kill(os.getpid(), sig)
+            time.sleep(10)  # the handler raises here (SIGUSR1 is sent on as SIGTERM, which raises)
+
+    Checkpointer.on_epoch_end = on_epoch_end
+    from dltrain.cli import main
+
+    sys.argv = ["dltrain", *sys.argv[1:]]
+    main()

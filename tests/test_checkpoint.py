@@ -78,7 +78,8 @@ def test_resume_that_cannot_continue_is_one_line_and_keeps_the_run(tmp_path) -> 
     files_before = {str(p.relative_to(tmp_path)): p.read_bytes() for p in (tmp_path / "run1").rglob("*") if p.is_file()}
     for change, message in [(["model.hidden=[8]"], "the checkpoint does not fit this model: 1.bias is (32,) there "
                                                    "but (8,) here; the run was trained with model.hidden=[32] (here "
-                                                   "[8]): add those overrides to the resume command"),
+                                                   "[8]), which cannot change mid-run: resume without overriding "
+                                                   "them (trainer.resume=DIR alone takes the run's own)"),
                             (["optim=sgd"], "the checkpoint was trained with optim=adam (Adam), which cannot "
                                             "continue as SGD; resume with optim=adam"),
                             (["trainer.max_epochs=1"], "the run to resume already trained 1 epochs; set "

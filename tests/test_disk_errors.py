@@ -38,9 +38,14 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def resumes_to_the_end(tmp_path: Path, run: Path) -> None:
-    """With the disk fixed, `trainer.resume` finishes the run: 3 epochs, completed, no temp file left."""
-    again = cli([*RUN, f"trainer.resume={run}"], cwd=tmp_path)
+def resumes_to_the_end(tmp_path: Path, run: Path, line: str) -> None:
+    """With the disk fixed, the command that `line` prints after `resume with:`, pasted as is, finishes the run: the
+    3 epochs of its own overrides, completed, no temp file left."""
+    import shlex
+
+    words = shlex.split(line.split("resume with: ", 1)[1])
+    assert words[0] == "dltrain", line
+    again = cli(words[1:], cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert checkpoint.load(run / "last.pt")["epoch"] == 3 and resuming.completed(run)
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
@@ -48,9 +53,9 @@ def resumes_to_the_end(tmp_path: Path, run: Path) -> None:
 
 @pytest.mark.parametrize("errno_name, fail_from, where, saved", [
     ("ENOSPC", 1, "config.yaml: No space left on device (ENOSPC)", None),  # the first write of the run
-    ("EACCES", 2, "last.pt: Permission denied (EACCES)", None),  # the first checkpoint
-    ("ENOSPC", 3, "best.pt: No space left on device (ENOSPC)", 1),  # between last.pt and best.pt of epoch 1
-    ("EROFS", 4, "last.pt: Read-only file system (EROFS)", 1),  # mid-run: epoch 2's checkpoint
+    ("EACCES", 3, "last.pt: Permission denied (EACCES)", None),  # the first checkpoint (after resume.yaml)
+    ("ENOSPC", 4, "best.pt: No space left on device (ENOSPC)", 1),  # between last.pt and best.pt of epoch 1
+    ("EROFS", 5, "last.pt: Read-only file system (EROFS)", 1),  # mid-run: epoch 2's checkpoint
 ], ids=["full_at_first_write", "denied_at_first_checkpoint", "full_between_last_and_best", "read_only_mid_run"])
 def test_a_failing_write_is_one_line_and_keeps_the_last_epoch(tmp_path, errno_name, fail_from, where, saved) -> None:
     env = {"DLTRAIN_TEST_FAIL_FROM": str(fail_from), "DLTRAIN_TEST_ERRNO": errno_name}
@@ -63,7 +68,7 @@ def test_a_failing_write_is_one_line_and_keeps_the_last_epoch(tmp_path, errno_na
     assert f"epoch {saved}/3 is saved whole in {run}" in line and line.endswith(f"trainer.resume={run}"), line
     assert checkpoint.load(run / "last.pt")["epoch"] == saved
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
-    resumes_to_the_end(tmp_path, run)
+    resumes_to_the_end(tmp_path, run, line)
 
 
 def test_a_sweep_on_a_read_only_disk_reports_every_job_and_exits_1(tmp_path) -> None:

@@ -22,8 +22,9 @@ def dying_save(obj, path):  # the lr=0.05 job dies while writing its epoch-2 che
         os._exit(9)
     save(obj, path)
 def noted_resume(state, callbacks, where, *args):
-    resume(state, callbacks, where, *args)
+    saved_config = resume(state, callbacks, where, *args)
     open(os.environ["NOTE"], "a").write(f"resumed {where} at epoch {state.epoch}\\n")
+    return saved_config
 ckpt.save_atomic, resuming.resume = dying_save, noted_resume
 from dltrain.cli import main
 sys.argv = ["dltrain", *sys.argv[1:]]
