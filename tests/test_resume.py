@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from dltrain import checkpoint, resume
+from dltrain import checkpoint, resume, resuming
 from dltrain.registry import ConfigError
 from tests.conftest import REPO, cli
 
@@ -167,7 +167,7 @@ def test_a_run_folder_of_the_previous_release_resumes_evaluates_predicts_and_exp
     resumed = cli([f"trainer.resume={old}"], cwd=tmp_path)  # its .hydra/overrides.yaml: hidden [4], adam, 2 epochs
     assert resumed.returncode == 0, resumed.stderr
     assert "epoch 2/2" in resumed.stdout and "changed for this resume" not in resumed.stdout
-    assert checkpoint.load(old / "last.pt")["epoch"] == 2 and checkpoint.completed(old)
+    assert checkpoint.load(old / "last.pt")["epoch"] == 2 and resuming.completed(old)
     assert yaml.safe_load((old / "resume.yaml").read_text())["overrides"][:4] == [
         "data=digits", "model=mlp", "model.hidden=[4]", "optim=adam"]
 
