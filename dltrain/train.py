@@ -174,6 +174,8 @@ def worker(config: RunConfig, run_dir: str, overrides: list[str]) -> None:
         dist.report_to_parent(err.problems)
     except KeyboardInterrupt:  # Ctrl-C reaches every process of the terminal: the parent reports it, once
         os._exit(130)
+    except Exception as err:  # noqa: BLE001  (ended here: torch's wrapper would leave a pickle in /tmp)
+        dist.worker_crashed(err)
 
 
 def summary_text(report: dict[str, Any], run_dir: Path) -> str:
