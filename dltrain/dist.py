@@ -122,17 +122,30 @@ def reported_problems(err: BaseException) -> list[str]:
 
 
 LOST_PEER = 75  # a worker's exit code when its group broke because another worker died first (that one is named)
+PARENT_ENV = "DLTRAIN_DDP_PARENT"  # the pid of `launch`'s process, inherited by its workers
+
+
+def leave_if_orphaned() -> None:
+    """In a worker of `launch`, before anything else: a parent killed (SIGKILL) while this worker started up sent it
+    no signal (torch asks for SIGINT on the parent's death only once the worker runs), and the worker would wait
+    for the dead parent's rendezvous for minutes: it ends here, quietly."""
+    if os.environ.get(PARENT_ENV) not in (None, str(os.getppid())):
+        os._exit(130)
 
 
 def worker_crashed(err: BaseException) -> NoReturn:
     """In a worker of `launch`: a crash ends the worker here rather than in torch's spawn wrapper, which pickles the
     traceback to a /tmp/pytorch-errorfile-*.pickle that nothing removes. A group broken by a peer that died first
-    (gloo: connection closed; nccl: a DistError) exits quietly with LOST_PEER: the parent's line names the peer.
+    (gloo: connection closed; nccl: a DistError) exits quietly with LOST_PEER, after the agent had time to see the
+    peer's death first: the parent's line names the peer.
     Any other error prints its traceback, the worker's output that the parent's line points to."""
     import traceback
 
     lost = isinstance(err, torch_dist.DistError) or "gloo" in str(err)
-    if not lost:
+    if lost:  # the agent reports the first exit it sees: let it see the peer's (it checks every 0.1 s), then stop us
+        with contextlib.suppress(KeyboardInterrupt):  # the parent's death (SIGINT) ends the wait: exit below
+            time.sleep(2.0)
+    else:
         traceback.print_exception(err)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -196,6 +209,7 @@ def launch(nprocs: int, entrypoint: Callable[..., Any], *args: Any) -> None:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     quiet_agent()
+    os.environ[PARENT_ENV] = str(os.getpid())  # the workers, spawned, inherit the environment as it is now
     stem = os.path.join(tempfile.gettempdir(), f"dltrain-ddp-{uuid.uuid4().hex}")  # unguessable: files only
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=uuid.uuid4().hex,
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0",  # port 0: a free port, no collisions

@@ -165,6 +165,7 @@ def lost_peer(err: RuntimeError, run_dir: Path) -> None:
 def worker(config: RunConfig, run_dir: str, overrides: list[str]) -> None:
     """Entry point of each DDP worker process (module level so that spawn can pickle it). The parent's plugins
     (the user's own components) are imported again here: a spawned process starts with the built-ins only."""
+    dist.leave_if_orphaned()
     from dltrain import plugins
 
     try:
