@@ -4,6 +4,7 @@ nccl on GPU. Each of several processes on one machine takes its share of the cor
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -129,30 +130,103 @@ def reported_problems(err: BaseException) -> list[str]:
     return []
 
 
+LOST_PEER = 75  # a worker's exit code when its group broke because another worker died first (that one is named)
+PARENT_ENV = "DLTRAIN_DDP_PARENT"  # the pid of `launch`'s process, inherited by its workers
+
+
+def leave_if_orphaned() -> None:
+    """In a worker of `launch`, before anything else: a parent killed (SIGKILL) while this worker started up sent it
+    no signal (torch asks for SIGINT on the parent's death only once the worker runs), and the worker would wait
+    for the dead parent's rendezvous for minutes: it ends here, quietly."""
+    if os.environ.get(PARENT_ENV) not in (None, str(os.getppid())):
+        os._exit(130)
+
+
+def worker_crashed(err: BaseException) -> NoReturn:
+    """In a worker of `launch`: a crash ends the worker here rather than in torch's spawn wrapper, which pickles the
+    traceback to a /tmp/pytorch-errorfile-*.pickle that nothing removes. A group broken by a peer that died first
+    (gloo: connection closed; nccl: a DistError) exits quietly with LOST_PEER, after the agent had time to see the
+    peer's death first: the parent's line names the peer.
+    Any other error prints its traceback, the worker's output that the parent's line points to."""
+    import traceback
+
+    lost = isinstance(err, torch_dist.DistError) or "gloo" in str(err)
+    if lost:  # the agent reports the first exit it sees: let it see the peer's (it checks every 0.1 s), then stop us
+        with contextlib.suppress(KeyboardInterrupt):  # the parent's death (SIGINT) ends the wait: exit below
+            time.sleep(2.0)
+    else:
+        traceback.print_exception(err)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(LOST_PEER if lost else 1)  # a normal exit can hang in a broken group's C++ teardown
+
+
+class _ErrorFilesOnly:
+    """torch elastic's logs spec (the interface of its LogsSpecs: reify, root_log_dir) without a log folder
+    (DefaultLogsSpecs makes one per launch, which a killed parent leaves in /tmp): the workers write to the terminal,
+    and each one's error file is a path in the temp folder that exists only from a worker's `report_to_parent`
+    until `launch` has read it."""
+
+    def __init__(self, stem: str) -> None:
+        self.stem = stem
+
+    def reify(self, envs: dict[int, dict[str, str]]) -> Any:
+        from torch.distributed.elastic.multiprocessing.api import LogsDest
+
+        files = {rank: f"{self.stem}-{rank}.json" for rank in envs}
+        for rank, env in envs.items():
+            env["TORCHELASTIC_ERROR_FILE"] = files[rank]
+        return LogsDest(stdouts=dict.fromkeys(envs, ""), stderrs=dict.fromkeys(envs, ""), error_files=files)
+
+    @property
+    def root_log_dir(self) -> str:
+        return os.path.dirname(self.stem)
+
+
 class _Reported(logging.Filter):
-    """The agent logs each failed worker with a traceback of its own; a worker that reported its problems needs none."""
+    """The agent logs each failed worker with a traceback of its own: dltrain reports a failed launch in one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (str(record.msg).startswith("failed (exitcode") and record.args and record.args[0] == REPORTED)
+        return not str(record.msg).startswith("failed (exitcode")
 
 
-def launch(nprocs: int, entrypoint: Callable[..., Any], *args: Any) -> None:
-    """Run entrypoint(*args) in `nprocs` local worker processes and wait; a worker that fails fails all
-    (torch's ChildFailedError), with no restarts, so nothing hangs on a dead peer. The agent's per-worker files
-    (error.json) go to a temporary folder removed afterwards (torch's default leaves a /tmp/torchelastic_* each)."""
-    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+def quiet_agent() -> None:
+    """The agent's warnings (shutting down workers on a signal, a failed worker) would wrap our one-line report; and
+    a parent killed with SIGKILL leaves the agent's 9 semaphores to multiprocessing's resource tracker, which removes
+    them with a warning that is only noise: the tracker (one per process, started here) runs with that warning off."""
+    from multiprocessing import resource_tracker
 
-    # the agent's own warnings (shutting down workers on a signal, a failed worker) would wrap our one-line report
     for name in [*logging.root.manager.loggerDict, "torch.multiprocessing.spawn"]:  # torch sets each module's level
         if name.startswith(("torch.distributed.elastic", "torch.multiprocessing")):
             logging.getLogger(name).setLevel(logging.ERROR)
     agent = logging.getLogger("torch.distributed.elastic.multiprocessing.api")
     if not any(isinstance(f, _Reported) for f in agent.filters):
         agent.addFilter(_Reported())
-    with tempfile.TemporaryDirectory(prefix="dltrain-ddp-") as logs:
-        config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=uuid.uuid4().hex,
-                              rdzv_backend="c10d", rdzv_endpoint="localhost:0",  # port 0: a free port, no collisions
-                              max_restarts=0, monitor_interval=0.1, start_method="spawn",  # 0.1 s: torchrun's default
-                              logs_specs=DefaultLogsSpecs(log_dir=logs))
+    option = "ignore:resource_tracker:UserWarning"  # -W for the tracker's interpreter, which takes sys.warnoptions
+    sys.warnoptions.append(option)
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.warnoptions.remove(option)
+
+
+def launch(nprocs: int, entrypoint: Callable[..., Any], *args: Any) -> None:
+    """Run entrypoint(*args) in `nprocs` local worker processes and wait; a worker that fails fails all
+    (torch's ChildFailedError), with no restarts, so nothing hangs on a dead peer. Nothing is left in the temp
+    folder: no log folder (torch's default leaves a /tmp/torchelastic_* each), and the workers' error files, which
+    exist only when a worker reported, are removed here."""
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    quiet_agent()
+    os.environ[PARENT_ENV] = str(os.getpid())  # the workers, spawned, inherit the environment as it is now
+    stem = os.path.join(tempfile.gettempdir(), f"dltrain-ddp-{uuid.uuid4().hex}")  # unguessable: files only
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=uuid.uuid4().hex,
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0",  # port 0: a free port, no collisions
+                          max_restarts=0, monitor_interval=0.1, start_method="spawn",  # 0.1 s: torchrun's default
+                          logs_specs=_ErrorFilesOnly(stem))
+    try:
         elastic_launch(config, entrypoint)(*args)
+    finally:  # the failures (ChildFailedError) have read them
+        for rank in range(nprocs):
+            with contextlib.suppress(OSError):
+                os.unlink(f"{stem}-{rank}.json")

@@ -116,7 +116,9 @@ def crash_line(err: Exception, run_dir: Path, multirun: bool) -> str:
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "dltrain.log", "a") as log:
             traceback.print_exc(file=log)
-    return one_line(err, f"in {run_dir / 'dltrain.log'}" if multirun else "above")
+    resume = not multirun and is_worker_failure(err) and (run_dir / "last.pt").is_file()  # a sweep's re-run resumes
+    return one_line(err, f"in {run_dir / 'dltrain.log'}" if multirun else "above") + \
+        (f"; resume with: dltrain trainer.resume={run_dir}" if resume else "")
 
 
 def os_failure(err: OSError, run_dir: Path, max_epochs: Any) -> str:
@@ -225,12 +227,32 @@ def is_worker_failure(err: BaseException) -> bool:
 
 def one_line(err: BaseException, where: str = "above") -> str:
     if is_worker_failure(err):
-        failures = getattr(err, "failures", {})
-        ranks = ", ".join(f"rank {f.local_rank} exit code {f.exitcode}" for f in failures.values())
-        return f"a DDP worker failed ({ranks}); the run was stopped, see the worker's output {where}"
+        return worker_failure(list(getattr(err, "failures", {}).values()), where)
     from dltrain.registry import first_line
 
     return f"{type(err).__name__}: {first_line(err)}"
+
+
+def worker_failure(failures: list[Any], where: str) -> str:
+    """The workers that failed first: not those that only lost their group because a peer died (dist.LOST_PEER). A
+    worker killed by a signal (SIGKILL: often the out-of-memory killer) printed nothing to point to."""
+    import signal
+
+    from dltrain.dist import LOST_PEER
+
+    causes = sorted([f for f in failures if f.exitcode != LOST_PEER] or failures, key=lambda f: f.local_rank)
+    named = []
+    for f in causes:
+        if f.exitcode == LOST_PEER:
+            named.append(f"rank {f.local_rank} lost its group")
+        elif f.exitcode < 0:
+            named.append(f"rank {f.local_rank} killed by {signal.Signals(-f.exitcode).name}"
+                         if -f.exitcode in signal.valid_signals() else f"rank {f.local_rank} signal {-f.exitcode}")
+        else:
+            named.append(f"rank {f.local_rank} exit code {f.exitcode}")
+    output = any(f.exitcode > 0 and f.exitcode != LOST_PEER for f in causes)
+    return (f"a DDP worker failed ({', '.join(named)}); the run was stopped"
+            + (f", see the worker's output {where}" if output else ""))
 
 
 def remove_if_empty(run_dir: Path) -> None:

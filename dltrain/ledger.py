@@ -1,9 +1,10 @@
 """What a sweep's job leaves for the sweep: its output in its own `dltrain.log`, and how it ended, one small JSON
 file per job in `<sweep>/.dltrain-jobs/<run>/`, written atomically by the job in whatever process or machine the
 launcher ran it (Hydra's basic launcher, joblib, submitit on SLURM with a shared file system), read by the sweep's
-own process for the exit code and the table at the end. That process also prints each job's one-line result as its
-file appears: a job that runs elsewhere (submitit) has no terminal of its own. Each job folder's lock (`job_lock`)
-keeps two sweeps into the same folder from training one job twice.
+own process for the exit code and the table at the end, then removed, with those that killed sweeps into the same
+folder left (the sweep's process holds a lock on its own as long as it lives). That process also prints each job's
+one-line result as its file appears: a job that runs elsewhere (submitit) has no terminal of its own. Each job
+folder's lock (`job_lock`) keeps two sweeps into the same folder from training one job twice.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ def listening(root: Path | None) -> Iterator[Path]:
         try:  # its own sub-folder: two sweeps started at once into one folder keep apart
             (root / FOLDER).mkdir(parents=True, exist_ok=True)
             folder = Path(tempfile.mkdtemp(prefix="run-", dir=root / FOLDER))
+            OWNERS[folder] = owner_lock(folder)
         except OSError:  # not writable: the jobs on this machine still report through a temp folder
             pass
     folder = folder or Path(tempfile.mkdtemp(prefix="dltrain-jobs-"))  # also when only the jobs know the folder
@@ -103,11 +105,46 @@ def print_others(folder: Path, stop: threading.Event) -> None:
         stop.wait(POLL_SECONDS)
 
 
+OWNER_LOCK = ".owner.lock"  # in a sweep's ledger, locked by the sweep's process as long as it lives
+OWNERS: dict[Path, Any] = {}  # this process's ledgers -> the open file that holds the lock
+
+
+def owner_lock(folder: Path) -> Any:
+    """Lock the ledger as this process's (the OS drops the lock when the process dies, however it dies)."""
+    import fcntl
+
+    handle = open(folder / f"{OWNER_LOCK}.new", "a")  # noqa: SIM115  (kept open: the lock lives as long as the file)
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.replace(folder / f"{OWNER_LOCK}.new", folder / OWNER_LOCK)  # seen by others only once locked
+    return handle
+
+
+def remove_orphans(ledgers: Path) -> None:
+    """The ledgers that sweeps into this folder left when they were killed (their owner lock is free); a sweep
+    running now holds its own, and keeps it."""
+    import fcntl
+
+    for other in ledgers.iterdir():
+        try:
+            with open(other / OWNER_LOCK) as handle:  # a ledger without one (made by an older dltrain) is left
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(other, ignore_errors=True)
+        except OSError:  # held: that sweep runs; or no lock file, or not a folder
+            continue
+
+
 def close(folder: Path) -> None:
-    """The ledger has been read: remove it (and the sweep's empty `.submitit/%j`, which submitit leaves)."""
+    """The ledger has been read: remove it and those of killed sweeps into the same folder (and the sweep's empty
+    `.submitit/%j`, which submitit leaves)."""
     shutil.rmtree(folder, ignore_errors=True)
-    if folder.parent.name == FOLDER and not any(folder.parent.iterdir()):
-        folder.parent.rmdir()
+    handle = OWNERS.pop(folder, None)
+    if handle is not None:
+        handle.close()
+    if folder.parent.name == FOLDER:
+        remove_orphans(folder.parent)
+        if not any(folder.parent.iterdir()):
+            with suppress(OSError):  # a sweep started just now made its own
+                folder.parent.rmdir()
     literal = folder.parent.parent / ".submitit" / "%j"
     if literal.is_dir() and not any(literal.iterdir()):
         literal.rmdir()

@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from dltrain.data import image_folder, imdb
+from dltrain.data import image_folder, imdb, limits
 from dltrain.data.arrays import read_array
+from dltrain.data.limits import FLOAT32_MAX
 from dltrain.data.tabular import read_csv
 from dltrain.registry import ConfigError, check, first_line
 
@@ -132,9 +133,10 @@ def read_inputs(desc: dict[str, Any], files: list[Path], unseen: str = "error") 
     for path in files:
         check(path.is_file(), f"{path} is not a file; {WANTED[desc['input']](desc)}")
         found, batch = reader(desc, path)
+        check(len(batch) > 0, f"{path} holds no samples; {WANTED[desc['input']](desc)}")
         names += found
         batches.append(batch)
-    return names, torch.cat(batches)
+    return names, batches[0] if len(batches) == 1 else torch.cat(batches)  # one file: no copy of its batch
 
 
 def table_rows(desc: dict[str, Any], path: Path, unseen: str = "error") -> tuple[list[str], torch.Tensor]:
@@ -181,7 +183,8 @@ def cell_value(cell: str, column: dict[str, Any], where: str, unseen: str,
     except ValueError:
         raise ConfigError(f"{where}: {cell[:40]!r} is not a number; the model was trained on numbers in this "
                           "column") from None
-    check(not math.isinf(number), f"{where}: {cell!r} is infinite; give a finite number or leave the cell empty")
+    check(math.isnan(number) or abs(number) <= FLOAT32_MAX, f"{where}: {cell!r} is infinite as float32, the model's input type; give a "
+          "number within ±3.4e38 or leave the cell empty")
     return None if math.isnan(number) else [number]
 
 
@@ -215,14 +218,17 @@ def text_file(desc: dict[str, Any], path: Path) -> tuple[list[str], torch.Tensor
 def array_file(desc: dict[str, Any], path: Path) -> tuple[list[str], torch.Tensor]:
     """An .npy / .npz (array `x_key`, default x) of samples (N, *shape), or one sample of `shape`."""
     check(path.suffix.lower() in (".npy", ".npz"), f"{path} is not an .npy or .npz file; {WANTED['array'](desc)}")
-    array = np.asarray(read_array(path, desc.get("x_key", "x"), None, "inputs"))
+    array = np.asarray(read_array(path, desc.get("x_key", "x"), None, "inputs", limit=limits.PREDICT))
     shape = tuple(desc["shape"])
     if array.shape == shape or (shape == (1,) and array.ndim == 1):  # one sample, or (N,) scalars as (N, 1)
         array = array.reshape(-1, *shape)
     check(array.shape[1:] == shape and array.dtype.kind in "biuf", f"{path} holds {array.dtype} samples of shape "
           f"{array.shape[1:]}; {WANTED['array'](desc)}")
-    check(bool(np.isfinite(array).all()), f"{path} holds NaN or infinite values; give finite numbers")
-    return [f"{path}[{i}]" for i in range(len(array))], torch.from_numpy(array.astype(np.float32))
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: found just below
+        values = array.astype(np.float32)
+    check(bool(np.isfinite(values).all()), f"{path} holds NaN or infinite values (as float32, the model's input "
+          "type: beyond ±3.4e38 is infinite); give finite numbers")
+    return [f"{path}[{i}]" for i in range(len(values))], torch.from_numpy(values)
 
 
 TOKENIZERS: dict[str, Callable[[str], list[str]]] = {"imdb": imdb.tokenize}  # by the name a description saves

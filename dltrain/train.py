@@ -177,6 +177,7 @@ def lost_peer(err: RuntimeError, run_dir: Path) -> None:
 def worker(config: RunConfig, run_dir: str, overrides: list[str]) -> None:
     """Entry point of each DDP worker process (module level so that spawn can pickle it). The parent's plugins
     (the user's own components) are imported again here: a spawned process starts with the built-ins only."""
+    dist.leave_if_orphaned()
     from dltrain import plugins
 
     try:
@@ -186,6 +187,8 @@ def worker(config: RunConfig, run_dir: str, overrides: list[str]) -> None:
         dist.report_to_parent(err.problems)
     except KeyboardInterrupt:  # Ctrl-C reaches every process of the terminal: the parent reports it, once
         os._exit(130)
+    except Exception as err:  # noqa: BLE001  (ended here: torch's wrapper would leave a pickle in /tmp)
+        dist.worker_crashed(err)
 
 
 def summary_text(report: dict[str, Any], run_dir: Path) -> str:

@@ -1,8 +1,8 @@
 """Faults that tests inject into a child process themselves (production code has no test hooks).
 
 `python -c "import tests.faults as f; f.dead_worker_cli()" ARGS...` runs the `dltrain` command with a DDP
-worker entry point whose rank 1 dies at once; spawn pickles the entry point by name, so the workers import it
-from here (PYTHONPATH must hold the repository).
+worker entry point whose rank 1 is killed after the first epoch; spawn pickles the entry point by name, so the
+workers import it from here (PYTHONPATH must hold the repository).
 """
 from __future__ import annotations
 
@@ -13,11 +13,22 @@ from typing import Any
 
 
 def worker_dies_on_rank_1(config: Any, run_dir: str, overrides: list[str]) -> None:
-    if os.environ.get("RANK") == "1":
-        os._exit(3)
-    from dltrain.train import train
+    """dltrain's DDP worker, whose rank 1 is killed (SIGKILL, as by the out-of-memory killer) once the run's first
+    checkpoint is saved: rank 0 is then amid training, in a collective or about to enter one."""
+    import signal
+    import threading
+    import time
 
-    train(config, Path(run_dir), overrides)
+    def kill_when_saved() -> None:
+        while not (Path(run_dir) / "last.pt").exists():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if os.environ.get("RANK") == "1":
+        threading.Thread(target=kill_when_saved, daemon=True).start()
+    from dltrain.train import worker
+
+    worker(config, run_dir, overrides)
 
 
 def dead_worker_cli() -> None:

@@ -144,6 +144,8 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "hole.csv, line 2, column 'b': missing value; the run trained with data.missing=error" in \
         why_not(run_dir, tmp_path / "hole.csv")
     assert f"{tmp_path / 'none.csv'} is not a file" in why_not(run_dir, tmp_path / "none.csv")
+    (tmp_path / "huge.csv").write_text("a,b,color\n1,1e39,red\n")  # a float64, infinite as the model's float32
+    assert "huge.csv, line 2, column 'b': '1e39' is infinite as float32" in why_not(run_dir, tmp_path / "huge.csv")
     saved = torch.load(run_dir / "best.pt", weights_only=True)
     del saved["preprocessing"]  # as a checkpoint of an older dltrain
     torch.save(saved, tmp_path / "old.pt")
@@ -198,6 +200,11 @@ def test_images_predict_eval_and_export_agree(tmp_path: Path) -> None:
     assert "broken.png is not a readable image" in why_not(run_dir, tmp_path / "broken.png")
     assert "notes.txt is not an image file; give image files (.png, .jpg, ...); they are converted to 3 " \
            "channel(s) and resized to 12x10" in why_not(run_dir, root / "bars" / "notes.txt")
+    Image.new("1", (12000, 12000)).save(tmp_path / "bomb.png")  # 18 KB, 144 megapixels: 432 MB as RGB
+    bomb = cli(["predict", str(run_dir), "bomb.png"], cwd=tmp_path)  # as a user sees it: no Pillow warning either
+    assert one_error(bomb.returncode, bomb.stderr) == (
+        "dltrain: error: bomb.png: Image size (144000000 pixels) exceeds limit of 89478485 pixels, could be "
+        "decompression bomb DOS attack; resize it to at most 89,478,485 pixels (PIL.Image.MAX_IMAGE_PIXELS)")
 
 
 # --- imdb ---------------------------------------------------------------------------------------------------
@@ -247,6 +254,13 @@ def test_raw_digits_from_npy_match_eval(tmp_path: Path) -> None:
     np.save(tmp_path / "flat.npy", images[:3].reshape(3, 64))
     assert "flat.npy holds float32 samples of shape (64,); give .npy/.npz files of samples of shape (1, 8, 8)" in \
         why_not(run_dir, tmp_path / "flat.npy")
+    np.save(tmp_path / "empty.npy", np.zeros((0, 1, 8, 8)))
+    assert "empty.npy holds no samples; give .npy/.npz files" in why_not(run_dir, tmp_path / "empty.npy")
+    huge = images[:3].astype(np.float64)
+    huge[1, 0, 2, 2] = 1e39  # finite as float64, inf as the model's float32: it predicted NaN
+    np.save(tmp_path / "huge.npy", huge)
+    assert "huge.npy holds NaN or infinite values (as float32, the model's input type: beyond ±3.4e38 is " \
+           "infinite)" in why_not(run_dir, tmp_path / "huge.npy")
 
 
 def test_a_category_the_run_never_trained_on_is_refused_or_zeroed_when_asked(tmp_path: Path) -> None:

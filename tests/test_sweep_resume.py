@@ -38,16 +38,54 @@ def sweep(tmp_path, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_a_killed_sweep_job_resumes_from_its_own_last_checkpoint(tmp_path) -> None:
+    """The re-run goes on from the killed job's own last.pt and, as it ends, removes the bookkeeping that the killed
+    sweep left (`.dltrain-jobs/`)."""
     killed = sweep(tmp_path, KILL="1")
     assert killed.returncode == 9, killed.stderr
     job = tmp_path / "sweep" / "optim.lr=0.05"
     assert checkpoint.load(job / "last.pt")["epoch"] == 1
+    assert len(os.listdir(tmp_path / "sweep" / ".dltrain-jobs")) == 1  # the killed sweep's
     rerun = sweep(tmp_path)
     assert rerun.returncode == 0, rerun.stderr
+    assert not (tmp_path / "sweep" / ".dltrain-jobs").exists()
     assert (tmp_path / "note").read_text().splitlines() == [f"resumed {job} at epoch 1"]  # not from scratch
     assert "already finished; skipped" in rerun.stdout  # the lr=0.1 job
     assert checkpoint.load(job / "last.pt")["epoch"] == 3
     assert [s for s, _ in load_scalars(job)["val/loss"]] == [1, 2, 3]
+
+
+LISTENING = """
+import sys
+from pathlib import Path
+from dltrain import ledger
+with ledger.listening(Path(sys.argv[1])) as folder:
+    print(folder.name, flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_sweep_ending_keeps_the_ledger_of_a_sweep_that_runs_now(tmp_path, monkeypatch) -> None:
+    """Two sweeps into one folder: the one that ends removes its own ledger and the killed sweeps' ones, not the
+    other's while that runs; once the other is gone (here: it ends without closing, as a killed one), the next goes."""
+    from dltrain import ledger
+
+    for name in (ledger.LEDGER_ENV, ledger.PARENT_ENV):  # listening() points this process's jobs at its ledger
+        monkeypatch.delenv(name, raising=False)
+
+    running = subprocess.Popen([sys.executable, "-c", LISTENING, str(tmp_path)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    other = running.stdout.readline().strip()
+    try:
+        with ledger.listening(tmp_path) as mine:
+            assert sorted(os.listdir(tmp_path / ".dltrain-jobs")) == sorted([other, mine.name])
+        ledger.close(mine)
+        assert os.listdir(tmp_path / ".dltrain-jobs") == [other]
+    finally:
+        running.communicate("\n", timeout=30)
+    with ledger.listening(tmp_path) as mine:
+        pass
+    ledger.close(mine)
+    assert not (tmp_path / ".dltrain-jobs").exists()
 
 
 def test_a_job_locked_by_another_process_is_skipped(tmp_path) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from dltrain.data import DATASETS, DataBundle, Split, check_fractions, scaling, train_stats
+from dltrain.data.limits import Limit, check_inflated, memory_limit
 from dltrain.data.targets import SPLITS, Task, encode_targets, split_pool, strata
 from dltrain.registry import ConfigError, check, first_line
 
@@ -103,13 +104,16 @@ class MappedRows:
         return f"MappedRows({len(self)} rows of {self.array.shape} {self.array.dtype}, device={self.device})"
 
 
-def read_array(path: Path, member: str | None, mmap_above_mb: float | None, what: str) -> np.ndarray:
+def read_array(path: Path, member: str | None, mmap_above_mb: float | None, what: str,
+               limit: Limit | None = None) -> np.ndarray:
     """An .npy file (memory-mapped when larger than `mmap_above_mb` MB, if given) or the array `member` of an
-    .npz (always read into memory: numpy cannot map inside a zip). Never unpickles: allow_pickle=False."""
+    .npz (always read into memory: numpy cannot map inside a zip). Never unpickles: allow_pickle=False. An array
+    read into memory is first checked against `limit` (default: an .npz member against the memory available)."""
     check(path.is_file(), f"data=arrays: the {what} file {path} is not a file")
     suffix = path.suffix.lower()
     check(suffix in (".npy", ".npz"), f"data=arrays: {path} is not an .npy or .npz file")
     try:
+        check_inflated(path, member, limit if limit is not None or suffix == ".npy" else memory_limit())
         if suffix == ".npy":
             mapped = mmap_above_mb is not None and path.stat().st_size > mmap_above_mb * 2**20
             return np.load(path, mmap_mode="r" if mapped else None, allow_pickle=False)
@@ -140,11 +144,13 @@ def npz_files(path: Path) -> list[str]:
 
 
 def nonfinite(array: np.ndarray, rows_per_chunk: int) -> int:
-    """Count of NaN/inf values, in chunks (a mapped file is read once, not into memory)."""
+    """Count of values that are NaN/inf as float32, the inputs' type (a float64 beyond ±3.4e38 becomes inf), in
+    chunks (a mapped file is read once, not into memory)."""
     if array.dtype.kind not in "fc":
         return 0
-    return sum(int(array[a:a + rows_per_chunk].size - np.isfinite(array[a:a + rows_per_chunk]).sum())
-               for a in range(0, len(array), rows_per_chunk))
+    with np.errstate(over="ignore"):  # the overflow is what is counted
+        return sum(int(chunk.size - np.isfinite(chunk.astype(np.float32) if chunk.dtype.kind == "f" else chunk).sum())
+                   for chunk in (array[a:a + rows_per_chunk] for a in range(0, len(array), rows_per_chunk)))
 
 
 def chunk_rows(array: np.ndarray) -> int:
@@ -173,7 +179,8 @@ def channel_stats(array: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, to
 
 def check_finite(array: np.ndarray, path: Path, what: str) -> None:
     bad = nonfinite(array, chunk_rows(array))
-    check(bad == 0, f"{path}: {bad} NaN/inf value(s) in the {what}; clean or drop those samples")
+    check(bad == 0, f"{path}: {bad} NaN/inf value(s) in the {what}; clean or drop those samples" +
+          (" (float32, the type they are trained in, holds at most ±3.4e38)" if array.dtype.itemsize > 4 else ""))
 
 
 def read_pair(x_file: str, y_file: str | None, x_name: str, y_name: str, key: str,

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from dltrain.data import DATASETS, DataBundle, Split, check_fractions, scaling, train_stats
+from dltrain.data.limits import Limit, check_inflated, open_image
 from dltrain.data.targets import split_pool
 from dltrain.registry import ConfigError, check, first_line
 
@@ -107,25 +108,31 @@ def content_id(root: Path, files: list[Path], size: tuple[int, int], channels: i
 
 
 def decode(files: list[Path], size: tuple[int, int], channels: int) -> np.ndarray:
-    """(N, C, H, W) uint8 pixels; a file Pillow cannot read is one line naming it."""
+    """(N, C, H, W) uint8 pixels; a file Pillow cannot read, or one of more pixels than it decodes (limits.py: a
+    decompression bomb), is one line naming it."""
     from PIL import Image  # only this data set needs Pillow
 
     out = np.empty((len(files), channels, *size), dtype=np.uint8)
     mode = "L" if channels == 1 else "RGB"
     for i, path in enumerate(files):
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 pixels = image.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
                 array = np.asarray(pixels, dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        except ConfigError:
+            raise
+        except (OSError, ValueError, SyntaxError) as err:
             raise ConfigError(f"{path} is not a readable image ({first_line(err)}); replace or remove it") from None
         out[i] = array[None] if channels == 1 else array.transpose(2, 0, 1)
     return out
 
 
 def read_cache(path: Path, count: int, channels: int, size: tuple[int, int]) -> np.ndarray | None:
-    """The cached pixels, or None when there is no usable cache (then the images are decoded again)."""
+    """The cached pixels, or None when there is no usable cache (then the images are decoded again); a file that
+    would inflate beyond these pixels (and a header's 4 KiB) is not their cache, and is not inflated."""
+    expected = count * channels * size[0] * size[1]
     try:
+        check_inflated(path, "pixels", Limit((expected + 4096) / 2**20, "of the images' pixels"))
         with np.load(path, allow_pickle=False) as archive:
             pixels = archive["pixels"]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):

@@ -29,6 +29,7 @@ import torch
 
 from dltrain.data import DATASETS, DataBundle, Split, check_fractions
 from dltrain.data.features import encode_features
+from dltrain.data.limits import FLOAT32_MAX
 from dltrain.data.targets import SPLITS, Task, encode_targets, split_pool, strata
 from dltrain.registry import ConfigError, check, first_line
 
@@ -185,14 +186,15 @@ def handle_missing(s: str, table: Table, cells: Cells, names: list[str], missing
 
 
 def check_finite_cells(table: Table, cells: Cells, names: list[str], numeric: dict[str, bool]) -> None:
-    """Infinite numbers are never data."""
+    """Infinite numbers are never data (nor numbers that float32, the inputs' type, cannot hold)."""
     bad = [(i, j) for i, row in enumerate(cells.nums) for j, x in enumerate(row)
-           if numeric[names[j]] and x is not None and math.isinf(x)]
+           if numeric[names[j]] and x is not None and abs(x) > FLOAT32_MAX]  # as float32, 1e39 is infinite too
     if bad:
         i, j = bad[0]
         files = sorted({str(table.where[k][0]) for k, _ in bad})
         raise ConfigError(f"{', '.join(files)}: {len(bad)} infinite value(s) (first at "
-                          f"{location(table.where[i], names[j])}); replace them or leave the cells empty")
+                          f"{location(table.where[i], names[j])}); replace them (by numbers within float32's "
+                          "±3.4e38) or leave the cells empty")
 
 
 def split_rows(cells: dict[str, Cells], given: set[str], fractions: list[float], seed: int,

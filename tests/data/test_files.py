@@ -114,10 +114,11 @@ def test_csv_broken_files_are_one_line(tmp_path) -> None:
     with pytest.raises(ConfigError) as err:
         build("csv", path=str(bad), target="y")
     assert one_line(err) == f"{bad}, line 3: 2 fields, but the header has 3 (','-separated)"
-    bad.write_text("a,b,y\n1,inf,0\n3,4,1\n5,-inf,1\n")
+    bad.write_text("a,b,y\n1,inf,0\n3,4,1\n5,-1e39,1\n")  # -1e39: a float64, -inf as the inputs' float32
     with pytest.raises(ConfigError) as err:
         build("csv", path=str(bad), target="y")
-    assert one_line(err).startswith(f"{bad}: 2 infinite value(s) (first at {bad}, line 2, column 'b')")
+    assert one_line(err) == (f"{bad}: 2 infinite value(s) (first at {bad}, line 2, column 'b'); replace them (by "
+                             "numbers within float32's ±3.4e38) or leave the cells empty")
     with pytest.raises(ConfigError) as err:
         build("csv", path=str(bad), target="z")
     assert one_line(err) == f"data.target=z is not a column of {bad}; columns: a, b, y"
@@ -194,6 +195,19 @@ def test_arrays_npz_and_mapped_npy_give_the_same_splits(tmp_path) -> None:
     assert reg.task == "regression" and reg.num_outputs == 32  # float targets (N, 2, 4, 4): 32 outputs
 
 
+def declaring(path: Path, size: int, **arrays: np.ndarray) -> Path:
+    """An .npz of `arrays` whose zip central directory declares each member `size` bytes once inflated, as a zip
+    bomb's does (the data is the arrays' own: numpy would read them, and never get to the declared end)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+            archive.getinfo(f"{name}.npy").file_size = size  # written to the central directory as the zip closes
+    return path
+
+
 def test_arrays_broken_files_are_one_line(tmp_path) -> None:
     x, y = teacher_data(50, (4,))
     np.save(tmp_path / "x.npy", x)
@@ -223,6 +237,21 @@ def test_arrays_broken_files_are_one_line(tmp_path) -> None:
     with pytest.raises(ConfigError) as err:
         build("arrays", path=str(tmp_path / "d.npz"))
     assert one_line(err).startswith(f"{tmp_path / 'd.npz'} has no array 'x'; it holds inputs, y")
+    x64 = x.astype(np.float64)
+    x64[3, 1] = 1e39  # finite as float64, inf once the inputs are float32
+    x64[9, 0] = 2.0
+    np.savez(tmp_path / "wide.npz", x=x64, y=y)
+    with pytest.raises(ConfigError) as err:
+        build("arrays", path=str(tmp_path / "wide.npz"))
+    assert one_line(err) == (f"{tmp_path / 'wide.npz'}: 1 NaN/inf value(s) in the inputs; clean or drop those samples "
+                             "(float32, the type they are trained in, holds at most ±3.4e38)")
+    declaring(tmp_path / "bomb.npz", 2**50, x=x[:, :2], y=y)  # what a zip bomb's directory says: 1 PiB inflated
+    with pytest.raises(ConfigError) as err:
+        build("arrays", path=str(tmp_path / "bomb.npz"))
+    assert one_line(err).startswith(f"{tmp_path / 'bomb.npz'}: its array 'x' inflates to 1,073,741,824 MiB (0.00 "
+                                    "MiB on disk), more than the ")
+    assert one_line(err).endswith("MiB of memory available; numpy reads an .npz member whole: save large inputs as "
+                                  ".npy, memory-mapped above data.mmap_threshold_mb")
     (tmp_path / "zip.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ConfigError) as err:
         build("arrays", path=str(tmp_path / "zip.npz"))
@@ -285,6 +314,12 @@ def test_image_folder_decodes_once_and_rebuilds_when_the_folder_changes(tmp_path
     monkeypatch.setattr(image_folder, "decode", lambda *a: decoded.append(1) or real_decode(*a))
     again = build("image_folder", root=str(root), size=[12, 10], channels=1, fractions=[0.6, 0.2, 0.2])
     assert not decoded and torch.equal(again.test.x, data.test.x)  # from the cache
+    with np.load(caches[0]) as archive:
+        pixels = archive["pixels"]
+    declaring(caches[0], 2**40, pixels=pixels)  # a cache that would inflate beyond its pixels: a bomb, not read
+    bombed = build("image_folder", root=str(root), size=[12, 10], channels=1, fractions=[0.6, 0.2, 0.2])
+    assert decoded == [1] and torch.equal(bombed.test.x, data.test.x)  # decoded afresh, and the cache rewritten
+    decoded.clear()
     (root / "squares" / "img0020.png").unlink()
     changed = build("image_folder", root=str(root), size=[12, 10], channels=1, fractions=[0.6, 0.2, 0.2])
     assert decoded == [1] and len(changed.train) + len(changed.val) + len(changed.test) == 29
@@ -294,6 +329,8 @@ def test_image_folder_decodes_once_and_rebuilds_when_the_folder_changes(tmp_path
 
 
 def test_image_folder_broken_files_are_one_line_and_write_nothing(tmp_path) -> None:
+    from PIL import Image
+
     root = write_images(tmp_path / "imgs", per_class=4)
     (root / "columns" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(ConfigError) as err:
@@ -301,6 +338,13 @@ def test_image_folder_broken_files_are_one_line_and_write_nothing(tmp_path) -> N
     assert one_line(err).startswith(f"{root / 'columns' / 'broken.png'} is not a readable image")
     assert not (root / ".dltrain_cache").exists()
     (root / "columns" / "broken.png").unlink()
+    Image.new("1", (12000, 12000)).save(root / "bars" / "bomb.png")  # 18 KB, 144 megapixels
+    with pytest.raises(ConfigError) as err:
+        build("image_folder", root=str(root))
+    assert one_line(err) == (f"{root / 'bars' / 'bomb.png'}: Image size (144000000 pixels) exceeds limit of 89478485 "
+                             "pixels, could be decompression bomb DOS attack; resize it to at most 89,478,485 pixels "
+                             "(PIL.Image.MAX_IMAGE_PIXELS)")
+    assert not (root / ".dltrain_cache").exists()
     for f in (root / "squares").iterdir():
         f.unlink()
     with pytest.raises(ConfigError) as err:
