@@ -157,11 +157,18 @@ def flat(tree: Any, at: str = "") -> dict[str, str]:
 def changes(saved: dict[str, Any], resolved: dict[str, Any]) -> str | None:
     """One line naming every setting of `resolved` that differs from the checkpoint's config `saved`."""
     old, new = flat(saved), flat(resolved)
-    keys = [k for k in dict.fromkeys([*old, *new]) if k not in NOT_REPLAYED and old.get(k) != new.get(k)]
+    keys = [k for k in dict.fromkeys([*old, *new]) if k not in NOT_REPLAYED and old.get(k) != new.get(k)
+            and k in old and not new_default(k, old[k], new.get(k))]  # a key a later release added is no change
     if not keys:
         return None
     shown = ", ".join(f"{k} {old.get(k, '(absent)')} -> {new.get(k, '(absent)')}" for k in keys)
     return f"changed for this resume: {shown}"
+
+
+def new_default(key: str, old: Any, new: Any) -> bool:
+    """A value that only a later release's default changed: early_stopping.mode `auto` (0.1.0's default was `min`,
+    which `auto` resolves to for every loss; the run's checkpoint keeps the mode it resolved)."""
+    return key.endswith("early_stopping.mode") and new == "auto" and old in ("min", "max")
 
 
 def settings_advice(saved: dict[str, Any], config: dict[str, Any]) -> str:
