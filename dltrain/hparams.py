@@ -55,7 +55,7 @@ def hparam_domains(points: list[tuple[str, Any]], swept: dict[str, list[str]],
 def metric_columns(cfg: dict[str, Any] | None) -> list[list[str]]:
     """The HParams metric columns, first five shown: the monitored metric's best, the test metrics, then the last
     epoch's val and train values (the last points of those curves). The task's metric names need the data's task
-    when `task` is null, so the first point's data is built once here (not for its model)."""
+    when `task` is null: its registration declares it, or else the first point's data is built once here."""
     monitor, names = "val/loss", ("loss",)
     try:
         from dltrain.config import RunConfig
@@ -64,9 +64,10 @@ def metric_columns(cfg: dict[str, Any] | None) -> list[list[str]]:
         project = os.environ.get(PROJECT_ENV)
         config = RunConfig.load(cfg, Path(project) if project else None)  # the project's plugins: its data sets
         monitor = config.early_stopping.best.get("monitor", monitor)
+        from dltrain.door import task_name as run_task
         from dltrain.tasks import build_task
 
-        task_name = config.task.name
+        task_name = run_task(config.data, config.task)
         if task_name is None:
             from dltrain.data import DATASETS
 

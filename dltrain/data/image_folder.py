@@ -18,13 +18,14 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 
-from dltrain.data import DATASETS, DataBundle, scaled_splits
+from dltrain.data import DATASETS, DataBundle, Fractions, check_files, scaled_splits
 from dltrain.registry import ConfigError, check, first_line
+from dltrain.rules import Length, Positive
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")  # as torchvision
 CACHE_VERSION = 1  # part of the content id: a change of the decoding invalidates old caches
@@ -103,12 +104,20 @@ def write_cache(folder: Path, prefix: str, name: str, pixels: np.ndarray) -> Non
               "run decodes the images again (set data.cache_dir to a writable folder)", file=sys.stderr)
 
 
-@DATASETS.register("image_folder")
-def build_image_folder(*, seed: int, root: str | None = None, size: list[int] = (32, 32), channels: Literal[1, 3] = 3,
-                       cache_dir: str | None = None, fractions: list[float] = (0.8, 0.1, 0.1)) -> DataBundle:
-    """Images as (C, H, W) float tensors standardized with the train split's statistics."""
-    check(root is not None, "data=image_folder needs data.root=FOLDER with one sub-folder of images per class")
-    check(len(size) == 2 and all(s >= 1 for s in size), f"data.size={list(size)} must be [height, width] in pixels")
+def root_exists(**options: Any) -> None:
+    check(options["root"] is not None, "data=image_folder needs data.root=FOLDER with one sub-folder of images "
+          "per class")
+    check_files("a folder with one sub-folder of images per class (root/<class>/<image>.png)", folder=True,
+                root=options["root"])
+
+
+@DATASETS.register("image_folder", inputs=root_exists, task="classification")
+def build_image_folder(*, seed: int, root: str | None = None,
+                       size: Annotated[list[int], Positive, Length(2, 2)] = (32, 32), channels: Literal[1, 3] = 3, cache_dir: str | None = None,
+                       fractions: Fractions = (0.8, 0.1, 0.1)) -> DataBundle:
+    """Images as (C, H, W) float tensors standardized with the train split's statistics; `size` is [height, width]
+    in pixels."""
+    root_exists(root=root)
     folder = Path(root).expanduser().resolve()
     classes, files, labels = scan(folder)
     hw = (int(size[0]), int(size[1]))

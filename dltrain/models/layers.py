@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from typing import Annotated, Any
 
 from torch import nn
 
 from dltrain.registry import ConfigError, check, first_line
+from dltrain.rules import Check
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "gelu", "elu", "identity")
 # init scheme -> torch.nn.init function; its own keyword names (mean/std, a/b, val, ...) are init_args.
@@ -21,6 +23,16 @@ INITS = {
     "ones": nn.init.ones_,
     "constant": nn.init.constant_,
 }
+
+Activation = Annotated[str, Check(lambda name: name in ACTIVATIONS,
+                                  f"is not an activation; valid: {', '.join(ACTIVATIONS)}")]
+Init = Annotated[str, Check(lambda name: name == "default" or name in INITS,
+                            f"is not an init scheme; valid: default, {', '.join(INITS)}")]
+
+
+def check_init_options(**options: Any) -> None:
+    """The registration `check` of every model family: init_args must be arguments of the chosen init."""
+    check_init(options["init"], options.get("init_args"))
 
 
 def activation(name: str, slope: float = 0.01) -> nn.Module:
