@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from dltrain.jobs import hydra_job
-from dltrain.overrides import (SUBCOMMANDS, first_problem, no_cluster, override_value, quoted, stray_word,
-                               two_modes, unreadable)
+from dltrain.overrides import (SUBCOMMANDS, config_dir_problem, expand_globs, first_problem, no_cluster,
+                               override_value, quoted, stray_word, two_modes, unreadable)
 
 HELP_FLAGS = ("-h", "--help")
 COMPLETION_FLAGS = ("--install-completion", "--show-completion")  # typer's; Hydra's own is -sc / --shell-completion
@@ -35,8 +35,10 @@ def resume_into_same_dir(args: list[str]) -> list[str]:
         return args
     target = Path(str(resume[-1])).expanduser()
     if not (target / "last.pt").is_file() and not target.is_file():
-        print(f"dltrain: error: no checkpoint at {target}; give a run directory that holds last.pt, or a .pt file",
-              file=sys.stderr)
+        from dltrain.files import looked_in
+
+        print(f"dltrain: error: no checkpoint at {target}{looked_in(target)}; give a run folder that holds last.pt, "
+              "or a .pt file", file=sys.stderr)
         sys.exit(2)  # before Hydra makes a run directory there
     run_dir = target if target.is_dir() else target.parent
     keep_record = [] if any(a.startswith("hydra.output_subdir=") for a in args) else ["hydra.output_subdir=null"]
@@ -58,12 +60,13 @@ def run_hydra(args: list[str]) -> None:
     from dltrain.conf_dirs import config_dir
 
     multirun = any(a in ("-m", "--multirun") for a in args)
+    problem = config_dir_problem(args)
     args = [a for a in args if a in ("-m", "--multirun")] + with_project([a for a in args if a not in ("-m", "--multirun")])
     others = [a for a in args if a not in ("-m", "--multirun")]  # -m goes first: Hydra reads it nowhere else
-    if any(a.startswith("-") for a in others):  # --cfg, --info, ...: Hydra reports their other problems itself
-        problem = two_modes(args)
-    else:
-        problem = stray_word(others) or unreadable(others) or no_cluster(others) or first_problem(others, multirun)
+    if multirun and problem is None:  # a group's glob(...) as its list of choices
+        others, problem = expand_globs(others, project_groups())
+        args = [a for a in args if a in ("-m", "--multirun")] + others
+    problem = problem or up_front_problem(args, others, multirun)
     if problem:
         print(f"dltrain: error: {problem}", file=sys.stderr)
         sys.exit(2)
@@ -100,6 +103,22 @@ def run_hydra(args: list[str]) -> None:
         listed = "; ".join(f"{job['name']} ({job['error']})" for job in failed)
         print(f"dltrain: {len(failed)} job(s) failed: {listed}", file=sys.stderr)
         sys.exit(1)
+
+
+def up_front_problem(args: list[str], others: list[str], multirun: bool) -> str | None:
+    """What the command line gets wrong, found before Hydra starts (one line, exit 2)."""
+    if any(a.startswith("-") for a in others):  # --cfg, --info, ...: Hydra reports their other problems itself
+        return two_modes(args)
+    return stray_word(others) or unreadable(others) or no_cluster(others) or first_problem(others, multirun)
+
+
+def project_groups() -> dict[str, list[str]]:
+    """The config groups and their choices: dltrain's and the project's (found by with_project)."""
+    from dltrain.conf_dirs import groups
+    from dltrain.plugins import PROJECT_ENV, project_conf
+
+    root = os.environ.get(PROJECT_ENV)
+    return groups(project_conf(Path(root)) if root else None)
 
 
 def with_project(args: list[str]) -> list[str]:

@@ -16,6 +16,7 @@ def hydra_job(cfg: Any) -> Any:
 
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from omegaconf import OmegaConf
 
     from dltrain.registry import ConfigError
     from dltrain.signals import deferred, interrupted, received
@@ -32,7 +33,7 @@ def hydra_job(cfg: Any) -> Any:
         os.environ[PARALLEL_JOBS_ENV] = str(parallel_jobs(hydra_cfg))
     rank0 = os.environ.get("RANK", "0") == "0"
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    overrides = list(hydra_cfg.overrides.task)
+    overrides = [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task)]  # as given: ${...} unresolved
     worst = worst_value(hydra_cfg.sweeper, cfg)
     job = (run_dir, job_name(hydra_cfg, run_dir), int(hydra_cfg.job.num)) if multirun else None
     skipped = skipped_job(job, rank0) if job else None
