@@ -10,21 +10,33 @@ from pathlib import Path
 
 from dltrain.jobs import hydra_job
 from dltrain.overrides import (SUBCOMMANDS, config_dir_problem, expand_globs, first_problem, no_cluster,
-                               override_value, quoted, stray_word, two_modes, unreadable)
+                               override_value, quoted, stray_word, two_modes, unreadable, unwritable_output)
+from dltrain.signals import exit_on_signal, signal_number
 
 HELP_FLAGS = ("-h", "--help")
 COMPLETION_FLAGS = ("--install-completion", "--show-completion")  # typer's; Hydra's own is -sc / --shell-completion
 
 
 def main() -> None:
+    """Ctrl-C and SIGTERM are one line and exit 130/143 from the first instant of start-up (Python's defaults are a
+    KeyboardInterrupt traceback and a silent death); the sub-commands keep Python's own handling."""
+    import signal
+
+    exit_on_signal()
     args = sys.argv[1:]
     completing = "_DLTRAIN_COMPLETE" in os.environ  # the shell asks typer's completion (dltrain --install-completion)
-    if completing or (args and (args[0] in SUBCOMMANDS or args[0] in HELP_FLAGS or args[0] in COMPLETION_FLAGS)):
-        from dltrain.commands import app
+    try:
+        if completing or (args and (args[0] in SUBCOMMANDS or args[0] in HELP_FLAGS or args[0] in COMPLETION_FLAGS)):
+            from dltrain.commands import app
 
-        app(prog_name="dltrain")
-    else:
-        run_hydra(args)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            app(prog_name="dltrain")
+        else:
+            run_hydra(args)
+    except KeyboardInterrupt as err:  # after the jobs (a job reports its own interruption)
+        print("dltrain: interrupted", file=sys.stderr)
+        sys.exit(128 + signal_number(err))
 
 
 def resume_into_same_dir(args: list[str]) -> list[str]:
@@ -81,14 +93,12 @@ def run_hydra(args: list[str]) -> None:
     from contextlib import nullcontext
 
     from dltrain import ledger
-    from dltrain.signals import on_signal_raise_interrupt, signal_number
     from dltrain.sweep import finish, start
 
     with ledger.listening(sweep.root if sweep else None) if multirun else nullcontext() as jobs:
         if sweep is not None:
             start(sweep)
-        on_signal_raise_interrupt()
-        try:
+        try:  # until a job starts (it installs signals.on_signal_raise_interrupt), a signal ends the process at once
             hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(hydra_job)()
         except KeyboardInterrupt as err:  # before or between jobs (a job reports its own interruption)
             print("dltrain: interrupted", file=sys.stderr)
@@ -109,7 +119,8 @@ def up_front_problem(args: list[str], others: list[str], multirun: bool) -> str 
     """What the command line gets wrong, found before Hydra starts (one line, exit 2)."""
     if any(a.startswith("-") for a in others):  # --cfg, --info, ...: Hydra reports their other problems itself
         return two_modes(args)
-    return stray_word(others) or unreadable(others) or no_cluster(others) or first_problem(others, multirun)
+    return (stray_word(others) or unreadable(others) or no_cluster(others) or first_problem(others, multirun)
+            or unwritable_output(others, multirun))
 
 
 def project_groups() -> dict[str, list[str]]:

@@ -19,9 +19,10 @@ def hydra_job(cfg: Any) -> Any:
     from omegaconf import OmegaConf
 
     from dltrain.registry import ConfigError
-    from dltrain.signals import deferred, interrupted, received
+    from dltrain.signals import deferred, interrupted, on_signal_raise_interrupt, received
     from dltrain.sweep import job_ended
 
+    on_signal_raise_interrupt()  # from here a signal is the job's one line (epoch reached, how to resume)
     started = time.monotonic()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN

@@ -274,3 +274,24 @@ def config_dir_problem(args: list[str]) -> str | None:
             return (f"--config-dir {value} is {what}; give your project's conf/ folder (the one with model/, data/, "
                     "... in it)")
     return None
+
+
+def unwritable_output(args: list[str], multirun: bool) -> str | None:
+    """The folder a run (or sweep) writes in must be one it can make and write: Hydra's own failure to make it (a
+    read-only mount, a folder the user may not write, a file in the way) is a traceback."""
+    import os
+    import tempfile
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [override_value(a) for a in args if a.startswith(f"{key}=")]
+    folder = Path(str(given[-1])).expanduser() if given else Path("multirun" if multirun else "outputs")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())  # "." or "/" at the latest
+    named = f"{key}={given[-1]}" if given else f"the default {key} ({folder}/...)"
+    if not existing.is_dir():
+        return f"{named}: {existing} is a file, not a folder; give {key}=A_FOLDER"
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".dltrain-probe-"))
+    except OSError as err:
+        return (f"{named}: cannot write in {existing.absolute()} ({err.strerror}); make it writable, or give a folder "
+                f"you can write, e.g. {key}=~/dltrain-runs/{'sweep' if multirun else 'run'}1")
+    return None

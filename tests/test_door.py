@@ -4,7 +4,12 @@ line before Hydra starts (dltrain/overrides.py); a user's builder that returns t
 naming it. Through the real command where a user meets it; the many values of one rule in-process."""
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -247,3 +252,50 @@ def test_a_plugin_that_exits_is_one_line_not_a_silent_success(project) -> None:
     errors = one_line_errors(cli(["trainer.max_epochs=1"], cwd=project))
     assert len(errors) == 1 and errors[0].startswith(f"plugin {project / 'probe.py'} called sys.exit(0) while "
                                                      "importing"), errors
+
+
+def caught_signals(pid: int) -> int:
+    """The signals process `pid` has handlers for (the SigCgt mask of /proc/PID/status), 0 once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl_c", "sigterm"])
+@pytest.mark.parametrize("delay", [0.25, 0.5])
+def test_a_signal_early_in_start_up_is_one_line_and_its_exit_code(tmp_path, sig: int, code: int, delay: float) -> None:
+    """Timed from the moment Python's own SIGINT handler exists (the interpreter is up): Ctrl-C there was a
+    KeyboardInterrupt traceback from an import, SIGTERM a silent exit -15."""
+    exe = Path(sys.executable).parent / "dltrain"
+    proc = subprocess.Popen([str(exe), "trainer.max_epochs=500", "hydra.run.dir=run"], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not caught_signals(proc.pid) & (1 << (signal.SIGINT - 1)) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(delay)
+    os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)  # Ctrl-C hits the whole group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dltrain: interrupted"), err
+
+
+@pytest.mark.parametrize("where, message", [
+    ("afile/run", "hydra.run.dir=afile/run: afile is a file, not a folder; give hydra.run.dir=A_FOLDER"),
+    ("locked/run", "hydra.run.dir=locked/run: cannot write in {tmp}/locked (Operation not permitted); make it "
+                   "writable, or give a folder you can write, e.g. hydra.run.dir=~/dltrain-runs/run1"),
+])
+def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path, where: str, message: str) -> None:
+    """Hydra's own report was a traceback (NotADirectoryError, PermissionError)."""
+    (tmp_path / "afile").write_text("in the way")
+    (tmp_path / "locked").mkdir()
+    if where.startswith("locked") and subprocess.run(["chattr", "+i", str(tmp_path / "locked")],
+                                                     capture_output=True).returncode != 0:
+        pytest.skip("chattr +i needs root and a file system that supports it (as root, permissions prove nothing)")
+    try:
+        errors = one_line_errors(cli([f"hydra.run.dir={where}"], cwd=tmp_path))
+    finally:
+        subprocess.run(["chattr", "-i", str(tmp_path / "locked")], capture_output=True)
+    assert errors == [message.replace("{tmp}", str(tmp_path))]
