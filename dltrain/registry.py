@@ -17,7 +17,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from typing import Any
 
 from dltrain.rules import broken_rule, shown
@@ -155,8 +155,9 @@ def check_kwargs(kind: str, name: str, builder: Callable[..., Any], kwargs: Mapp
                  runtime: tuple[str, ...] = ()) -> None:
     """Unknown keys, missing required keys and wrong types: every problem, one line each."""
     params = inspect.signature(builder).parameters
-    hints = typing.get_type_hints(builder)
-    ruled = typing.get_type_hints(builder, include_extras=True)
+    typed = builder.__init__ if isinstance(builder, type) and not is_dataclass(builder) else builder  # a Callback's
+    hints = typing.get_type_hints(typed)
+    ruled = typing.get_type_hints(typed, include_extras=True)
     allowed = [k for k in params if k not in runtime and params[k].kind is not params[k].VAR_KEYWORD]
     where = f"{kind}={name}" if name else kind  # nodes without a builder name: trainer, reg, ...
     problems = Problems()

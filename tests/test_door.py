@@ -68,6 +68,10 @@ def test_sizes_and_strides_of_a_cnn_are_checked_at_the_door(tmp_path) -> None:
     (["data=csv", "early_stopping.monitor=val/accuracy"], "early_stopping.monitor=val/accuracy is not a metric of "
                                                           "any task; valid: "),
     (["data=text", "data.path=c.txt", "loss=bce"], "loss=bce does not fit task=language_model"),
+    (["model.init=normal", "+model.init_args={std:-1}"], "model.init_args={'std': -1} do not fit init=normal: normal "
+                                                         "expects std >= 0.0, but found std -1"),
+    (["early_stopping.patience=abc"], "early_stopping.patience='abc' has the wrong type for early_stopping: expected "
+                                      "int"),  # was a TypeError traceback: the class's __init__ hints were not read
 ])
 def test_a_value_rule_of_a_model_or_data_option_is_one_line_at_the_door(args: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as err:
