@@ -176,6 +176,8 @@ def interpolation_problem(cfg: object) -> str | None:
     try:
         OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as err:
+        if "HydraConfig was not set" in str(err):  # ${hydra:...} resolves only inside the job
+            return None
         return interpolation_line(err)
     return None
 

@@ -168,6 +168,13 @@ def test_command_lines_that_crashed_or_ran_silently_wrong_are_one_line(tmp_path,
     assert not list(tmp_path.rglob(".hydra")) and not list(tmp_path.rglob("*.json"))  # nothing ran
 
 
+def test_an_interpolation_only_a_job_can_resolve_is_left_to_the_job() -> None:
+    from dltrain.overrides import check_overrides
+
+    assert check_overrides(["trainer.resume=${hydra:runtime.output_dir}"]) is None  # HydraConfig exists in the job
+    assert check_overrides(["trainer.seed=${oc.env:DLTRAIN_NO_SUCH_VARIABLE,3}"]) is None  # a default is fine
+
+
 def test_a_glob_over_a_groups_choices_sweeps_them(tmp_path) -> None:
     """Hydra's own expansion needs its config loader: the up-front check said 'ConfigLoader is not set'."""
     result = cli(["-m", "optim=glob(adam*)", "trainer.max_epochs=1", "model.hidden=[8]", "data.fractions=[0.2,0.1,0.1]",
