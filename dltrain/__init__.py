@@ -16,18 +16,24 @@ _LAZY = {"DataBundle": "dltrain.data", "Split": "dltrain.data", "Callback": "dlt
          "ConfigError": "dltrain.registry", "check": "dltrain.registry"}
 
 
-def register_model(name: str, *, channels_last: bool = False, generative: bool = False) -> Callable[[Any], Any]:
-    """`@register_model("mynet")` on `build(*, in_shape, num_outputs, **your_yaml_keys) -> nn.Module`."""
+def register_model(name: str, *, channels_last: bool = False, generative: bool = False,
+                   check: Callable[..., None] | None = None) -> Callable[[Any], Any]:
+    """`@register_model("mynet")` on `build(*, in_shape, num_outputs, **your_yaml_keys) -> nn.Module`. Value rules sit
+    in the keys' types (`width: Annotated[int, Positive]`, dltrain.rules); `check(**options)` checks several at once."""
     from dltrain.models import MODELS
 
-    return MODELS.register(name, channels_last=channels_last, generative=generative)
+    return MODELS.register(name, check, channels_last=channels_last, generative=generative)
 
 
-def register_data(name: str) -> Callable[[Any], Any]:
-    """`@register_data("mydata")` on `build(*, seed, **your_yaml_keys) -> DataBundle`."""
+def register_data(name: str, *, task: str | Callable[..., str | None] | None = None,
+                  check: Callable[..., None] | None = None,
+                  inputs: Callable[..., None] | None = None) -> Callable[[Any], Any]:
+    """`@register_data("mydata")` on `build(*, seed, **your_yaml_keys) -> DataBundle`. `task` names the task its
+    bundles train on (so the door checks the monitored metric), or computes it from the options (None: the data
+    tells); `check(**options)` is a rule over several options, `inputs(**options)` checks the files it will read."""
     from dltrain.data import DATASETS
 
-    return DATASETS.register(name)
+    return DATASETS.register(name, check, inputs, **({"task": task} if task is not None else {}))
 
 
 def register_task(name: str) -> Callable[[Any], Any]:

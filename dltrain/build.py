@@ -17,6 +17,7 @@ from dltrain.callbacks import CALLBACKS, Checkpointer, EarlyStopping, Progress, 
 from dltrain.config import RunConfig, TrainerConfig
 from dltrain.data import DATASETS, DataBundle, Split
 from dltrain.data.augment import Augment, build_augment
+from dltrain.door import check_monitor
 from dltrain.engine import Best, Callback, LoopSettings, min_share, steps_per_epoch
 from dltrain.models import MODELS, ModelTraits, model_traits, param_groups
 from dltrain.optim import build_optimizer
@@ -46,7 +47,7 @@ class RunComponents:
 def build(config: RunConfig) -> RunComponents:
     """Build data, task and model; a model that cannot take the data fails here, not mid-run."""
     torch.manual_seed(config.trainer.seed)
-    data = user_code(DATASETS, config.data.spec, seed=config.trainer.seed)
+    data = user_code(DATASETS, config.data.spec, DataBundle, seed=config.trainer.seed)
     check(config.data.batch_size <= len(data.train), f"data.batch_size={config.data.batch_size} is larger than the "
           f"training split ({len(data.train)} samples); use data.batch_size={len(data.train)} or less")
     task_name = config.task.name or data.task
@@ -57,13 +58,12 @@ def build(config: RunConfig) -> RunComponents:
     missing = set(data_args) - set(MODELS.builder_args(model_name))
     check(not missing, f"model={model_name} cannot take data={data_name} (it needs a model that accepts "
           f"{', '.join(sorted(missing))}, e.g. model=lstm)")
-    model = user_code(MODELS, config.model, in_shape=data.in_shape, num_outputs=data.num_outputs, **data_args)
+    model = user_code(MODELS, config.model, nn.Module, in_shape=data.in_shape, num_outputs=data.num_outputs,
+                      **data_args)
     traits = model_traits(model_name)
     check_fits(model, task, data, model_name, task_name, traits)
     monitor = config.early_stopping.best.get("monitor", Best.monitor)
-    names = [f"{split}/{name}" for split in ("train", "val")
-             for name in ("loss", *task.metric_names, *task.derived_names)]
-    check(monitor in names, f"early_stopping.monitor={monitor} is not a metric of this run; valid: {', '.join(names)}")
+    check_monitor(monitor, task, task_name)  # again: the door knew only some task's metrics if the data decides
     check(len(data.val) > 0 or not monitor.startswith("val/"), f"the validation split is empty, so "
           f"early_stopping.monitor={monitor} has no values; give data a validation share or monitor train/loss")
     mode, warning = monitor_mode(config.early_stopping.best.get("mode", Best.mode), monitor, task, task_name)
@@ -72,18 +72,25 @@ def build(config: RunConfig) -> RunComponents:
     return RunComponents(config, data, task, task_name, model, traits, augment, mode, warnings)
 
 
-def user_code(registry: Registry, spec: Spec, **runtime: Any) -> Any:
-    """Build `spec`; a crash inside a user's builder (a plugin, not dltrain's own) is one line naming their file."""
+def user_code(registry: Registry, spec: Spec, returns: type, **runtime: Any) -> Any:
+    """Build `spec`; a crash inside a user's builder (a plugin, not dltrain's own) is one line naming their file, and
+    so is a builder that returns something other than a `returns` (a module, a DataBundle)."""
     builder = registry.get(spec.name)
     if builder.__module__.split(".")[0] == "dltrain":
         return registry.build(spec, **runtime)
     try:
-        return registry.build(spec, **runtime)
+        built = registry.build(spec, **runtime)
     except ConfigError:
         raise
-    except Exception as err:  # noqa: BLE001  (the user's code: one line naming their file and line)
+    except (Exception, SystemExit) as err:  # noqa: BLE001  (the user's code: one line naming their file and line)
         raise ConfigError(f"{registry.kind}={spec.name} failed in your code{user_frame(err)}: "
                           f"{type(err).__name__}: {first_line(err)}") from None
+    code = getattr(builder, "__code__", None)
+    where = f" ({code.co_filename}:{code.co_firstlineno})" if code else ""
+    wanted = "torch.nn.Module" if returns is nn.Module else "dltrain.DataBundle"
+    check(isinstance(built, returns), f"{registry.kind}={spec.name}: your builder {builder.__name__}{where} "
+          f"returned {type(built).__name__}, not a {wanted}")
+    return built
 
 
 def check_fits(model: nn.Module, task: Task, data: DataBundle, name: str, task_name: str,

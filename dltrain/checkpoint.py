@@ -17,7 +17,7 @@ import yaml
 from torch import nn
 
 from dltrain.engine import Callback, State, rng_state
-from dltrain.files import write_atomic
+from dltrain.files import looked_in, starts_with, write_atomic
 from dltrain.registry import ConfigError, check, first_line
 
 FORMAT = 3  # bump when the layout below changes (2: one RNG state per rank; 3: best and callbacks apart)
@@ -78,7 +78,7 @@ def checkpoint_file(path: str | Path) -> Path:
     if path.is_dir():
         path = path / "last.pt"
     if not path.is_file():
-        raise ConfigError(f"no checkpoint at {path}; give a run directory that holds last.pt, or a .pt file")
+        raise ConfigError(f"no checkpoint at {path}{looked_in(path)}; give a run folder with last.pt, or a .pt file")
     return path
 
 
@@ -91,11 +91,11 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]
         if refused:  # torch's advice to load it unsafely is not ours to repeat
             raise ConfigError(f"{path} is not a dltrain checkpoint: it holds a Python object ({refused.group(1)}) "
                               "that a safe load refuses; dltrain never runs code from a file") from None
-        raise ConfigError(f"{path} is not a readable dltrain checkpoint (UnpicklingError: {first_line(err, 120)})") \
-            from None
-    except Exception as err:  # truncated or not a checkpoint at all
-        raise ConfigError(f"{path} is not a readable dltrain checkpoint ({type(err).__name__}: "
-                          f"{first_line(err, 200)})") from None
+        raise ConfigError(f"{path} is not a readable dltrain checkpoint (UnpicklingError: {first_line(err, 120)})")
+    except Exception as err:  # truncated, or not a checkpoint at all (torch.save writes a zip archive: PK...)
+        what = "truncated or damaged" if starts_with(path, b"PK\x03\x04") else "not a file that torch.save wrote"
+        raise ConfigError(f"{path} is not a readable dltrain checkpoint: it is {what} ({type(err).__name__}: "
+                          f"{first_line(err, 80)}); give a run folder that holds last.pt, or its last.pt or best.pt")
     if not isinstance(saved, dict) or saved.get("format") != FORMAT or "model" not in saved:
         raise ConfigError(f"{path} is not a dltrain checkpoint of format {FORMAT}")
     return saved

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from dltrain.jobs import hydra_job
-from dltrain.overrides import (SUBCOMMANDS, first_problem, no_cluster, override_value, quoted, stray_word,
-                               two_modes, unreadable)
+from dltrain.overrides import (SUBCOMMANDS, config_dir_problem, expand_globs, first_problem, no_cluster,
+                               override_value, quoted, stray_word, two_modes, unreadable, unwritable_output)
+from dltrain.signals import exit_on_signal, signal_number
 
 if TYPE_CHECKING:
     from dltrain.sweep import SweepPlan
@@ -21,14 +22,25 @@ COMPLETION_FLAGS = ("--install-completion", "--show-completion")  # typer's; Hyd
 
 
 def main() -> None:
+    """Ctrl-C and SIGTERM are one line and exit 130/143 from the first instant of start-up (Python's defaults are a
+    KeyboardInterrupt traceback and a silent death); the sub-commands keep Python's own handling."""
+    import signal
+
+    exit_on_signal()
     args = sys.argv[1:]
     completing = "_DLTRAIN_COMPLETE" in os.environ  # the shell asks typer's completion (dltrain --install-completion)
-    if completing or (args and (args[0] in SUBCOMMANDS or args[0] in HELP_FLAGS or args[0] in COMPLETION_FLAGS)):
-        from dltrain.commands import app
+    try:
+        if completing or (args and (args[0] in SUBCOMMANDS or args[0] in HELP_FLAGS or args[0] in COMPLETION_FLAGS)):
+            from dltrain.commands import app
 
-        app(prog_name="dltrain")
-    else:
-        run_hydra(args)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            app(prog_name="dltrain")
+        else:
+            run_hydra(args)
+    except KeyboardInterrupt as err:  # after the jobs (a job reports its own interruption)
+        print("dltrain: interrupted", file=sys.stderr)
+        sys.exit(128 + signal_number(err))
 
 
 def resume_into_same_dir(args: list[str], named_project: bool = False) -> list[str]:
@@ -43,7 +55,9 @@ def resume_into_same_dir(args: list[str], named_project: bool = False) -> list[s
         return args
     target = Path(str(given[-1])).expanduser()
     if not (target / "last.pt").is_file() and not target.is_file():
-        exit_with(f"no checkpoint at {target}; give a run directory that holds last.pt, or a .pt file")
+        from dltrain.files import looked_in
+
+        exit_with(f"no checkpoint at {target}{looked_in(target)}; give a run folder that holds last.pt, or a .pt file")
     run_dir = target if target.is_dir() else target.parent
     keep_record = [] if any(a.startswith("hydra.output_subdir=") for a in args) else ["hydra.output_subdir=null"]
     # .hydra/ keeps the first launch's record (a refused resume changes nothing); resume.yaml and config.yaml the latest
@@ -89,12 +103,13 @@ def run_hydra(args: list[str]) -> None:
 
     multirun = any(a in ("-m", "--multirun") for a in args)
     named_project = any(a.split("=")[0] in ("--config-dir", "-cd") or a.startswith("hydra.searchpath=") for a in args)
+    problem = config_dir_problem(args)
     args = [a for a in args if a in ("-m", "--multirun")] + with_project([a for a in args if a not in ("-m", "--multirun")])
     others = [a for a in args if a not in ("-m", "--multirun")]  # -m goes first: Hydra reads it nowhere else
-    if any(a.startswith("-") for a in others):  # --cfg, --info, ...: Hydra reports their other problems itself
-        problem = two_modes(args)
-    else:
-        problem = stray_word(others) or unreadable(others) or no_cluster(others) or first_problem(others, multirun)
+    if multirun and problem is None:  # a group's glob(...) as its list of choices
+        others, problem = expand_globs(others, project_groups())
+        args = [a for a in args if a in ("-m", "--multirun")] + others
+    problem = problem or up_front_problem(args, others, multirun)
     if problem:
         exit_with(problem)
     args = resume_into_same_dir(args, named_project)
@@ -106,14 +121,12 @@ def run_hydra(args: list[str]) -> None:
     from contextlib import nullcontext
 
     from dltrain import ledger
-    from dltrain.signals import on_signal_raise_interrupt, signal_number
     from dltrain.sweep import finish, start
 
     with ledger.listening(sweep.root if sweep else None) if multirun else nullcontext() as jobs:
         if sweep is not None:
             start(sweep)
-        on_signal_raise_interrupt()
-        try:
+        try:  # until a job starts (it installs signals.on_signal_raise_interrupt), a signal ends the process at once
             hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(hydra_job)()
         except KeyboardInterrupt as err:  # before or between jobs (a job reports its own interruption)
             print("dltrain: interrupted", file=sys.stderr)
@@ -141,6 +154,23 @@ def plan_sweep(overrides: list[str]) -> SweepPlan:
     except ConfigError as err:
         print(f"dltrain: error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def up_front_problem(args: list[str], others: list[str], multirun: bool) -> str | None:
+    """What the command line gets wrong, found before Hydra starts (one line, exit 2)."""
+    if any(a.startswith("-") for a in others):  # --cfg, --info, ...: Hydra reports their other problems itself
+        return two_modes(args)
+    return (stray_word(others) or unreadable(others) or no_cluster(others) or first_problem(others, multirun)
+            or unwritable_output(others, multirun))
+
+
+def project_groups() -> dict[str, list[str]]:
+    """The config groups and their choices: dltrain's and the project's (found by with_project)."""
+    from dltrain.conf_dirs import groups
+    from dltrain.plugins import PROJECT_ENV, project_conf
+
+    root = os.environ.get(PROJECT_ENV)
+    return groups(project_conf(Path(root)) if root else None)
 
 
 def with_project(args: list[str]) -> list[str]:

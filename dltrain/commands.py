@@ -63,7 +63,10 @@ app = typer.Typer(help=help_text(), no_args_is_help=True, rich_markup_mode=None,
 def existing(directory: Path | None) -> Path | None:
     """The directory a user named, which must exist."""
     if directory is not None and not directory.is_dir():
-        typer.echo(f"dltrain: error: {directory} is not a directory; give a run or sweep directory", err=True)
+        from dltrain.files import looked_in
+
+        typer.echo(f"dltrain: error: {directory} is not a directory{looked_in(directory)}; give a run or sweep "
+                   "directory", err=True)
         raise typer.Exit(2)
     return directory
 

@@ -19,6 +19,7 @@ from dltrain.callbacks import CALLBACKS, EarlyStopping
 from dltrain.conf_dirs import config_dir, groups  # noqa: F401  (re-exported: where the YAML lives)
 from dltrain.data import DATASETS
 from dltrain.data.augment import build_augment
+from dltrain.door import check_across
 from dltrain.engine import Best
 from dltrain.models import MODELS
 from dltrain.optim import parse_optimizer
@@ -109,24 +110,26 @@ class RunConfig:
         check(names is None or (isinstance(names, list) and all(isinstance(n, str) for n in names)),
               f"plugins={names!r} must be a list of Python files or module names, e.g. [models.py]")
         loaded = plugins.load(names or [], project)
-        return dataclasses.replace(cls.parse(cfg), plugins=tuple(loaded), project=str(project) if project else None)
+        return dataclasses.replace(cls.parse(cfg, inputs=True), plugins=tuple(loaded),
+                                   project=str(project) if project else None)
 
     @classmethod
-    def parse(cls, cfg: Any) -> RunConfig:
-        """Check every group; raise one ConfigError listing every problem."""
+    def parse(cls, cfg: Any, inputs: bool = False) -> RunConfig:
+        """Check every group, then across groups (door.py; `inputs`: the data's files): one ConfigError, every problem."""
         check(isinstance(cfg, dict), f"the config must be a mapping, got {type(cfg).__name__}")
         problems = Problems()
         for group in GROUPS:
             with problems.collect():
                 check(isinstance(cfg.get(group), dict), f"the config has no {group} group; choose one "
                       f"({group}=NAME, see dltrain --help) instead of removing it")
-        for problem in unknown_top_level(cfg) + unusable_numbers(cfg):
-            problems.found.append(problem)
+        problems.found += unknown_top_level(cfg) + unusable_numbers(cfg)
         problems.raise_if_any()
         parsed: dict[str, Any] = {}
         for key, parse in PARSERS.items():
             with problems.collect():
                 parsed[key] = parse(cfg)
+        with problems.collect():
+            check_across(cfg, parsed, inputs)
         problems.raise_if_any()
         return cls(**parsed, resolved=cfg)
 
@@ -151,7 +154,8 @@ def unusable_numbers(node: Any, prefix: str = "") -> list[str]:
     if isinstance(node, float) and not math.isfinite(node):
         return [f"{key}={node} is not a finite number"]
     if isinstance(node, (int, float)) and not isinstance(node, bool) and abs(node) > FLOAT32_MAX:
-        return [f"{key}={node:.3g} is too large for float32 training (at most 3.4e38 in magnitude)"]
+        shown = f"{node:.3g}" if isinstance(node, float) else f"{str(node)[:6]}... ({len(str(abs(node)))} digits)"
+        return [f"{key}={shown} is too large for float32 training (at most 3.4e38 in magnitude)"]
     return []
 
 
@@ -244,7 +248,7 @@ def parse_task(cfg: dict[str, Any]) -> TaskConfig:
                   f"expected {' or '.join('null' if t is type(None) else t.__name__ for t in allowed)}")
     problems.raise_if_any()
     task = TaskConfig(cfg["task"], cfg["loss"], float(cfg["label_smoothing"]), float(cfg["denoise"]))
-    if task.name is not None:  # the data's own task is known only once the data is built
+    if task.name is not None:  # the data's own task, as its registration declares it: door.py
         build_task(task.name, loss=task.loss, label_smoothing=task.label_smoothing, denoise=task.denoise)
     return task
 
@@ -286,9 +290,11 @@ def to_plain(cfg: Any) -> dict:
     from omegaconf import OmegaConf
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+    from dltrain.overrides import interpolation_line
+
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as err:
         raise ConfigError(f"{err.full_key} is required: set it on the command line ({err.full_key}=...)") from None
     except OmegaConfBaseException as err:
-        raise ConfigError(first_line(err)) from None
+        raise ConfigError(interpolation_line(err)) from None

@@ -12,6 +12,17 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def looked_in(path: str | Path) -> str:
+    """For a message about a path that was not found: where a relative one was looked for (the working folder)."""
+    return "" if Path(path).expanduser().is_absolute() else f" (looked in {Path.cwd()}, the working folder)"
+
+
+def starts_with(path: Path, magic: bytes) -> bool:
+    """Whether the file begins with these bytes (a format's signature)."""
+    with open(path, "rb") as handle:
+        return handle.read(len(magic)) == magic
+
+
 def umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
     os.umask(mask)

@@ -69,7 +69,7 @@ class Monitored:
 
 def monitored(cfg: dict[str, Any] | None) -> Monitored:
     """The monitored metric of a sweep's first point. The task's metric names need the data's task when `task` is
-    null, so the first point's data is built once here (not for its model)."""
+    null: its registration declares it, or else the first point's data is built once here (not for its model)."""
     try:
         from dltrain.config import RunConfig
         from dltrain.plugins import PROJECT_ENV
@@ -78,7 +78,9 @@ def monitored(cfg: dict[str, Any] | None) -> Monitored:
         project = os.environ.get(PROJECT_ENV)
         config = RunConfig.load(cfg, Path(project) if project else None)  # the project's plugins: its data sets
         monitor = config.early_stopping.best.get("monitor", "val/loss")
-        task_name = config.task.name
+        from dltrain.door import task_name as run_task
+
+        task_name = run_task(config.data, config.task)
         if task_name is None:
             from dltrain.data import DATASETS
 

@@ -15,17 +15,16 @@ def hydra_job(cfg: Any) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from dltrain.signals import on_signal_raise_interrupt
+
+    on_signal_raise_interrupt()  # from here a signal is the job's one line (epoch reached, how to resume)
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    if multirun:  # the job's tasks (submitit's tasks_per_node/nodes) form one DDP group; rank 0 reports for it
-        from dltrain.cluster import adopt_launcher_tasks
-        from dltrain.dist import PARALLEL_JOBS_ENV
-
-        adopt_launcher_tasks()
-        os.environ[PARALLEL_JOBS_ENV] = str(parallel_jobs(hydra_cfg))
+    if multirun:
+        join_launcher_tasks(hydra_cfg)
     rank0 = os.environ.get("RANK", "0") == "0"
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    overrides = list(hydra_cfg.overrides.task)
+    overrides = given_overrides(hydra_cfg)
     worst = worst_value(hydra_cfg.sweeper, cfg)
     job = (run_dir, job_name(hydra_cfg, run_dir), int(hydra_cfg.job.num)) if multirun else None
     skipped = skipped_job(job, rank0) if job else None
@@ -74,6 +73,22 @@ def trained_value(cfg: Any, run_dir: Path, overrides: list[str], job: tuple[Path
             raise
         job_failed(lines, run_dir, overrides, job, code=code, seconds=time.monotonic() - started)
     return worst
+
+
+def join_launcher_tasks(hydra_cfg: Any) -> None:
+    """The job's tasks (submitit's tasks_per_node/nodes) form one DDP group; rank 0 reports for it."""
+    from dltrain.cluster import adopt_launcher_tasks
+    from dltrain.dist import PARALLEL_JOBS_ENV
+
+    adopt_launcher_tasks()
+    os.environ[PARALLEL_JOBS_ENV] = str(parallel_jobs(hydra_cfg))
+
+
+def given_overrides(hydra_cfg: Any) -> list[str]:
+    """The job's overrides as given: reading them through OmegaConf would resolve a ${...} in them (and fail)."""
+    from omegaconf import OmegaConf
+
+    return [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task)]
 
 
 def skipped_job(job: tuple[Path, str, int], rank0: bool) -> dict[str, Any] | None:

@@ -53,6 +53,9 @@ def unreadable(args: list[str]) -> str | None:
         except Exception as err:  # noqa: BLE001  (Hydra's lexer, parser and int() conversion errors)
             return (f"cannot read the override {arg[:80]}{'...' if len(arg) > 80 else ''}: {first_line(err, 160)}; "
                     "quote a value with special characters, e.g. key=\"it's here\"")
+        if arg.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) and (value is None or str(value).strip() == ""):
+            return (f"{arg.split('=')[0]} is empty: the run's files would be scattered in the working folder; give a "
+                    f"folder, e.g. {arg.split('=')[0]}=runs/{'sweep' if 'sweep' in arg else 'run'}1")
         if arg.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) and isinstance(value, str):
             limit = os.pathconf(".", "PC_NAME_MAX")
             long = next((part for part in Path(value).parts if len(part.encode()) > limit), None)
@@ -104,6 +107,9 @@ def check_sweep(args: list[str]) -> str | None:
         parsed = OverridesParser.create().parse_overrides(args)
     except HydraException as err:
         return first_line(err)
+    problem = given_twice(parsed) or interval_without_sweeper(args, parsed)
+    if problem:
+        return problem
     choices = []
     for override in parsed:
         key = override.input_line.split("=", 1)[0]
@@ -114,6 +120,9 @@ def check_sweep(args: list[str]) -> str | None:
             twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
             if twice is not None:
                 return f"{override.key_or_group} lists {twice} twice; each value names one job, run once"
+            if not values:
+                return (f"{override.input_line} gives no values, so the sweep would run nothing: range(start, stop, "
+                        "step) counts from start up to stop (excluded), e.g. range(0,5) or range(5,0,-1)")
             choices.append([f"{key}={value}" for value in values])
     for i, values in enumerate(choices):
         for value in values[1:] if i else values:  # the first point checks every key's first value
@@ -136,7 +145,7 @@ def check_overrides(args: list[str]) -> str | None:
                  a.startswith("hydra.searchpath=")]  # the search path decides which choices exist
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         try:
-            compose("config", overrides=overrides)
+            return interpolation_problem(compose("config", overrides=overrides))
         except MissingConfigException as err:
             group, _, choice = (err.missing_cfg_file or "").rpartition("/")
             return f"unknown {group} '{choice}'; valid: {', '.join(err.options or [])}"
@@ -156,4 +165,135 @@ def check_overrides(args: list[str]) -> str | None:
             return f"{key} is not an option of {where}; valid: {', '.join(str(k) for k in found if k != 'name')}"
         except HydraException as err:
             return first_line(err)
+
+
+def interpolation_problem(cfg: object) -> str | None:
+    """Every `${...}` must resolve: a missing key, one that refers to itself or an unknown resolver is one line
+    naming the setting (OmegaConf's own report is a traceback from wherever the value is first read)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        if "HydraConfig was not set" in str(err):  # ${hydra:...} resolves only inside the job
+            return None
+        return interpolation_line(err)
+    return None
+
+
+def interpolation_line(err: Exception) -> str:
+    from dltrain.registry import first_line
+
+    key = getattr(err, "full_key", None) or "a setting"
+    return (f"{key}: its ${{...}} interpolation cannot be resolved ({first_line(err, 160)}); it must name another "
+            "existing setting (not itself), or a resolver OmegaConf knows (e.g. ${oc.env:NAME,default})")
+
+
+def given_twice(parsed: list) -> str | None:
+    """A key given twice with different values: Hydra would keep the last and drop the other without a word. A glob
+    left here is on a value key (run_hydra expands a group's into its choices)."""
+    from hydra.core.override_parser.types import Glob
+
+    seen: dict[str, str] = {}
+    for override in parsed:
+        key, line = override.key_or_group, override.input_line
+        if isinstance(override.value(), Glob):
+            return (f"{line}: glob() picks among a config group's choices (e.g. optim=glob(*) or "
+                    f"optim=glob(*,exclude=sgd)); a value key takes a list, e.g. {key}=0.1,0.01")
+        if key in seen and seen[key] != line:
+            return (f"{key} is given twice ({seen[key]} and {line}): Hydra would keep only the last; give it once, "
+                    f"with every value, e.g. {key}={','.join(v.split('=', 1)[1] for v in (seen[key], line))}")
+        seen[key] = line
+    return None
+
+
+def interval_without_sweeper(args: list[str], parsed: list) -> str | None:
+    """interval(a,b) needs a sweeper that picks values from it (Optuna); Hydra's basic sweeper only lists values."""
+    interval = next((o for o in parsed if o.is_sweep_override() and o.is_interval_sweep()), None)
+    if interval is None or sweeper_of([o.input_line for o in parsed if not o.is_sweep_override()]) != "BasicSweeper":
+        return None
+    return (f"{interval.input_line}: an interval is searched by a sweeper that picks values from it; add "
+            f"hydra/sweeper=optuna (its trials: hydra.sweeper.n_trials=N), or list values for the basic sweeper, "
+            f"e.g. {interval.key_or_group}=0.1,0.5 or range(...)")
+
+
+def sweeper_of(args: list[str]) -> str:
+    """The class name of the sweeper these (single-valued) overrides choose, an experiment's choice included; '' if
+    it cannot be known here."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from dltrain.conf_dirs import config_dir
+
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose("config", overrides=args, return_hydra_config=True)
+        return str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")).rsplit(".", 1)[-1]
+    except Exception:  # noqa: BLE001  (a sweeper plugin that is not installed: Hydra says so itself)
+        return ""
+
+
+def expand_globs(args: list[str], choices: dict[str, list[str]]) -> tuple[list[str], str | None]:
+    """`group=glob(...)` as the list of the group's choices it matches (Hydra's own expansion needs its config
+    loader, which the up-front checks do not have), and a problem if one matches none; a glob on another key is
+    left for given_twice to refuse."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
+
+    out = []
+    for arg in args:
+        try:
+            override = OverridesParser.create().parse_override(arg)
+        except Exception:  # noqa: BLE001  (unreadable() reports it)
+            override = None
+        group = override.key_or_group if override is not None else None
+        if override is None or not isinstance(override.value(), Glob) or group not in choices:
+            out.append(arg)
+            continue
+        matched = override.value().filter(choices[group])
+        if not matched:
+            return args, f"{arg} matches none of {group}'s choices: {', '.join(choices[group])}"
+        out.append(f"{group}={','.join(matched)}")
+    return out, None
+
+
+def config_dir_problem(args: list[str]) -> str | None:
+    """--config-dir/-cd must name a folder: a missing one, a file or '' would train dltrain's defaults silently."""
+    from dltrain.files import looked_in
+
+    for i, arg in enumerate(args):
+        if arg in ("--config-dir", "-cd"):
+            value = args[i + 1] if i + 1 < len(args) else ""
+        elif arg.startswith(("--config-dir=", "-cd=")):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        if not value.strip():
+            return f"{arg.split('=')[0]} is empty; give your project's conf/ folder, e.g. --config-dir myproject/conf"
+        if not Path(value).expanduser().is_dir():
+            what = "a file, not a folder" if Path(value).expanduser().exists() else f"not there{looked_in(value)}"
+            return (f"--config-dir {value} is {what}; give your project's conf/ folder (the one with model/, data/, "
+                    "... in it)")
+    return None
+
+
+def unwritable_output(args: list[str], multirun: bool) -> str | None:
+    """The folder a run (or sweep) writes in must be one it can make and write: Hydra's own failure to make it (a
+    read-only mount, a folder the user may not write, a file in the way) is a traceback."""
+    import os
+    import tempfile
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [override_value(a) for a in args if a.startswith(f"{key}=")]
+    folder = Path(str(given[-1])).expanduser() if given else Path("multirun" if multirun else "outputs")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())  # "." or "/" at the latest
+    named = f"{key}={given[-1]}" if given else f"the default {key} ({folder}/...)"
+    if not existing.is_dir():
+        return f"{named}: {existing} is a file, not a folder; give {key}=A_FOLDER"
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".dltrain-probe-"))
+    except OSError as err:
+        return (f"{named}: cannot write in {existing.absolute()} ({err.strerror}); make it writable, or give a folder "
+                f"you can write, e.g. {key}=~/dltrain-runs/{'sweep' if multirun else 'run'}1")
     return None

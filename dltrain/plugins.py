@@ -116,6 +116,10 @@ def import_module(item: str, root: Path | None) -> None:
     except ImportError as err:
         sys.modules.pop(f"dltrain_user.{Path(item).stem}", None)
         raise_config(f"plugin {item} could not be imported: {err}")
+    except SystemExit as err:  # exit 0 would end the run silently, having trained nothing
+        sys.modules.pop(f"dltrain_user.{Path(item).stem}", None)
+        raise_config(f"plugin {item} called sys.exit({err.code!r}) while importing{user_frame(err)}: a plugin only "
+                     "registers components; remove the exit (guard a script's own code with if __name__ == '__main__')")
     except Exception as err:  # noqa: BLE001  (the user's code: one line naming their file)
         sys.modules.pop(f"dltrain_user.{Path(item).stem}", None)
         raise_config(f"plugin {item} failed while importing{user_frame(err)}: {type(err).__name__}: {err}")

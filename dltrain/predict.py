@@ -55,7 +55,7 @@ def bare_model(config: RunConfig, desc: dict[str, Any]) -> tuple[nn.Module, str]
     """The config's model for the described inputs (no data built), and the run's task."""
     check(not model_traits(config.model.name).generative, f"model={config.model.name} is generative; predict takes "
           "models that map inputs to outputs")
-    model = user_code(MODELS, config.model, in_shape=tuple(desc["shape"]), num_outputs=desc["num_outputs"],
+    model = user_code(MODELS, config.model, nn.Module, in_shape=tuple(desc["shape"]), num_outputs=desc["num_outputs"],
                       **desc["model_args"])
     return model, config.task.name or desc["task"]
 

@@ -5,6 +5,10 @@ builder's keyword arguments) is checked once, at the door, by `Registry.parse(no
 against the builder's signature and type hints. `Registry.build(spec, **runtime)` then calls the builder
 with the run-time-only arguments (input shape, parameters, total steps), which never come from YAML.
 A registration may carry traits (e.g. a model's `channels_last`): declared metadata instead of attribute probes.
+Value rules (`Annotated[int, Positive]`, dltrain/rules.py) sit beside each keyword's type; a rule over several
+keys is the registration's `check`, called at the door with every option (defaults filled in); `inputs` checks
+the files a builder will read (that they exist, a CSV's header), at the door of a training run only: a saved run
+is predicted from elsewhere without its training files.
 """
 from __future__ import annotations
 
@@ -13,8 +17,10 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from typing import Any
+
+from dltrain.rules import broken_rule, shown
 
 
 class ConfigError(ValueError):
@@ -79,13 +85,18 @@ class Registry:
         self.runtime = runtime  # the builders' run-time-only arguments, never set in YAML
         self._builders: dict[str, Callable[..., Any]] = {}
         self._traits: dict[str, dict[str, Any]] = {}
+        self._checks: dict[str, tuple[Callable[..., None] | None, Callable[..., None] | None]] = {}
 
-    def register(self, name: str, **traits: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(self, name: str, check: Callable[..., None] | None = None, inputs: Callable[..., None] | None = None,
+                 **traits: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """`check(**options)` and `inputs(**options)`, if given, raise ConfigError: a rule over several options, and
+        a problem with the files the builder would read (both at the door, before anything is built)."""
         def add(builder: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._builders:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             self._builders[name] = builder
             self._traits[name] = traits
+            self._checks[name] = (check, inputs)
             return builder
 
         return add
@@ -119,7 +130,21 @@ class Registry:
         check(isinstance(name, str), f"{self.kind}: missing 'name'; valid: {', '.join(self.names())}")
         kwargs = {k: v for k, v in node.items() if k != "name" and k not in skip}
         check_kwargs(self.kind, name, self.get(name), kwargs, self.runtime)
+        rule = self._checks[name][0]
+        if rule is not None:
+            rule(**self.options(name, kwargs))
         return Spec(self.kind, name, kwargs)
+
+    def check_inputs(self, spec: Spec) -> None:
+        """The registration's `inputs` check of a parsed spec: the files its builder will read."""
+        inputs = self._checks[spec.name][1]
+        if inputs is not None:
+            inputs(**self.options(spec.name, spec.kwargs))
+
+    def options(self, name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Every config option of builder `name`: `kwargs` over the signature's defaults."""
+        defaults = {k: p.default for k, p in self.config_keys(name).items() if p.default is not p.empty}
+        return {**defaults, **kwargs}
 
     def build(self, spec: Spec, **runtime: Any) -> Any:
         """builder(**runtime, **spec.kwargs)."""
@@ -130,7 +155,9 @@ def check_kwargs(kind: str, name: str, builder: Callable[..., Any], kwargs: Mapp
                  runtime: tuple[str, ...] = ()) -> None:
     """Unknown keys, missing required keys and wrong types: every problem, one line each."""
     params = inspect.signature(builder).parameters
-    hints = type_hints(builder)
+    typed = builder.__init__ if isinstance(builder, type) and not is_dataclass(builder) else builder  # a Callback's
+    hints = typing.get_type_hints(typed)
+    ruled = typing.get_type_hints(typed, include_extras=True)
     allowed = [k for k in params if k not in runtime and params[k].kind is not params[k].VAR_KEYWORD]
     where = f"{kind}={name}" if name else kind  # nodes without a builder name: trainer, reg, ...
     problems = Problems()
@@ -143,20 +170,12 @@ def check_kwargs(kind: str, name: str, builder: Callable[..., Any], kwargs: Mapp
                 raise ConfigError(f"{kind}.{key}={value!r} is not a boolean: write true or false")
             if key in hints and not matches(value, hints[key]):
                 raise ConfigError(f"{kind}.{key}={value!r} has the wrong type for {where}: expected {type_name(hints[key])}")
+            broken = broken_rule(value, ruled.get(key))
+            check(broken is None, f"{kind}.{key}={shown(value)} {broken}")
     for key in allowed:
         if params[key].default is params[key].empty and key not in kwargs:
             problems.found.append(f"{where} needs {kind}.{key}")
     problems.raise_if_any()
-
-
-def type_hints(builder: Callable[..., Any]) -> dict[str, Any]:
-    """The keyword arguments' type hints of a builder function or class: a plain class declares them on its
-    __init__ (its class annotations are its attributes'), a dataclass on its fields."""
-    hints = typing.get_type_hints(builder)
-    if isinstance(builder, type) and builder.__init__ is not object.__init__:
-        hints = {**hints, **typing.get_type_hints(builder.__init__)}
-    hints.pop("return", None)
-    return hints
 
 
 def matches(value: Any, hint: Any) -> bool:

@@ -41,6 +41,24 @@ def on_signal_raise_interrupt() -> None:
     signal.signal(signal.SIGUSR1, as_terminate)
 
 
+def exit_on_signal() -> None:
+    """For start-up, before Hydra starts a job and before anything is written: Ctrl-C or SIGTERM prints the one line
+    and exits at once (130, 143). Raising an interrupt there could land in an import's weakref callback, where Python
+    prints it as 'Exception ignored ...' and goes on. Each job installs `on_signal_raise_interrupt` as it starts.
+    SLURM's SIGUSR1 counts as SIGTERM, as in a job."""
+    def leave(signum: int, frame: Any) -> None:
+        RECEIVED.append(signum)
+        try:
+            sys.stdout.flush()
+        finally:
+            os.write(2, b"dltrain: interrupted\n")
+            os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, leave)
+    signal.signal(signal.SIGTERM, leave)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: leave(signal.SIGTERM, frame))
+
+
 def interrupt_of(signum: int) -> KeyboardInterrupt:
     return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 

@@ -189,7 +189,8 @@ def test_board_serves_tensorboard_on_a_run(tmp_path) -> None:
 def test_runs_and_board_on_a_missing_directory_are_one_line(tmp_path, args) -> None:
     result = cli(args, cwd=tmp_path, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.strip() == "dltrain: error: nowhere is not a directory; give a run or sweep directory"
+    assert result.stderr.strip() == (f"dltrain: error: nowhere is not a directory (looked in {tmp_path}, the working "
+                                     "folder); give a run or sweep directory")
 
 
 def test_runs_marks_a_metrics_file_of_the_wrong_shape_unreadable(tmp_path) -> None:

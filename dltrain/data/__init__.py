@@ -11,13 +11,18 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import torch
 
-from dltrain.registry import Registry, check
+from dltrain.files import looked_in
+from dltrain.registry import Problems, Registry, check
+from dltrain.rules import Check
 
-DATASETS = Registry("data", runtime=("seed",))  # the seed comes from trainer.seed, never from data.*
+# The seed comes from trainer.seed, never from data.*. A registration may declare the data's own `task` (a name, or
+# a function of the options giving a name or None when only the data tells), so the door knows its metrics.
+DATASETS = Registry("data", runtime=("seed",))
 
 
 @dataclass
@@ -71,18 +76,37 @@ class DataBundle:
                 "model_args": self.model_args(), **self.preprocessing}
 
 
-def check_sizes(train_size: int, val_size: int, test_size: int) -> None:
-    """Split sizes of generated data sets (samples)."""
-    check(train_size > 0 and val_size >= 0 and test_size >= 0,
-          f"data sizes train={train_size}, val={val_size}, test={test_size} must be >= 0, with train_size > 0")
+def valid_fractions(fractions: list[float]) -> bool:
+    return (len(fractions) == 3 and all(f >= 0 for f in fractions) and 0 < sum(fractions) <= 1.0 + 1e-9
+            and fractions[0] > 0)
+
+
+FRACTIONS_RULE = "must be three train/val/test fractions with train > 0 and a sum <= 1, e.g. [0.6, 0.2, 0.2]"
+Fractions = Annotated[list[float], Check(valid_fractions, FRACTIONS_RULE)]  # data.fractions, checked at the door
 
 
 def check_fractions(fractions: list[float]) -> tuple[float, float, float]:
     """data.fractions: train/val/test shares of the samples, train > 0, summing to at most 1."""
-    check(len(fractions) == 3 and all(f >= 0 for f in fractions) and 0 < sum(fractions) <= 1.0 + 1e-9
-          and fractions[0] > 0, f"data.fractions={fractions} must be three train/val/test fractions "
-          "with train > 0 and a sum <= 1, e.g. [0.6, 0.2, 0.2]")
+    check(valid_fractions(fractions), f"data.fractions={list(fractions)} {FRACTIONS_RULE}")
     return fractions[0], fractions[1], fractions[2]
+
+
+def check_files(what: str, folder: bool = False, **paths: str | list[str] | None) -> None:
+    """At the door: each data file (or folder) given exists; a relative path says where it was looked for.
+    `what` tells the user what belongs there, e.g. 'a CSV file'."""
+    problems = Problems()
+    for key, given in paths.items():
+        for path in [given] if isinstance(given, str) else list(given or []):
+            found = Path(path).expanduser()
+            with problems.collect():
+                check(found.is_dir() if folder else found.is_file(),
+                      f"data.{key}={path} is not a {'folder' if folder else 'file'}{looked_in(found)}; give {what}")
+    problems.raise_if_any()
+
+
+def task_of(**options: Any) -> str | None:
+    """A `task` trait for builders whose `task` option may be `auto`: the option, or None (the data decides)."""
+    return None if options.get("task", "auto") == "auto" else options["task"]
 
 
 def split_indices(n: int, fractions: tuple[float, float, float], seed: int,

@@ -23,15 +23,16 @@ from __future__ import annotations
 import math
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split, check_fractions, scaling, train_stats
+from dltrain.data import DATASETS, DataBundle, Fractions, Split, check_files, scaling, task_of, train_stats
 from dltrain.data.limits import Limit, check_inflated, memory_limit
 from dltrain.data.targets import SPLITS, Task, encode_targets, split_pool, strata
 from dltrain.registry import ConfigError, check, first_line
+from dltrain.rules import NonNegative, Range
 
 CHUNK_BYTES = 8 << 20  # bytes of rows read at a time by the load-time passes over a mapped file
 
@@ -115,6 +116,7 @@ def read_array(path: Path, member: str | None, mmap_above_mb: float | None, what
     try:
         check_inflated(path, member, limit if limit is not None or suffix == ".npy" else memory_limit())
         if suffix == ".npy":
+            check_npy_size(path)
             mapped = mmap_above_mb is not None and path.stat().st_size > mmap_above_mb * 2**20
             return np.load(path, mmap_mode="r" if mapped else None, allow_pickle=False)
         with np.load(path, allow_pickle=False) as archive:
@@ -133,6 +135,21 @@ def read_array(path: Path, member: str | None, mmap_above_mb: float | None, what
         raise ConfigError(f"{path} is not a valid {suffix} file or is truncated ({first_line(err)})") from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
         raise ConfigError(f"{path} is not a valid {suffix} file or is truncated ({first_line(err)})") from None
+
+
+def check_npy_size(path: Path) -> None:
+    """Refuse an .npy whose header declares more data than it holds, before numpy allocates or maps that much."""
+    with open(path, "rb") as handle:
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        read = readers.get(np.lib.format.read_magic(handle))
+        if read is None:  # a later format: numpy's own reader checks it
+            return
+        shape, _, dtype = read(handle)
+        held = path.stat().st_size - handle.tell()
+    declared = math.prod(shape) * dtype.itemsize
+    check(dtype.hasobject or held >= declared, f"{path} is not a valid .npy file or is truncated: its header "
+          f"declares an array {tuple(shape)} of {dtype} ({declared} bytes) but it holds {held} bytes of data; "
+          "write it again with np.save")
 
 
 def npz_files(path: Path) -> list[str]:
@@ -258,18 +275,21 @@ def input_splits(parts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
     return xs, mean, std
 
 
-@DATASETS.register("arrays")
+def array_files_exist(**options: Any) -> None:
+    check(options["path"] is not None, "data=arrays needs data.path=FILE: an .npz with arrays x and y, or an .npy "
+          "of inputs with data.y_path=TARGETS.npy")
+    check_files("an .npy or .npz file", **{k: options[k] for k in options if k.endswith("path")})
+
+
+@DATASETS.register("arrays", inputs=array_files_exist, task=task_of)
 def build_arrays(*, seed: int, path: str | None = None, y_path: str | None = None, val_path: str | None = None,
                  val_y_path: str | None = None, test_path: str | None = None, test_y_path: str | None = None,
-                 x_key: str = "x", y_key: str = "y", mmap_threshold_mb: float = 1024.0, task: Task = "auto",
-                 max_classes: int = 100, standardize: bool = True, standardize_target: bool = True,
-                 fractions: list[float] = (0.6, 0.2, 0.2), stratify: bool = False) -> DataBundle:
-    """Inputs (N, ...) as float32 tensors, or MappedRows for memory-mapped .npy files."""
-    check(path is not None, "data=arrays needs data.path=FILE: an .npz with arrays x and y, or an .npy of inputs "
-          "with data.y_path=TARGETS.npy")
-    check(mmap_threshold_mb >= 0, f"data.mmap_threshold_mb={mmap_threshold_mb} must be >= 0 (MB)")
-    check(max_classes >= 2, f"data.max_classes={max_classes} must be >= 2")
-    check_fractions(list(fractions))
+                 x_key: str = "x", y_key: str = "y", mmap_threshold_mb: Annotated[float, NonNegative] = 1024.0,
+                 task: Task = "auto", max_classes: Annotated[int, Range(ge=2)] = 100, standardize: bool = True,
+                 standardize_target: bool = True, fractions: Fractions = (0.6, 0.2, 0.2),
+                 stratify: bool = False) -> DataBundle:
+    """Inputs (N, ...) as float32 tensors, or MappedRows for memory-mapped .npy files (above mmap_threshold_mb MB)."""
+    check(path is not None, "data=arrays needs data.path=FILE")  # the door says more (array_files_exist)
     pool, given = read_files(path, y_path, {"val": (val_path, val_y_path), "test": (test_path, test_y_path)},
                              x_key, y_key, mmap_threshold_mb)
 

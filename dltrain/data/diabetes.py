@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split, check_fractions, scaling, split_indices, train_stats
+from dltrain.data import DATASETS, DataBundle, Fractions, Split, check_fractions, scaling, split_indices, train_stats
 
 
-@DATASETS.register("diabetes")
-def build_diabetes(*, seed: int, fractions: list[float] = (0.6, 0.2, 0.2),
+@DATASETS.register("diabetes", task="regression")
+def build_diabetes(*, seed: int, fractions: Fractions = (0.6, 0.2, 0.2),
                    standardize_target: bool = True) -> DataBundle:
     """Features standardized by the train split; the target too when `standardize_target` (MSE then reads
     in units of the target's standard deviation: 1.0 = predicting the mean)."""

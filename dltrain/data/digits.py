@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from dltrain.data import DATASETS, DataBundle, scaled_splits
+from dltrain.data import DATASETS, DataBundle, Fractions, scaled_splits
 
 DIGIT_NAMES = [str(d) for d in range(10)]  # class index = the digit
 
 
-@DATASETS.register("digits")
-def build_digits(*, seed: int, fractions: list[float] = (0.6, 0.2, 0.2), stratify: bool = False) -> DataBundle:
+@DATASETS.register("digits", task="classification")
+def build_digits(*, seed: int, fractions: Fractions = (0.6, 0.2, 0.2), stratify: bool = False) -> DataBundle:
     """Images as (1, 8, 8) float tensors standardized with the train split's statistics."""
     from sklearn.datasets import load_digits
 

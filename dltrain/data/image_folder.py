@@ -26,15 +26,16 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split, check_fractions, scaling, train_stats
+from dltrain.data import DATASETS, DataBundle, Fractions, Split, check_files, scaling, train_stats
 from dltrain.data.limits import Limit, check_inflated, open_image
 from dltrain.data.targets import split_pool
 from dltrain.registry import ConfigError, check, first_line
+from dltrain.rules import Length, Positive
 
 VAL_NAMES = ("val", "valid", "validation")  # what a root's validation folder may be called
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")  # as torchvision
@@ -160,6 +161,16 @@ def write_cache(folder: Path, prefix: str, name: str, pixels: np.ndarray) -> Non
               "run decodes the images again (set data.cache_dir to a writable folder)", file=sys.stderr)
 
 
+def root_exists(**options: Any) -> None:
+    check(options["root"] is not None, "data=image_folder needs data.root=FOLDER with one sub-folder of images "
+          "per class")
+    check_files("a folder with one sub-folder of images per class (root/<class>/<image>.png)", folder=True,
+                root=options["root"])
+    given = {key: options.get(key) for key in ("val_root", "test_root") if options.get(key)}
+    if given:
+        check_files("a folder with one sub-folder of images per class", folder=True, **given)
+
+
 def pixels_of(folder: Path, files: list[Path], hw: tuple[int, int], channels: int, cache: Path) -> torch.Tensor:
     """(N, C, H, W) values in [0, 1] of the files, decoded once and then read from the cache."""
     prefix = hashlib.sha256(str(folder).encode()).hexdigest()[:12]  # one cache per folder (split)
@@ -171,15 +182,14 @@ def pixels_of(folder: Path, files: list[Path], hw: tuple[int, int], channels: in
     return torch.from_numpy(pixels).float().div_(255)
 
 
-@DATASETS.register("image_folder")
+@DATASETS.register("image_folder", inputs=root_exists, task="classification")
 def build_image_folder(*, seed: int, root: str | None = None, val_root: str | None = None,
-                       test_root: str | None = None, size: list[int] = (32, 32), channels: Literal[1, 3] = 3,
-                       cache_dir: str | None = None, fractions: list[float] = (0.8, 0.1, 0.1),
+                       test_root: str | None = None, size: Annotated[list[int], Positive, Length(2, 2)] = (32, 32),
+                       channels: Literal[1, 3] = 3, cache_dir: str | None = None, fractions: Fractions = (0.8, 0.1, 0.1),
                        stratify: bool = False) -> DataBundle:
-    """Images as (C, H, W) float tensors standardized with the train split's statistics."""
-    check(root is not None, "data=image_folder needs data.root=FOLDER with one sub-folder of images per class")
-    check(len(size) == 2 and all(s >= 1 for s in size), f"data.size={list(size)} must be [height, width] in pixels")
-    check_fractions(list(fractions))
+    """Images as (C, H, W) float tensors standardized with the train split's statistics; `size` is [height, width]
+    in pixels."""
+    root_exists(root=root)
     top = Path(root).expanduser().resolve()
     folders = split_folders(top, val_root, test_root)
     hw = (int(size[0]), int(size[1]))

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split, check_fractions, scaling, split_indices, train_stats
+from dltrain.data import DATASETS, DataBundle, Fractions, Split, check_fractions, scaling, split_indices, train_stats
 from dltrain.data.cifar import CLASSES, load_batch
 from dltrain.data.digits import DIGIT_NAMES
+from dltrain.files import looked_in
 from dltrain.registry import ConfigError, check, first_line
 
 IDX_PARTS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -119,7 +120,7 @@ def read_idx_parts(name: str, root: Path, download_ok: bool) -> dict[str, tuple[
         check(len(bad) == 0, f"data={name}: {found[part][1]} has {len(bad)} label(s) outside 0..9 (e.g. "
               f"{int(bad.max()) if len(bad) else 0}); replace it with the original file")
     wanted = ", ".join(f + "(.gz)" for files in IDX_PARTS.values() for f in files)
-    check(bool(parts), f"data={name}: no image files in {root}; put {wanted} there (any one images+labels pair "
+    check(bool(parts), f"data={name}: no image files in {root}{looked_in(root)}; put {wanted} there (any one images+labels pair "
           "is enough), or set data.download=true to fetch them")
     return parts
 
@@ -134,7 +135,7 @@ def read_cifar10(root: Path, download_ok: bool) -> dict[str, tuple[np.ndarray, n
         with tarfile.open(archive) as tar:
             tar.extractall(root, filter="data")
         folder = root / "cifar-10-batches-py"
-    check(folder is not None, f"data=cifar10: no CIFAR-10 batches in {root}; put the python version's "
+    check(folder is not None, f"data=cifar10: no CIFAR-10 batches in {root}{looked_in(root)}; put the python version's "
           "cifar-10-batches-py/ folder (data_batch_1..5, test_batch) there, or set data.download=true")
     parts = {}
     for part, names in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
@@ -199,8 +200,8 @@ def official_split_advice(name: str, folder: Path) -> str:
 
 
 def _register(name: str) -> None:
-    @DATASETS.register(name)
-    def build(*, seed: int, root: str | None = None, fractions: list[float] = (0.8, 0.1, 0.1),
+    @DATASETS.register(name, task="classification")
+    def build(*, seed: int, root: str | None = None, fractions: Fractions = (0.8, 0.1, 0.1),
               use_official_test: bool = False, download: bool = False, stratify: bool = False) -> DataBundle:
         folder = image_folder(name, root, download)
         parts = read_cifar10(folder, download) if name == "cifar10" else read_idx_parts(name, folder, download)

@@ -15,11 +15,14 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Annotated
 
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split, check_fractions, split_indices
+from dltrain.data import DATASETS, DataBundle, Fractions, Split, check_fractions, split_indices
+from dltrain.files import looked_in
 from dltrain.registry import ConfigError, check, first_line
+from dltrain.rules import Positive, Range
 
 CLASSES = ("neg", "pos")  # label = index
 SPECIALS = ("<pad>", "<unk>")  # ids 0 and 1
@@ -37,7 +40,7 @@ def find_root(root: Path) -> Path:
     for candidate in (root, root / "aclImdb"):
         if (candidate / "train").is_dir() or (candidate / "test").is_dir():
             return candidate
-    raise ConfigError(f"data=imdb: {root} holds no aclImdb layout; expected {root}/train/pos/*.txt, "
+    raise ConfigError(f"data=imdb: {root}{looked_in(root)} holds no aclImdb layout; expected {root}/train/pos/*.txt, "
                       f"train/neg, test/pos, test/neg (or {root}/aclImdb/...): unpack aclImdb_v1.tar.gz there")
 
 
@@ -79,14 +82,13 @@ def encode(reviews: list[list[str]], index: dict[str, int], seq_len: int) -> tor
     return ids
 
 
-@DATASETS.register("imdb")
-def build_imdb(*, seed: int, root: str = "~/.cache/dltrain/aclImdb", seq_len: int = 200, vocab_size: int = 20000,
-               min_count: int = 2, use_official_test: bool = True,
-               fractions: list[float] = (0.8, 0.1, 0.1), stratify: bool = False) -> DataBundle:
-    """Token ids (N, seq_len) and labels (N,); the vocabulary (index -> word) goes to the model as vocab_size."""
-    check(seq_len >= 1, f"data.seq_len={seq_len} must be >= 1 (words)")
-    check(vocab_size > len(SPECIALS), f"data.vocab_size={vocab_size} must be > 2 (padding and unknown included)")
-    check(min_count >= 1, f"data.min_count={min_count} must be >= 1 (occurrences in the train split)")
+@DATASETS.register("imdb", task="classification")
+def build_imdb(*, seed: int, root: str = "~/.cache/dltrain/aclImdb", seq_len: Annotated[int, Positive] = 200,
+               vocab_size: Annotated[int, Range(gt=len(SPECIALS))] = 20000, min_count: Annotated[int, Positive] = 2,
+               use_official_test: bool = True, fractions: Fractions = (0.8, 0.1, 0.1),
+               stratify: bool = False) -> DataBundle:
+    """Token ids (N, seq_len) and labels (N,); the vocabulary (index -> word, padding and unknown included) goes to
+    the model as vocab_size; `min_count` is a word's occurrences in the train split to be in it."""
     f = check_fractions(list(fractions))
     folder = find_root(Path(root).expanduser())
     parts = {p: read_part(folder / p) for p in ("train", "test") if (folder / p).is_dir()}

@@ -6,9 +6,12 @@ import math
 
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split, check_sizes, standardized_splits
+from typing import Annotated, Any
+
+from dltrain.data import DATASETS, DataBundle, Fractions, Split, standardized_splits
 from dltrain.data.digits import DIGIT_NAMES
 from dltrain.registry import check
+from dltrain.rules import NonNegative, Positive, Range
 
 
 def adding_problem(n: int, length: int, gen: torch.Generator) -> Split:
@@ -25,18 +28,18 @@ def adding_problem(n: int, length: int, gen: torch.Generator) -> Split:
     return Split(torch.stack([values, markers], dim=2), target.unsqueeze(1))
 
 
-@DATASETS.register("adding")
-def build_adding(*, seed: int, length: int = 50, train_size: int = 5000, val_size: int = 1000,
-                 test_size: int = 1000) -> DataBundle:
-    check(length >= 2, f"data.length={length} must be >= 2 (time steps)")
-    check_sizes(train_size, val_size, test_size)
+@DATASETS.register("adding", task="regression")
+def build_adding(*, seed: int, length: Annotated[int, Range(ge=2)] = 50, train_size: Annotated[int, Positive] = 5000,
+                 val_size: Annotated[int, NonNegative] = 1000,
+                 test_size: Annotated[int, NonNegative] = 1000) -> DataBundle:
+    """`length` time steps per sequence; split sizes in samples."""
     gen = torch.Generator().manual_seed(seed)
     splits = [adding_problem(n, length, gen) for n in (train_size, val_size, test_size)]
     return DataBundle(*splits, task="regression", num_outputs=1, chance_mse=1 / 6)
 
 
-@DATASETS.register("digit_rows")
-def build_digit_rows(*, seed: int, fractions: list[float] = (0.6, 0.2, 0.2), stratify: bool = False) -> DataBundle:
+@DATASETS.register("digit_rows", task="classification")
+def build_digit_rows(*, seed: int, fractions: Fractions = (0.6, 0.2, 0.2), stratify: bool = False) -> DataBundle:
     """scikit-learn's 8x8 digits as sequences of 8 rows of 8 pixels (N, 8, 8): sequence classification."""
     from sklearn.datasets import load_digits
 
@@ -48,13 +51,17 @@ def build_digit_rows(*, seed: int, fractions: list[float] = (0.6, 0.2, 0.2), str
                       num_outputs=10, class_names=list(DIGIT_NAMES))
 
 
-@DATASETS.register("sine")
-def build_sine(*, seed: int, window: int = 32, horizon: int = 1, min_period: float = 8.0, max_period: float = 32.0,
-               train_size: int = 4000, val_size: int = 500, test_size: int = 500) -> DataBundle:
+def check_periods(**options: Any) -> None:
+    check(options["min_period"] <= options["max_period"], f"data.min_period={options['min_period']} must be <= "
+          f"data.max_period={options['max_period']} (samples)")
+
+
+@DATASETS.register("sine", check=check_periods, task="regression")
+def build_sine(*, seed: int, window: Annotated[int, Positive] = 32, horizon: Annotated[int, Positive] = 1,
+               min_period: Annotated[float, Positive] = 8.0, max_period: Annotated[float, Positive] = 32.0,
+               train_size: Annotated[int, Positive] = 4000, val_size: Annotated[int, NonNegative] = 500,
+               test_size: Annotated[int, NonNegative] = 500) -> DataBundle:
     """Windows of `window` samples of sin(2*pi*t/period + phase); targets: the next `horizon` samples."""
-    check(window > 0 and horizon > 0, "data.window and data.horizon must be > 0 (samples)")
-    check(0 < min_period <= max_period, "data.min_period must be in (0, data.max_period] (samples)")
-    check_sizes(train_size, val_size, test_size)
     gen = torch.Generator().manual_seed(seed)
     splits = []
     for n in (train_size, val_size, test_size):

@@ -5,17 +5,18 @@ import math
 
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split, check_sizes
-from dltrain.registry import check
+from typing import Annotated
+
+from dltrain.data import DATASETS, DataBundle, Split
+from dltrain.rules import NonEmpty, NonNegative, Positive, Range, Seed
 
 
-@DATASETS.register("synthetic")
-def build_synthetic(*, seed: int, shape: list[int], num_classes: int = 10, train_size: int = 1000,
-                    val_size: int = 200, test_size: int = 200, data_seed: int | None = None) -> DataBundle:
+@DATASETS.register("synthetic", task="classification")
+def build_synthetic(*, seed: int, shape: Annotated[list[int], Positive, NonEmpty],
+                    num_classes: Annotated[int, Range(ge=2)] = 10, train_size: Annotated[int, Positive] = 1000,
+                    val_size: Annotated[int, NonNegative] = 200, test_size: Annotated[int, NonNegative] = 200,
+                    data_seed: Annotated[int, Seed] | None = None) -> DataBundle:
     """x ~ N(0, 1) of `shape`; y = argmax(W x) for a random W seeded by `data_seed` (default: `seed`)."""
-    check(len(shape) > 0 and all(s > 0 for s in shape), f"data.shape={shape} must be positive sizes")
-    check(num_classes >= 2, f"data.num_classes={num_classes} must be >= 2")
-    check_sizes(train_size, val_size, test_size)
     gen = torch.Generator().manual_seed(seed if data_seed is None else data_seed)
     features = math.prod(shape)
     teacher = torch.randn(features, num_classes, generator=gen) / math.sqrt(features)

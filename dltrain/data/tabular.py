@@ -22,16 +22,17 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split, check_fractions
+from dltrain.data import DATASETS, DataBundle, Fractions, Split, check_files, task_of
 from dltrain.data.features import encode_features
 from dltrain.data.limits import FLOAT32_MAX
 from dltrain.data.targets import SPLITS, Task, encode_targets, split_pool, strata
-from dltrain.registry import ConfigError, check, first_line
+from dltrain.registry import ConfigError, Problems, check, first_line
+from dltrain.rules import Check, Positive, Range
 
 KEYS = {"train": "path", "val": "val_path", "test": "test_path"}  # split -> the data key naming its file(s)
 
@@ -236,21 +237,44 @@ def feature_warnings(features: list[str], numeric: dict[str, bool], pooled: Cell
     return found
 
 
-@DATASETS.register("csv")
-def build_csv(*, seed: int, path: str | list[str] | None = None, target: str | int | None = None,
-              val_path: str | list[str] | None = None, test_path: str | list[str] | None = None,
-              task: Task = "auto", max_classes: int = 20, missing: Literal["error", "drop", "mean"] = "error",
-              na_values: list[str] = ("", "NA", "N/A", "NaN", "nan", "null"), drop: list[str | int] = (),
-              categorical: list[str | int] = (),
-              max_categories: int = 100, delimiter: str = ",", standardize_target: bool = True,
-              fractions: list[float] = (0.6, 0.2, 0.2), stratify: bool = False) -> DataBundle:
-    """Features (N, F) float32: numeric columns standardized by the train split, then one-hot blocks."""
+def header_of(path: Path, delimiter: str) -> list[str] | None:
+    """The first line's column names (None if the file cannot be read: the builder then says why)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            return [h.strip() for h in next(csv.reader(handle, delimiter=delimiter), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+
+
+def columns_exist(**options: Any) -> None:
+    """At the door: the files are there and the first one's header has the target and every named column."""
+    path, target = options["path"], options["target"]
     check(path is not None, "data=csv needs data.path=/path/to/table.csv (or a list of files with the same columns)")
     check(target is not None, "data=csv needs data.target=COLUMN: the name of the column to predict")
-    check(max_classes >= 2, f"data.max_classes={max_classes} must be >= 2")
-    check(max_categories >= 1, f"data.max_categories={max_categories} must be >= 1")
-    check(len(delimiter) == 1, f"data.delimiter={delimiter!r} must be one character")
-    check_fractions(list(fractions))
+    problems = Problems()
+    with problems.collect():
+        check_files("a CSV file", path=path, val_path=options["val_path"], test_path=options["test_path"])
+    first = Path(path if isinstance(path, str) else (list(path) or [""])[0]).expanduser()
+    header = header_of(first, options["delimiter"]) if first.is_file() else None
+    with problems.collect():
+        if header:
+            feature_columns(Table(header, [], [(first, 1)]), str(target), [str(d) for d in options["drop"]],
+                            [str(c) for c in options["categorical"]])
+    problems.raise_if_any()
+
+
+@DATASETS.register("csv", inputs=columns_exist, task=task_of)
+def build_csv(*, seed: int, path: str | list[str] | None = None, target: str | int | None = None,
+              val_path: str | list[str] | None = None, test_path: str | list[str] | None = None,
+              task: Task = "auto", max_classes: Annotated[int, Range(ge=2)] = 20,
+              missing: Literal["error", "drop", "mean"] = "error",
+              na_values: list[str] = ("", "NA", "N/A", "NaN", "nan", "null"), drop: list[str | int] = (),
+              categorical: list[str | int] = (), max_categories: Annotated[int, Positive] = 100,
+              delimiter: Annotated[str, Check(lambda d: len(d) == 1, "must be one character")] = ",",
+              standardize_target: bool = True, fractions: Fractions = (0.6, 0.2, 0.2),
+              stratify: bool = False) -> DataBundle:
+    """Features (N, F) float32: numeric columns standardized by the train split, then one-hot blocks."""
+    check(path is not None and target is not None, "data=csv needs data.path=FILE and data.target=COLUMN")
     tables = aligned_tables({"train": path, "val": val_path, "test": test_path}, delimiter)
     target, forced = str(target), [str(c) for c in categorical]
     features = feature_columns(tables["train"], target, [str(d) for d in drop], forced)

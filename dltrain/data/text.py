@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Split, check_fractions
+from dltrain.data import DATASETS, DataBundle, Fractions, Split, check_files, check_fractions
 from dltrain.registry import ConfigError, check, first_line
+from dltrain.rules import Positive
 
 
 def windows(ids: torch.Tensor, seq_len: int) -> Split:
@@ -17,16 +19,21 @@ def windows(ids: torch.Tensor, seq_len: int) -> Split:
     return Split(x, y)
 
 
-@DATASETS.register("text")
-def build_text(*, seed: int, path: str, seq_len: int = 64, fractions: list[float] = (0.8, 0.1, 0.1)) -> DataBundle:
-    """The corpus is split contiguously (train, then val, then test) so no window leaks across splits."""
+def corpus_exists(**options: Any) -> None:
+    check_files("a UTF-8 text file (data.path=/path/to/corpus.txt)", path=options["path"])
+
+
+@DATASETS.register("text", inputs=corpus_exists, task="language_model")
+def build_text(*, seed: int, path: str, seq_len: Annotated[int, Positive] = 64,
+               fractions: Fractions = (0.8, 0.1, 0.1)) -> DataBundle:
+    """The corpus is split contiguously (train, then val, then test) so no window leaks across splits; `seq_len`
+    characters per sample."""
     file = Path(path).expanduser()
-    check(file.is_file(), f"data.path={path} is not a file; give a UTF-8 text file (data.path=/path/to/corpus.txt)")
+    corpus_exists(path=path)
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"data.path={path} is not readable UTF-8 text ({first_line(err)})") from None
-    check(seq_len >= 1, f"data.seq_len={seq_len} must be >= 1 (characters)")
     check(len(text) > seq_len, f"data.path={path} has {len(text)} characters: too short for seq_len={seq_len}")
     vocab = sorted(set(text))
     index = {c: i for i, c in enumerate(vocab)}

@@ -58,14 +58,15 @@ class Generative(Protocol):
 class ModelRegistry(Registry):
     """The model registry: its traits must be fields of ModelTraits, so a typo fails at import time."""
 
-    def register(self, name: str, **traits: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(self, name: str, check: Callable[..., None] | None = None, inputs: Callable[..., None] | None = None,
+                 **traits: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         unknown = sorted(set(traits) - set(TRAIT_NAMES))
         if unknown:
             raise TypeError(f"model '{name}': unknown trait(s) {', '.join(unknown)}; valid: {', '.join(TRAIT_NAMES)}")
         wrong = sorted(k for k, v in traits.items() if not isinstance(v, bool))
         if wrong:
             raise TypeError(f"model '{name}': trait(s) {', '.join(wrong)} must be True or False")
-        return super().register(name, **traits)
+        return super().register(name, check, inputs, **traits)
 
 
 MODELS = ModelRegistry("model", runtime=("in_shape", "num_outputs", "vocab_size", "per_step"))

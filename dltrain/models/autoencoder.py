@@ -7,15 +7,16 @@ denoising variant set the top-level `denoise` noise level (the task corrupts the
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
 from dltrain.models import MODELS
 from dltrain.models.layers import activation as make_activation
-from dltrain.models.layers import init_weights, linear_stack
+from dltrain.models.layers import Activation, Init, check_init_options, init_weights, linear_stack
 from dltrain.registry import check
+from dltrain.rules import NonEmpty, Positive
 
 
 class AutoEncoder(nn.Module):
@@ -52,20 +53,20 @@ def conv_parts(in_shape: tuple[int, ...], channels: list[int], bottleneck: int, 
     return down, up
 
 
-@MODELS.register("autoencoder")
+@MODELS.register("autoencoder", check=check_init_options)
 def build_autoencoder(*, in_shape: tuple[int, ...], num_outputs: int, variant: Literal["mlp", "conv"] = "mlp",
-                      hidden: list[int] = (256, 64), channels: list[int] = (16, 32), bottleneck: int = 32,
-                      activation: str = "relu", slope: float = 0.01, output: Literal["linear", "sigmoid"] = "linear",
-                      init: str = "default", init_args: dict | None = None) -> nn.Module:
-    """`bottleneck` is the code size (units); `output: sigmoid` squashes reconstructions into [0, 1]."""
-    check(bottleneck > 0, f"model.bottleneck={bottleneck} must be > 0")
+                      hidden: Annotated[list[int], Positive] = (256, 64),
+                      channels: Annotated[list[int], Positive, NonEmpty] = (16, 32),
+                      bottleneck: Annotated[int, Positive] = 32, activation: Activation = "relu", slope: float = 0.01,
+                      output: Literal["linear", "sigmoid"] = "linear", init: Init = "default",
+                      init_args: dict | None = None) -> nn.Module:
+    """`bottleneck` is the code size (units); `hidden` (mlp) and `channels` (conv) the widths of the encoder's layers;
+    `output: sigmoid` squashes reconstructions into [0, 1]."""
     if variant == "conv":
         check(len(in_shape) == 3, f"model.variant=conv needs images (channels, height, width); the data gives {in_shape}")
-        check(len(channels) > 0 and all(c > 0 for c in channels), f"model.channels={list(channels)} must be > 0")
         down, up = conv_parts(tuple(in_shape), list(channels), bottleneck, activation, slope)
         encoder, decoder = nn.Sequential(*down), nn.Sequential(*up)
     else:
-        check(all(h > 0 for h in hidden), f"model.hidden={list(hidden)} must be positive widths")
         sizes = [math.prod(in_shape), *hidden, bottleneck]
         encoder = nn.Sequential(nn.Flatten(), *linear_stack(sizes, activation, slope))  # ends in the bare code
         decoder = nn.Sequential(*linear_stack(sizes[::-1], activation, slope))

@@ -7,33 +7,33 @@ MNIST example net is two 3x3 convs (32, 64), one pool, dropout 0.25, head 128 wi
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from torch import nn
 
 from dltrain.models import MODELS
 from dltrain.models.layers import activation as make_activation
-from dltrain.models.layers import init_weights, linear_stack
+from dltrain.models.layers import Activation, Init, check_init_options, init_weights, linear_stack
 from dltrain.registry import check
+from dltrain.rules import Fraction, NonEmpty, NonNegative, Positive
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-@MODELS.register("cnn", channels_last=True)  # conv nets run faster in NHWC on GPUs
-def build_cnn(*, in_shape: tuple[int, ...], num_outputs: int, channels: list[int], kernel_size: int = 5,
-              stride: int = 1, padding: int = 2, pool: Literal["max", "avg", "none"] = "max", pool_size: int = 2,
-              pool_every: int = 1, conv_dropout: float = 0.0, head: list[int] | None = None, activation: str = "relu",
-              slope: float = 0.01, dropout: float = 0.0, batch_norm: bool = False, init: str = "default",
-              init_args: dict | None = None) -> nn.Module:
-    """Conv blocks with `channels[i]` output channels each, a pool after every `pool_every`-th block (and after the
-    last); `conv_dropout` after the conv stack; `head` lists the hidden widths of the head."""
+@MODELS.register("cnn", check=check_init_options, channels_last=True)  # conv nets run faster in NHWC on GPUs
+def build_cnn(*, in_shape: tuple[int, ...], num_outputs: int, channels: Annotated[list[int], Positive, NonEmpty],
+              kernel_size: Annotated[int, Positive] = 5, stride: Annotated[int, Positive] = 1,
+              padding: Annotated[int, NonNegative] = 2, pool: Literal["max", "avg", "none"] = "max",
+              pool_size: Annotated[int, Positive] = 2, pool_every: Annotated[int, Positive] = 1,
+              conv_dropout: Annotated[float, Fraction] = 0.0, head: Annotated[list[int], Positive] | None = None,
+              activation: Activation = "relu", slope: float = 0.01, dropout: Annotated[float, Fraction] = 0.0,
+              batch_norm: bool = False, init: Init = "default", init_args: dict | None = None) -> nn.Module:
+    """Conv blocks with `channels[i]` output channels each (kernel_size, stride, padding and pool_size in pixels), a
+    pool after every `pool_every`-th block (and after the last); `conv_dropout` after the conv stack; `head` lists the
+    hidden widths of the head."""
     check(len(in_shape) == 3, f"model=cnn needs image inputs (channels, height, width); the data gives {in_shape}")
-    check(len(channels) > 0 and all(c > 0 for c in channels), f"model.channels must be positive widths, got {channels}")
-    check(0.0 <= dropout < 1.0, f"model.dropout={dropout} must be in [0, 1)")
-    check(0.0 <= conv_dropout < 1.0, f"model.conv_dropout={conv_dropout} must be in [0, 1)")
-    check(pool_every >= 1, f"model.pool_every={pool_every} must be >= 1 (conv blocks per pool)")
     layers: list[nn.Module] = []
     c, h, w = in_shape
     for i, out in enumerate(channels):

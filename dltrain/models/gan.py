@@ -9,16 +9,16 @@ gives each network exactly its own gradient, and DDP sees one ordinary forward.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from dltrain.models import MODELS
-from dltrain.models.layers import init_weights, linear_stack
+from dltrain.models.layers import Activation, Init, check_init_options, init_weights, linear_stack
 from dltrain.optim import ParamGroup
-from dltrain.registry import check
+from dltrain.rules import Fraction, Positive
 
 
 class GAN(nn.Module):
@@ -47,15 +47,16 @@ class GAN(nn.Module):
                 ParamGroup(list(self.discriminator.parameters()), self.d_lr_scale)]
 
 
-@MODELS.register("gan", generative=True)
-def build_gan(*, in_shape: tuple[int, ...], num_outputs: int, latent_dim: int = 64, g_hidden: list[int] = (128, 256),
-              d_hidden: list[int] = (256, 128), activation: str = "leaky_relu", slope: float = 0.2,
-              d_dropout: float = 0.0, output: Literal["tanh", "linear"] = "linear", g_lr_scale: float = 1.0,
-              d_lr_scale: float = 1.0, init: str = "default", init_args: dict | None = None) -> nn.Module:
-    """`num_outputs` is ignored: the discriminator has one logit, the generator the data's sample shape."""
-    check(latent_dim > 0, f"model.latent_dim={latent_dim} must be > 0")
-    check(0.0 <= d_dropout < 1.0, f"model.d_dropout={d_dropout} must be in [0, 1)")
-    check(g_lr_scale > 0 and d_lr_scale > 0, "model.g_lr_scale and model.d_lr_scale must be > 0")
+@MODELS.register("gan", check=check_init_options, generative=True)
+def build_gan(*, in_shape: tuple[int, ...], num_outputs: int, latent_dim: Annotated[int, Positive] = 64,
+              g_hidden: Annotated[list[int], Positive] = (128, 256),
+              d_hidden: Annotated[list[int], Positive] = (256, 128),
+              activation: Activation = "leaky_relu", slope: float = 0.2, d_dropout: Annotated[float, Fraction] = 0.0,
+              output: Literal["tanh", "linear"] = "linear", g_lr_scale: Annotated[float, Positive] = 1.0,
+              d_lr_scale: Annotated[float, Positive] = 1.0, init: Init = "default",
+              init_args: dict | None = None) -> nn.Module:
+    """`num_outputs` is ignored: the discriminator has one logit, the generator the data's sample shape. `latent_dim`
+    and the hidden widths are in units; `g_lr_scale`/`d_lr_scale` multiply optim.lr for each network."""
     features = math.prod(in_shape)
     g_layers = linear_stack([latent_dim, *g_hidden, features], activation, slope)
     if output == "tanh":

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from typing import Annotated, Any
 
+import torch
 from torch import nn
 
 from dltrain.registry import ConfigError, check, first_line
+from dltrain.rules import Check
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "gelu", "elu", "identity")
 # init scheme -> torch.nn.init function; its own keyword names (mean/std, a/b, val, ...) are init_args.
@@ -21,6 +24,23 @@ INITS = {
     "ones": nn.init.ones_,
     "constant": nn.init.constant_,
 }
+
+Activation = Annotated[str, Check(lambda name: name in ACTIVATIONS,
+                                  f"is not an activation; valid: {', '.join(ACTIVATIONS)}")]
+Init = Annotated[str, Check(lambda name: name == "default" or name in INITS,
+                            f"is not an init scheme; valid: default, {', '.join(INITS)}")]
+
+
+def check_init_options(**options: Any) -> None:
+    """The registration `check` of every model family: init_args must be arguments of the chosen init, with values
+    it takes (tried on a small weight at the door, not found first when the model is built)."""
+    scheme, init_args = options["init"], options.get("init_args")
+    check_init(scheme, init_args)
+    if scheme != "default" and init_args:
+        try:
+            INITS[scheme](torch.empty(4, 4), **init_args)
+        except (TypeError, ValueError, RuntimeError) as err:  # torch's own range checks raise RuntimeError
+            raise ConfigError(f"model.init_args={init_args} do not fit init={scheme}: {first_line(err)}") from None
 
 
 def activation(name: str, slope: float = 0.01) -> nn.Module:

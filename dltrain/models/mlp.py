@@ -2,22 +2,20 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 from torch import nn
 
 from dltrain.models import MODELS
-from dltrain.models.layers import init_weights, linear_stack
-from dltrain.registry import check
+from dltrain.models.layers import Activation, Init, check_init_options, init_weights, linear_stack
+from dltrain.rules import Fraction, NonEmpty, Positive
 
 
-@MODELS.register("mlp")
-def build_mlp(*, in_shape: tuple[int, ...], num_outputs: int, hidden: list[int], activation: str = "relu",
-              slope: float = 0.01, dropout: float = 0.0, batch_norm: bool = False, init: str = "default",
-              init_args: dict | None = None) -> nn.Module:
+@MODELS.register("mlp", check=check_init_options)
+def build_mlp(*, in_shape: tuple[int, ...], num_outputs: int, hidden: Annotated[list[int], Positive, NonEmpty],
+              activation: Activation = "relu", slope: float = 0.01, dropout: Annotated[float, Fraction] = 0.0,
+              batch_norm: bool = False, init: Init = "default", init_args: dict | None = None) -> nn.Module:
     """`hidden` are the widths of the hidden layers; the output layer has `num_outputs` units (logits)."""
-    check(len(hidden) > 0, "model.hidden must list at least one layer width, e.g. [128, 64]")
-    check(all(h > 0 for h in hidden), f"model.hidden widths must be positive, got {hidden}")
-    check(0.0 <= dropout < 1.0, f"model.dropout={dropout} must be in [0, 1)")
     sizes = [math.prod(in_shape), *hidden, num_outputs]
     model = nn.Sequential(nn.Flatten(), *linear_stack(sizes, activation, slope, dropout, batch_norm))
     init_weights(model, init, init_args)

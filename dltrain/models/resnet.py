@@ -2,15 +2,16 @@
 (1x1-conv projections where the shape changes), batch norm, global average pooling. Default: ResNet-18."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import nn
 
 from dltrain.models import MODELS
 from dltrain.models.layers import activation as make_activation
-from dltrain.models.layers import init_weights
+from dltrain.models.layers import Activation, Init, check_init_options, init_weights
 from dltrain.registry import check
+from dltrain.rules import NonEmpty, Positive
 
 
 def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:
@@ -36,15 +37,22 @@ class Block(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
-@MODELS.register("resnet", channels_last=True)  # conv nets run faster in NHWC on GPUs
+def check_stages(**options: Any) -> None:
+    """One width per stage; and the init scheme's arguments."""
+    layers, widths = list(options["layers"]), list(options["widths"])
+    check(len(layers) == len(widths), f"model.layers={layers} and model.widths={widths} must be of the same length "
+          "(one entry per stage)")
+    check_init_options(**options)
+
+
+@MODELS.register("resnet", check=check_stages, channels_last=True)  # conv nets run faster in NHWC on GPUs
 def build_resnet(*, in_shape: tuple[int, ...], num_outputs: int, block: Literal["basic", "bottleneck"] = "basic",
-                 layers: list[int] = (2, 2, 2, 2), widths: list[int] = (64, 128, 256, 512), activation: str = "relu",
-                 slope: float = 0.01, init: str = "default", init_args: dict | None = None) -> nn.Module:
-    """`layers[i]` blocks of width `widths[i]`; every stage after the first halves the resolution."""
+                 layers: Annotated[list[int], Positive, NonEmpty] = (2, 2, 2, 2),
+                 widths: Annotated[list[int], Positive, NonEmpty] = (64, 128, 256, 512),
+                 activation: Activation = "relu", slope: float = 0.01, init: Init = "default",
+                 init_args: dict | None = None) -> nn.Module:
+    """`layers[i]` blocks of width `widths[i]` (channels); every stage after the first halves the resolution."""
     check(len(in_shape) == 3, f"model=resnet needs image inputs (channels, height, width); the data gives {in_shape}")
-    check(len(layers) == len(widths) and len(layers) > 0, f"model.layers {list(layers)} and model.widths "
-          f"{list(widths)} must be non-empty and of the same length (one entry per stage)")
-    check(all(n > 0 for n in layers) and all(w > 0 for w in widths), "model.layers and model.widths must be > 0")
     c = widths[0]
     modules: list[nn.Module] = [*conv_bn(in_shape[0], c, 3), make_activation(activation, slope)]
     for stage, (count, width) in enumerate(zip(layers, widths)):

@@ -6,14 +6,15 @@ sequences (N, T, F) (or (N, T), read as F = 1). The output is per sequence from 
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
 from dltrain.models import MODELS
-from dltrain.models.layers import init_weights
+from dltrain.models.layers import Init, check_init_options, init_weights
 from dltrain.registry import check
+from dltrain.rules import Fraction, Positive
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -50,9 +51,6 @@ def build_sequence_net(cell: str, in_shape: tuple[int, ...], num_outputs: int, h
                        activation: str, init: str, init_args: dict | None) -> nn.Module:
     check(len(in_shape) in (1, 2), f"model={cell} needs sequences (steps,) or (steps, features); the data gives "
           f"{in_shape} (sequence data: adding, digit_rows, sine, text)")
-    check(hidden_size > 0 and num_layers > 0, "model.hidden_size and model.num_layers must be > 0")
-    check(0.0 <= dropout < 1.0, f"model.dropout={dropout} must be in [0, 1)")
-    check(activation in ("tanh", "relu"), f"model.activation={activation}: a recurrent cell takes tanh or relu")
     check(not per_step or not bidirectional, "model.bidirectional=true would let a language model see the next "
           "token; use bidirectional=false")
     features = 1 if len(in_shape) == 1 else in_shape[1]
@@ -63,12 +61,14 @@ def build_sequence_net(cell: str, in_shape: tuple[int, ...], num_outputs: int, h
 
 
 def _register(cell: str) -> None:
-    @MODELS.register(cell)
-    def build(*, in_shape: tuple[int, ...], num_outputs: int, hidden_size: int = 128, num_layers: int = 1,
-              bidirectional: bool = False, dropout: float = 0.0, embed_dim: int = 64,
-              activation: Literal["tanh", "relu"] = "tanh", init: str = "default", init_args: dict | None = None,
+    @MODELS.register(cell, check=check_init_options)
+    def build(*, in_shape: tuple[int, ...], num_outputs: int, hidden_size: Annotated[int, Positive] = 128,
+              num_layers: Annotated[int, Positive] = 1, bidirectional: bool = False,
+              dropout: Annotated[float, Fraction] = 0.0, embed_dim: Annotated[int, Positive] = 64,
+              activation: Literal["tanh", "relu"] = "tanh", init: Init = "default", init_args: dict | None = None,
               vocab_size: int | None = None, per_step: bool = False) -> nn.Module:
-        """`activation` applies to the plain rnn only (LSTM/GRU gates have their own)."""
+        """`activation` applies to the plain rnn only (LSTM/GRU gates have their own); `hidden_size` and `embed_dim`
+        (token inputs) are in units."""
         return build_sequence_net(cell, in_shape, num_outputs, hidden_size, num_layers, bidirectional, dropout,
                                   vocab_size, embed_dim, per_step, activation, init, init_args)
 
