@@ -21,7 +21,7 @@ MARKER = re.compile(r"#.*?\bneeds:\s*(.+)")
 # upper-case words or <...> left is a syntax template (`dltrain runs [DIR]`), not a command to run.
 STARTER_CHOICES = ("mynet", "points", "widths")  # choices only a `dltrain init` project has
 RUN_PLACEHOLDERS = ("outputs/<run>", "outputs/<day>/<time>", "<sweep dir>", "<run>", "RUN", "DIR", "SWEEP")
-TEMPLATE = re.compile(r"<[^>]*>|\[[A-Z]|\.\.\.|/path/to/|\b[A-Z]{3,}\b(?!=)")
+TEMPLATE = re.compile(r"<[^>]*>|\[[A-Z]|\.\.\.|/path/to/|\w\|\w|\b[A-Z]{3,}\b(?!=)")
 
 
 @dataclass(frozen=True)
@@ -124,25 +124,22 @@ def with_run(text: str, run_dir: Path) -> str:
 
 
 def door_problem(args: list[str]) -> str | None:
-    """What `dltrain ARGS` (overrides, -m, Hydra's flags) refuses before it trains, checked in-process."""
+    """What `dltrain ARGS` (overrides, -m, Hydra's flags) refuses before it trains: the CLI's own up-front checks
+    (dltrain/cli.py, in-process), then the config door for a single run."""
+    from dltrain.cli import project_groups, up_front_problem, with_project
     from dltrain.config import RunConfig
-    from dltrain.overrides import first_problem, no_cluster, stray_word, two_modes, unreadable
+    from dltrain.overrides import config_dir_problem, expand_globs
     from dltrain.registry import ConfigError
     from tests.conftest import compose
 
     multirun = any(a in ("-m", "--multirun") for a in args)
-    if two_modes(args):
-        return two_modes(args)
-    others, skip = [], False
-    for arg in args:  # Hydra's flags and their values (--cfg job) are Hydra's to parse
-        if skip or arg in ("-m", "--multirun"):
-            skip = False
-        elif arg.startswith("-"):
-            skip = arg in ("--cfg", "-c", "--info", "-i", "--package", "-p")
-        else:
-            others.append(arg)
-    problem = stray_word(others) or unreadable(others) or no_cluster(others) or first_problem(others, multirun)
-    if problem or multirun:
+    problem = config_dir_problem(args)
+    flags = [a for a in args if a in ("-m", "--multirun")]
+    others = with_project([a for a in args if a not in ("-m", "--multirun")])
+    if multirun and problem is None:
+        others, problem = expand_globs(others, project_groups())
+    problem = problem or up_front_problem([*flags, *others], others, multirun)
+    if problem or multirun or any(a.startswith("-") for a in others):
         return problem
     try:
         RunConfig.parse(compose([a for a in others if not a.startswith("hydra")]))
