@@ -137,8 +137,10 @@ def predict_cases(tmp: Path, run_dir: Path | None) -> list[Case]:
 
 def run_case(case: Case, tmp: Path, timeout: float) -> Case:
     run_dir = Path(tempfile.mkdtemp(dir=tmp))
+    asked = {a.split("=", 1)[0].lstrip("+~") for a in case.args}  # the case's own keys win over the defaults here
+    extra = [a for a in [*QUICK, f"hydra.run.dir={run_dir}"] if a.split("=", 1)[0] not in asked]
     args = case.args if case.args[:1] in (["predict"], ["-m"]) or case.args[:1] == ["--config-dir"] else \
-        [*case.args, *QUICK, f"hydra.run.dir={run_dir}"]
+        [*case.args, *extra]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     started = time.monotonic()
     try:
