@@ -71,10 +71,13 @@ def choose(flops_per_step: int, cores: int, explicit: int | None = None, recorde
            pinned: int | None = None) -> ThreadChoice:
     """The thread count of a run, first of: trainer.threads (`explicit`), the count the resumed run recorded,
     OMP_NUM_THREADS (`pinned`), the rule on this process's forward FLOPs per step and its `cores`."""
-    for count, source in ((explicit, "trainer.threads"), (recorded, "resumed run"), (pinned, "OMP_NUM_THREADS")):
-        if count:
-            return ThreadChoice(count, source, flops_per_step)
-    return ThreadChoice(auto_threads(flops_per_step, cores), "rule", flops_per_step)
+    if explicit:
+        return ThreadChoice(explicit, "trainer.threads", flops_per_step)
+    fresh = ThreadChoice(pinned, "OMP_NUM_THREADS", flops_per_step) if pinned else \
+        ThreadChoice(auto_threads(flops_per_step, cores), "rule", flops_per_step)
+    if recorded and recorded != fresh.threads:  # the same count from the same source reads the same in metrics.json
+        return ThreadChoice(recorded, "resumed run", flops_per_step)
+    return fresh
 
 
 def recorded_threads(resume: str) -> int | None:
