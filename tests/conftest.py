@@ -46,6 +46,14 @@ def cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = Non
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
+def write_files(root: Path, files: dict[str, str]) -> Path:
+    """A folder of text files (a user's project): {relative path: text}; returns `root`."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
 def load_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar tag in the run's TensorBoard event files, read back with TensorBoard's own reader."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

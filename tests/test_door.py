@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from dltrain.registry import ConfigError
-from tests.conftest import cli, compose, parse
+from tests.conftest import cli, compose, parse, write_files
 
 
 def one_line_errors(result, code: int = 2) -> list[str]:
@@ -229,10 +229,7 @@ def build_model(*, in_shape, num_outputs, width: Annotated[int, Positive] = 8, m
 
 @pytest.fixture
 def project(tmp_path) -> Path:
-    for name, text in PROJECT.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    return tmp_path
+    return write_files(tmp_path, PROJECT)
 
 
 def test_a_users_builder_declares_its_rules_and_every_mistake_comes_before_its_data(project) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dltrain import checkpoint
-from tests.conftest import cli
+from tests.conftest import cli, write_files
 
 QUICK = ["trainer.max_epochs=2", "trainer.log_every_n_steps=0"]
 
@@ -153,10 +153,7 @@ class EpochCounter(Callback):
 
 @pytest.fixture
 def wide_project(tmp_path) -> Path:
-    for name, text in USER_FILES.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    return tmp_path
+    return write_files(tmp_path, USER_FILES)
 
 
 def test_a_user_model_class_trains_with_ddp_resumes_bit_exactly_and_exports(wide_project) -> None:
