@@ -87,9 +87,9 @@ def child(args: argparse.Namespace) -> None:
     import torch
     from hydra import compose, initialize_config_dir
 
-    from dltrain import train as train_module
-    from dltrain.conf_dirs import config_dir
-    from dltrain.config import RunConfig, to_plain
+    from dltrain.run import train as train_module
+    from dltrain.run.conf_dirs import config_dir
+    from dltrain.run.config import RunConfig, to_plain
 
     torch.set_num_threads(args.threads)
     threshold = 1e9 if args.mode.startswith("in_memory") else args.size_mb / 4

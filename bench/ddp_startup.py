@@ -31,7 +31,7 @@ def nothing(join: bool) -> None:
 
 
 def launch_only(join: bool) -> None:
-    from dltrain import dist
+    from dltrain.core import dist
 
     dist.launch(2, nothing, join)
 
@@ -48,7 +48,7 @@ def parts(epochs: int) -> dict[str, list[str]]:
     return {
         "python -c pass": [PYTHON, "-c", "pass"],
         "import torch": [PYTHON, "-c", "import torch"],
-        "import what a worker runs (dltrain.train)": [PYTHON, "-c", "import dltrain.train"],
+        "import what a worker runs (dltrain.run.train)": [PYTHON, "-c", "import dltrain.run.train"],
         "launch 2 workers that do nothing": [PYTHON, __file__, "--launch-only", "0"],
         "launch 2 workers that join a gloo group": [PYTHON, __file__, "--launch-only", "1"],
         f"dltrain, 1 process, {epochs} epoch(s)": [DLTRAIN, *run, "hydra.run.dir=one"],

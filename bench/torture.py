@@ -42,10 +42,10 @@ def child(args: list[str]) -> None:
     """Run `dltrain ARGS` with every atomic write logged (and, if asked, a SIGKILL at write K, phase P)."""
     log = os.open(os.environ["TORTURE_LOG"], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     nth, _, phase = (os.environ.get("TORTURE_KILL") or "0:").partition(":")
-    import dltrain.checkpoint
-    import dltrain.files
+    import dltrain.core.checkpoint
+    import dltrain.core.files
 
-    original, count = dltrain.files.write_atomic, [0]
+    original, count = dltrain.core.files.write_atomic, [0]
 
     def note(text: str) -> None:
         os.write(log, f"{time.monotonic():.6f} {text}\n".encode())  # unbuffered: it survives the kill
@@ -69,8 +69,8 @@ def child(args: list[str]) -> None:
         die_at(n, "renamed")
         note(f"leave {n} {path.name}")
 
-    dltrain.files.write_atomic = dltrain.checkpoint.write_atomic = traced  # checkpoint imported it by name
-    from dltrain.cli import main
+    dltrain.core.files.write_atomic = dltrain.core.checkpoint.write_atomic = traced  # checkpoint imported it by name
+    from dltrain.cli.main import main
 
     sys.argv = ["dltrain", *args]
     main()
@@ -163,7 +163,7 @@ def problems(run_dir: Path, ref: Path) -> list[str]:
     """How the recovered run differs from the uninterrupted one (nothing, ideally)."""
     import torch
 
-    from dltrain import checkpoint
+    from dltrain.core import checkpoint
 
     found = []
     ours, theirs = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, ref))

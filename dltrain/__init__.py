@@ -6,20 +6,48 @@ itself imports no torch (the CLI's --help stays fast); the names load on first u
 """
 from __future__ import annotations
 
+import importlib
+import importlib.abc
+import importlib.util
+import sys
 from collections.abc import Callable
 from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY = {"DataBundle": "dltrain.data", "Split": "dltrain.data", "Callback": "dltrain.engine",
-         "State": "dltrain.engine", "ParamGroup": "dltrain.optim", "Generative": "dltrain.models",
-         "ConfigError": "dltrain.registry", "check": "dltrain.registry"}
+_LAZY = {"DataBundle": "dltrain.data", "Split": "dltrain.data", "Callback": "dltrain.core.engine",
+         "State": "dltrain.core.engine", "ParamGroup": "dltrain.core.optim", "Generative": "dltrain.models",
+         "ConfigError": "dltrain.core.registry", "check": "dltrain.core.registry"}
+
+# Module paths from before the wings (core/, run/, ...) that user projects import: each is the same module object
+# as its new home (not a copy), so `dltrain.dist.is_main` and `dltrain.core.dist.is_main` are one function.
+MOVED = {"dltrain.dist": "dltrain.core.dist", "dltrain.rules": "dltrain.core.rules",
+         "dltrain.callbacks": "dltrain.core.callbacks", "dltrain.engine": "dltrain.core.engine",
+         "dltrain.tasks": "dltrain.core.tasks", "dltrain.optim": "dltrain.core.optim",
+         "dltrain.sched": "dltrain.core.sched", "dltrain.registry": "dltrain.core.registry",
+         "dltrain.plugins": "dltrain.run.plugins", "dltrain.preprocess": "dltrain.tools.preprocess"}
+
+
+class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports an old path (MOVED) as the module at its new home; Python's own import does the rest."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        return importlib.util.spec_from_loader(fullname, self) if fullname in MOVED else None
+
+    def create_module(self, spec: Any) -> Any:
+        return importlib.import_module(MOVED[spec.name])
+
+    def exec_module(self, module: Any) -> None:
+        """The module ran at its new home already."""
+
+
+sys.meta_path.append(_MovedFinder())
 
 
 def register_model(name: str, *, channels_last: bool = False, generative: bool = False,
                    check: Callable[..., None] | None = None) -> Callable[[Any], Any]:
     """`@register_model("mynet")` on `build(*, in_shape, num_outputs, **your_yaml_keys) -> nn.Module`. Value rules sit
-    in the keys' types (`width: Annotated[int, Positive]`, dltrain.rules); `check(**options)` checks several at once."""
+    in the keys' types (`width: Annotated[int, Positive]`, dltrain.core.rules); `check(**options)` checks several at once."""
     from dltrain.models import MODELS
 
     return MODELS.register(name, check, channels_last=channels_last, generative=generative)
@@ -38,21 +66,19 @@ def register_data(name: str, *, task: str | Callable[..., str | None] | None = N
 
 def register_task(name: str) -> Callable[[Any], Any]:
     """`@register_task("mytask")` on `build(*, loss, label_smoothing, denoise) -> Task` (see dltrain/tasks.py)."""
-    from dltrain.tasks import TASKS
+    from dltrain.core.tasks import TASKS
 
     return TASKS.register(name)
 
 
 def register_callback(name: str) -> Callable[[Any], Any]:
     """`@register_callback("mylogger")` on a `Callback` subclass whose __init__ takes its YAML options."""
-    from dltrain.callbacks import CALLBACKS
+    from dltrain.core.callbacks import CALLBACKS
 
     return CALLBACKS.register(name)
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'dltrain' has no attribute {name!r}")

@@ -18,8 +18,8 @@ def compose(overrides: list[str] = ()) -> dict[str, Any]:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from dltrain.conf_dirs import config_dir
-    from dltrain.config import to_plain
+    from dltrain.run.conf_dirs import config_dir
+    from dltrain.run.config import to_plain
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return to_plain(hydra_compose("config", overrides=list(overrides)))
@@ -27,14 +27,14 @@ def compose(overrides: list[str] = ()) -> dict[str, Any]:
 
 def parse(overrides: list[str] = ()) -> Any:
     """The checked RunConfig for these overrides (raises the ConfigError a user would see)."""
-    from dltrain.config import RunConfig
+    from dltrain.run.config import RunConfig
 
     return RunConfig.parse(compose(overrides))
 
 
 def run(overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """A real in-process run of `dltrain OVERRIDES` into run_dir; returns its metrics.json content."""
-    from dltrain.train import run_job
+    from dltrain.run.train import run_job
 
     return run_job(parse(overrides), run_dir, list(overrides))
 

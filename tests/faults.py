@@ -26,16 +26,16 @@ def worker_dies_on_rank_1(config: Any, run_dir: str, overrides: list[str]) -> No
 
     if os.environ.get("RANK") == "1":
         threading.Thread(target=kill_when_saved, daemon=True).start()
-    from dltrain.train import worker
+    from dltrain.run.train import worker
 
     worker(config, run_dir, overrides)
 
 
 def dead_worker_cli() -> None:
-    import dltrain.train
-    from dltrain.cli import main
+    import dltrain.run.train
+    from dltrain.cli.main import main
 
-    dltrain.train.worker = worker_dies_on_rank_1
+    dltrain.run.train.worker = worker_dies_on_rank_1
     sys.argv = ["dltrain", *sys.argv[1:]]
     main()
 
@@ -64,7 +64,7 @@ def failing_writes_cli() -> None:
 
     os.fsync = failing(os.fsync, at_create=False)
     tempfile.mkstemp = failing(tempfile.mkstemp, at_create=True)
-    from dltrain.cli import main
+    from dltrain.cli.main import main
 
     sys.argv = ["dltrain", *sys.argv[1:]]
     main()
@@ -78,7 +78,7 @@ def run_dir_deleted_cli() -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from dltrain import Callback, register_callback
-    from dltrain.cli import main
+    from dltrain.cli.main import main
 
     @register_callback("delete_run_dir")
     class DeleteRunDir(Callback):
@@ -118,7 +118,7 @@ def signal_inside_save_cli() -> None:
         return real_save(obj, file, *args, **kwargs)
 
     torch.save = save
-    from dltrain.cli import main
+    from dltrain.cli.main import main
 
     sys.argv = ["dltrain", *sys.argv[1:]]
     main()
@@ -131,9 +131,9 @@ def swallowed_signal_cli() -> None:
     import signal
     import time
 
-    import dltrain.train
+    import dltrain.run.train
 
-    real_build, sig = dltrain.train.build, getattr(signal, os.environ["DLTRAIN_TEST_SIGNAL"])
+    real_build, sig = dltrain.run.train.build, getattr(signal, os.environ["DLTRAIN_TEST_SIGNAL"])
 
     def build(config: Any) -> Any:
         parts = real_build(config)
@@ -145,8 +145,8 @@ def swallowed_signal_cli() -> None:
                 raise RecursionError("maximum recursion depth exceeded") from None
         return parts
 
-    dltrain.train.build = build
-    from dltrain.cli import main
+    dltrain.run.train.build = build
+    from dltrain.cli.main import main
 
     sys.argv = ["dltrain", *sys.argv[1:]]
     main()
@@ -159,7 +159,7 @@ def signal_after_epoch_cli() -> None:
     import signal
     import time
 
-    from dltrain.callbacks import Checkpointer
+    from dltrain.core.callbacks import Checkpointer
 
     real_end, epoch = Checkpointer.on_epoch_end, int(os.environ["DLTRAIN_TEST_EPOCH"])
     sig = getattr(signal, os.environ["DLTRAIN_TEST_SIGNAL"])
@@ -171,7 +171,7 @@ def signal_after_epoch_cli() -> None:
             time.sleep(10)  # the handler raises here (SIGUSR1 is sent on as SIGTERM, which raises)
 
     Checkpointer.on_epoch_end = on_epoch_end
-    from dltrain.cli import main
+    from dltrain.cli.main import main
 
     sys.argv = ["dltrain", *sys.argv[1:]]
     main()

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from dltrain.callbacks import EarlyStopping
-from dltrain.config import parse_early_stopping
-from dltrain.engine import Best, State, restore_best_weights
+from dltrain.core.callbacks import EarlyStopping
+from dltrain.run.config import parse_early_stopping
+from dltrain.core.engine import Best, State, restore_best_weights
 
 BEST_KEYS = ("monitor", "mode", "min_delta", "start_from_epoch", "restore_best")
 
@@ -123,7 +123,7 @@ def test_a_resumed_run_that_already_met_its_rule_stays_stopped() -> None:
 
 def test_options_are_split_by_the_class_that_uses_them() -> None:
     """One definition per option: Best's and EarlyStopping's own signatures, checked at the door."""
-    from dltrain.registry import ConfigError
+    from dltrain.core.registry import ConfigError
 
     parsed = parse_early_stopping({"early_stopping": {"monitor": "val/acc", "mode": "max", "patience": 3}})
     assert parsed.best == {"monitor": "val/acc", "mode": "max"} and parsed.stopping == {"patience": 3}

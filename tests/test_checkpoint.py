@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dltrain import checkpoint
-from dltrain.registry import ConfigError
+from dltrain.core import checkpoint
+from dltrain.core.registry import ConfigError
 from tests.conftest import cli, load_scalars, run
 
 # dropout makes the global RNG state matter; a step schedule makes the epoch counter matter

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from dltrain import cli as cli_module
+from dltrain.cli import main as cli_module
 from tests.conftest import REPO, cli, load_scalars, run
 
 QUICK = ["trainer.max_epochs=2", "model.hidden=[16]", "trainer.log_every_n_steps=0"]
 
 
 def test_help_lists_subcommands_and_groups_without_importing_torch() -> None:
-    code = ("import sys; sys.argv = ['dltrain', '--help']\nfrom dltrain.cli import main\ntry:\n    main()\n"
+    code = ("import sys; sys.argv = ['dltrain', '--help']\nfrom dltrain.cli.main import main\ntry:\n    main()\n"
             "except SystemExit:\n    pass\nprint('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert out.strip().endswith("NO-TORCH")
@@ -147,7 +147,7 @@ def test_non_editable_install_runs_from_any_folder(tmp_path, wheel_site) -> None
     assert (site / "dltrain" / "conf" / "config.yaml").is_file()
     assert (site / "dltrain" / "conf" / "model" / "mlp.yaml").is_file()
     assert (site / "dltrain" / "conf" / "experiment" / "optimizers.yaml").is_file()
-    code = ("import sys; from dltrain.cli import main; from dltrain.config import config_dir; "
+    code = ("import sys; from dltrain.cli.main import main; from dltrain.run.config import config_dir; "
             "print('CONF', config_dir()); sys.argv = ['dltrain', 'experiment=optimizers', 'trainer.max_epochs=1', "
             "'hydra.run.dir=r']; main()")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,

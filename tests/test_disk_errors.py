@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from dltrain import checkpoint, resuming
-from dltrain.files import write_atomic
+from dltrain.core import checkpoint
+
+from dltrain.run import resuming
+from dltrain.core.files import write_atomic
 from tests.conftest import cli
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dltrain import checkpoint
-from dltrain.build import build, make_optimizer, make_settings
+from dltrain.core import checkpoint
+from dltrain.run.build import build, make_optimizer, make_settings
 from tests.conftest import parse, run
 
 SAME = ["model.hidden=[32,16]", "optim=sgd", "optim.lr=0.2", "data.batch_size=50", "trainer.max_epochs=2",
@@ -97,8 +97,8 @@ def test_the_failed_worker_line_names_the_cause_first() -> None:
     other failed; a signal by name; 'see the output' only for a worker that could print one."""
     from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
-    from dltrain.dist import LOST_PEER
-    from dltrain.jobs import worker_failure
+    from dltrain.core.dist import LOST_PEER
+    from dltrain.sweep.jobs import worker_failure
 
     def failed(rank: int, code: int) -> ProcessFailure:
         return ProcessFailure(local_rank=rank, pid=1000 + rank, exitcode=code, error_file="<N/A>")

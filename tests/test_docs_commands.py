@@ -76,7 +76,7 @@ def commands_in(path: Path) -> list[Command]:
 
 def naming_a_subcommand(span: str) -> bool:
     """Prose that names a sub-command (`dltrain eval` reads the saved statistics) rather than typing one."""
-    from dltrain.overrides import SUBCOMMANDS
+    from dltrain.run.overrides import SUBCOMMANDS
 
     words = span.split()
     return len(words) == 2 and words[1] in SUBCOMMANDS and words[1] not in ("runs", "board")
@@ -126,10 +126,10 @@ def with_run(text: str, run_dir: Path) -> str:
 def door_problem(args: list[str]) -> str | None:
     """What `dltrain ARGS` (overrides, -m, Hydra's flags) refuses before it trains: the CLI's own up-front checks
     (dltrain/cli.py, in-process), then the config door for a single run."""
-    from dltrain.cli import project_groups, up_front_problem, with_project
-    from dltrain.config import RunConfig
-    from dltrain.overrides import config_dir_problem, expand_globs
-    from dltrain.registry import ConfigError
+    from dltrain.cli.main import project_groups, up_front_problem, with_project
+    from dltrain.run.config import RunConfig
+    from dltrain.run.overrides import config_dir_problem, expand_globs
+    from dltrain.core.registry import ConfigError
     from tests.conftest import compose
 
     multirun = any(a in ("-m", "--multirun") for a in args)
@@ -152,7 +152,7 @@ def parse_subcommand(args: list[str]) -> None:
     """Parse a sub-command's arguments with typer's own parser (types, required arguments, known options)."""
     import typer.main
 
-    from dltrain.commands import app
+    from dltrain.cli.commands import app
 
     group = typer.main.get_command(app)
     if args[0] in ("--install-completion", "--show-completion"):  # parsing would install it in this shell
@@ -171,7 +171,7 @@ BUILT_IN = [c for c in ALL if not c.in_project]
 
 @pytest.mark.parametrize("command", BUILT_IN, ids=[str(c) for c in BUILT_IN])
 def test_a_documented_command_is_accepted_as_written(command: Command, a_run: Path, monkeypatch) -> None:
-    from dltrain.overrides import SUBCOMMANDS
+    from dltrain.run.overrides import SUBCOMMANDS
 
     if command.needs:
         pytest.skip(f"needs: {command.needs}")

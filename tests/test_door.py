@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dltrain.registry import ConfigError
+from dltrain.core.registry import ConfigError
 from tests.conftest import cli, compose, parse, write_files
 
 
@@ -80,8 +80,8 @@ def test_a_value_rule_of_a_model_or_data_option_is_one_line_at_the_door(args: li
 
 
 def test_every_choice_is_still_valid_under_the_rules() -> None:
-    from dltrain.config import RunConfig
-    from dltrain.conf_dirs import groups
+    from dltrain.run.config import RunConfig
+    from dltrain.run.conf_dirs import groups
 
     for group in ("model", "data"):
         for choice in groups()[group]:
@@ -107,7 +107,7 @@ def test_a_csv_is_checked_at_the_door_with_the_other_mistakes(tmp_path) -> None:
 ])
 def test_a_relative_path_that_is_not_there_says_where_it_was_looked_for(tmp_path, monkeypatch, key, value,
                                                                           message) -> None:
-    from dltrain.config import RunConfig
+    from dltrain.run.config import RunConfig
 
     monkeypatch.chdir(tmp_path)
     group, option = key.split()
@@ -169,7 +169,7 @@ def test_command_lines_that_crashed_or_ran_silently_wrong_are_one_line(tmp_path,
 
 
 def test_an_interpolation_only_a_job_can_resolve_is_left_to_the_job() -> None:
-    from dltrain.overrides import check_overrides
+    from dltrain.run.overrides import check_overrides
 
     assert check_overrides(["trainer.resume=${hydra:runtime.output_dir}"]) is None  # HydraConfig exists in the job
     assert check_overrides(["trainer.seed=${oc.env:DLTRAIN_NO_SUCH_VARIABLE,3}"]) is None  # a default is fine
@@ -201,7 +201,7 @@ import torch
 from torch import nn
 
 from dltrain import DataBundle, Split, register_data, register_model
-from dltrain.rules import Positive
+from dltrain.core.rules import Positive
 
 
 @register_data("probe", task="classification")

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dltrain.data import Split
-from dltrain.engine import LoopSettings, State, train_epoch
-from dltrain.tasks import Classification
+from dltrain.core.engine import LoopSettings, State, train_epoch
+from dltrain.core.tasks import Classification
 
 DATA = Split(torch.randn(10, 4, generator=torch.Generator().manual_seed(1)), torch.arange(10) % 3)
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from dltrain.evaluation import confusion_matrix, evaluate_run, export, load_run
+from dltrain.tools.evaluation import confusion_matrix, evaluate_run, export, load_run
 from tests.conftest import cli, load_scalars, run
 
 QUICK = ["trainer.max_epochs=2", "model.hidden=[32]", "trainer.log_every_n_steps=0"]

@@ -11,14 +11,14 @@ RUN = ["model.hidden=[16]", "trainer.log_every_n_steps=5", "early_stopping.patie
 # The child dies inside the checkpoint write of epoch 3: TensorBoard already holds epoch 3, last.pt epoch 2.
 KILL_AT_EPOCH_3 = """
 import os, sys
-import dltrain.checkpoint as ckpt
+import dltrain.core.checkpoint as ckpt
 save = ckpt.save_atomic
 def dying_save(obj, path):
     if obj["epoch"] == 3:
         os._exit(9)
     save(obj, path)
 ckpt.save_atomic = dying_save
-from dltrain.cli import main
+from dltrain.cli.main import main
 sys.argv = ["dltrain", *sys.argv[1:]]
 main()
 """
@@ -46,8 +46,8 @@ def test_a_resume_trims_the_step_loss_of_a_run_from_an_earlier_release(tmp_path)
     """Runs of earlier releases logged the per-step loss as `train/loss_step`: still x = optimizer steps."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from dltrain.event_files import keep_until
-    from dltrain.tags import OLD_STEP_LOSS
+    from dltrain.core.event_files import keep_until
+    from dltrain.core.tags import OLD_STEP_LOSS
 
     with SummaryWriter(log_dir=str(tmp_path)) as writer:
         for epoch in (1, 2, 3):

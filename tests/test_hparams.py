@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dltrain.hparams import merge
-from dltrain.sweep import SweepPlan
+from dltrain.sweep.hparams import merge
+from dltrain.sweep.plan import SweepPlan
 
 
 def test_a_rerun_widens_domains_and_a_renamed_column_keeps_its_place() -> None:

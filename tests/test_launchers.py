@@ -62,7 +62,7 @@ def test_an_optuna_study_goes_on_past_diverged_trials(tmp_path) -> None:
 def test_the_slurm_example_composes_onto_submitit(tmp_path) -> None:
     from hydra import compose, initialize_config_dir
 
-    from dltrain.conf_dirs import config_dir
+    from dltrain.run.conf_dirs import config_dir
 
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.tasks_per_node=4"],
@@ -93,7 +93,7 @@ def test_a_submitit_job_of_two_tasks_is_one_ddp_run_equal_to_one_process(tmp_pat
     assert job["world_size"] == 2 and alone["world_size"] == 1
     assert job["best"] == pytest.approx(alone["best"], rel=1e-5)
     assert job["test"]["test/acc"] == pytest.approx(alone["test"]["test/acc"])
-    from dltrain.hparams import EXPERIMENT_FILE
+    from dltrain.sweep.hparams import EXPERIMENT_FILE
 
     logged = [p.name for p in (tmp_path / "sweep" / "optim=sgd").glob("events.out.tfevents.*")]
     assert len(logged) == 2 and EXPERIMENT_FILE in logged  # rank 0's event file, and the sweep's HParams experiment

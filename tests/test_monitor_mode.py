@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dltrain.registry import ConfigError
-from dltrain.tasks import build_task, metric_direction, monitor_mode
+from dltrain.core.registry import ConfigError
+from dltrain.core.tasks import build_task, metric_direction, monitor_mode
 from tests.conftest import cli, load_scalars
 
 QUICK = ["trainer.max_epochs=4", "model.hidden=[16]", "trainer.log_every_n_steps=0", "optim.lr=0.05"]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from dltrain import cli as dltrain_cli
-from dltrain.checkpoint import load
+from dltrain.cli import main as dltrain_cli
+from dltrain.core.checkpoint import load
 from tests.conftest import cli
 
 QUICK = ["trainer.max_epochs=1", "model.hidden=[8]", "trainer.log_every_n_steps=0"]

@@ -23,7 +23,7 @@ def command(args: list[str]) -> tuple[int, str, str]:
     """A sub-command run in this process (the installed `dltrain` would pay torch's import again)."""
     from typer.testing import CliRunner
 
-    from dltrain.commands import app
+    from dltrain.cli.commands import app
 
     result = CliRunner().invoke(app, args)
     return result.exit_code, result.stdout, result.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dltrain import checkpoint
+from dltrain.core import checkpoint
 from tests.conftest import cli, write_files
 
 QUICK = ["trainer.max_epochs=2", "trainer.log_every_n_steps=0"]
@@ -86,7 +86,7 @@ def test_the_project_from_another_folder(project, tmp_path) -> None:
 
 
 def test_help_lists_the_projects_choices_without_importing_torch(project) -> None:
-    code = ("import sys; sys.argv = ['dltrain', '--help']\nfrom dltrain.cli import main\ntry:\n    main()\n"
+    code = ("import sys; sys.argv = ['dltrain', '--help']\nfrom dltrain.cli.main import main\ntry:\n    main()\n"
             "except SystemExit:\n    pass\nprint('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
     out = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=60).stdout
     assert out.strip().endswith("NO-TORCH")
@@ -190,7 +190,7 @@ def test_the_scaffold_end_to_end_with_a_non_editable_install(tmp_path, wheel_sit
     """CI: init, train, sweep, resume, eval, export from a folder outside the repo, dltrain installed as a wheel."""
     site = wheel_site
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    runner = "import sys; from dltrain.cli import main; sys.argv[0] = 'dltrain'; main()"
+    runner = "import sys; from dltrain.cli.main import main; sys.argv[0] = 'dltrain'; main()"
 
     def dltrain(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-c", runner, *args], cwd=cwd, capture_output=True, text=True,
@@ -208,7 +208,7 @@ def test_the_scaffold_end_to_end_with_a_non_editable_install(tmp_path, wheel_sit
 
 
 def test_an_installed_package_registers_components_through_its_entry_point(tmp_path) -> None:
-    """A pip-installed package of components (entry-point group `dltrain.plugins`) works with no plugins key."""
+    """A pip-installed package of components (entry-point group `dltrain.run.plugins`) works with no plugins key."""
     site = tmp_path / "site"
     (site / "tinymodels").mkdir(parents=True)
     (site / "tinymodels" / "__init__.py").write_text(

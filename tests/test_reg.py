@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dltrain.models import MODELS
-from dltrain.reg import penalized_weights, penalty
+from dltrain.core.reg import penalized_weights, penalty
 
 
 def test_l1_l2_penalties_are_exact_and_skip_biases_and_norms() -> None:
@@ -26,8 +26,8 @@ def test_l1_l2_penalties_are_exact_and_skip_biases_and_norms() -> None:
 def one_sgd_step(**settings) -> nn.Module:
     """One engine step (SGD, lr 0.5, one batch of 8) of a Linear(4, 3) from a fixed start."""
     from dltrain.data import Split
-    from dltrain.engine import LoopSettings, State, train_epoch
-    from dltrain.tasks import Classification
+    from dltrain.core.engine import LoopSettings, State, train_epoch
+    from dltrain.core.tasks import Classification
 
     torch.manual_seed(0)
     model = nn.Linear(4, 3)

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import torch
 
-from dltrain import checkpoint
-from dltrain.evaluation import load_run
-from dltrain.registry import ConfigError
+from dltrain.core import checkpoint
+from dltrain.tools.evaluation import load_run
+from dltrain.core.registry import ConfigError
 from tests.conftest import REPO, cli, load_scalars, run
 
 QUICK = ["model.hidden=[32]", "trainer.max_epochs=2", "trainer.log_every_n_steps=0"]
@@ -41,7 +41,7 @@ def replace(src, dst):
     if hit:
         os._exit(9)
 os.replace = replace
-from dltrain.cli import main
+from dltrain.cli.main import main
 sys.argv = ["dltrain", *sys.argv[4:]]
 main()
 """

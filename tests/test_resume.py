@@ -18,8 +18,12 @@ import pytest
 import torch
 import yaml
 
-from dltrain import checkpoint, resume, resuming
-from dltrain.registry import ConfigError
+from dltrain.core import checkpoint
+
+from dltrain.run import resume
+
+from dltrain.run import resuming
+from dltrain.core.registry import ConfigError
 from tests.conftest import REPO, cli
 
 FIXTURE = REPO / "tests" / "fixtures" / "release_run"
@@ -155,7 +159,7 @@ def test_a_run_folder_of_the_previous_release_resumes_evaluates_predicts_and_exp
     from sklearn.datasets import load_digits
     from typer.testing import CliRunner
 
-    from dltrain.commands import app
+    from dltrain.cli.commands import app
 
     old = shutil.copytree(FIXTURE, tmp_path / "old")
     assert not (old / "resume.yaml").exists()

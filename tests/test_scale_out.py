@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dltrain import checkpoint
-from dltrain.cluster import adopt_slurm, first_host, tasks_on_this_node
-from dltrain.threads import auto_threads
+from dltrain.core import checkpoint
+from dltrain.run.cluster import adopt_slurm, first_host, tasks_on_this_node
+from dltrain.run.threads import auto_threads
 from tests.conftest import run
 from tests.test_dist import SAME
 from tests.test_signals import start_and_signal

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from dltrain.registry import ConfigError
-from dltrain.sched import ScheduleSpec, build_schedule, parse_schedule
+from dltrain.core.registry import ConfigError
+from dltrain.core.sched import ScheduleSpec, build_schedule, parse_schedule
 from tests.conftest import compose
 
 LR0 = 0.2

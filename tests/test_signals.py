@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dltrain import checkpoint
+from dltrain.core import checkpoint
 from tests.conftest import cli
 
 LONG = ["model.hidden=[32]", "trainer.max_epochs=500", "trainer.log_every_n_steps=0", "early_stopping=none",
@@ -88,7 +88,7 @@ def test_a_signal_a_library_swallows_still_stops_the_run(tmp_path, sig: str, cod
 
 def test_a_signal_waits_for_the_end_of_a_deferred_block(monkeypatch) -> None:
     """torch's import runs in `signals.deferred()`: a Ctrl-C then lands after the import, not inside it."""
-    from dltrain import signals
+    from dltrain.run import signals
 
     monkeypatch.setattr(signals, "RECEIVED", [])
     finished = False

@@ -7,15 +7,15 @@ import os
 import subprocess
 import sys
 
-from dltrain import checkpoint
+from dltrain.core import checkpoint
 from tests.conftest import REPO, cli, load_scalars
 
 SWEEP = ["-m", "optim.lr=0.1,0.05", "model.hidden=[16]", "trainer.max_epochs=3", "trainer.log_every_n_steps=0",
          "hydra.sweep.dir=sweep"]
 CHILD = """
 import os, sys
-import dltrain.checkpoint as ckpt
-import dltrain.resuming as resuming
+import dltrain.core.checkpoint as ckpt
+import dltrain.run.resuming as resuming
 save, resume = ckpt.save_atomic, resuming.resume
 def dying_save(obj, path):  # the lr=0.05 job dies while writing its epoch-2 checkpoint
     if os.environ.get("KILL") and obj["epoch"] == 2 and "lr: 0.05" in obj["config"]:
@@ -26,7 +26,7 @@ def noted_resume(state, callbacks, where, *args):
     open(os.environ["NOTE"], "a").write(f"resumed {where} at epoch {state.epoch}\\n")
     return saved_config
 ckpt.save_atomic, resuming.resume = dying_save, noted_resume
-from dltrain.cli import main
+from dltrain.cli.main import main
 sys.argv = ["dltrain", *sys.argv[1:]]
 main()
 """
@@ -57,7 +57,7 @@ def test_a_killed_sweep_job_resumes_from_its_own_last_checkpoint(tmp_path) -> No
 LISTENING = """
 import sys
 from pathlib import Path
-from dltrain import ledger
+from dltrain.sweep import ledger
 with ledger.listening(Path(sys.argv[1])) as folder:
     print(folder.name, flush=True)
     sys.stdin.readline()
@@ -67,7 +67,7 @@ with ledger.listening(Path(sys.argv[1])) as folder:
 def test_a_sweep_ending_keeps_the_ledger_of_a_sweep_that_runs_now(tmp_path, monkeypatch) -> None:
     """Two sweeps into one folder: the one that ends removes its own ledger and the killed sweeps' ones, not the
     other's while that runs; once the other is gone (here: it ends without closing, as a killed one), the next goes."""
-    from dltrain import ledger
+    from dltrain.sweep import ledger
 
     for name in (ledger.LEDGER_ENV, ledger.PARENT_ENV):  # listening() points this process's jobs at its ledger
         monkeypatch.delenv(name, raising=False)
@@ -104,7 +104,7 @@ def test_a_job_locked_by_another_process_is_skipped(tmp_path) -> None:
 HOLDER = """
 import sys
 from pathlib import Path
-from dltrain.ledger import job_lock, release_job_lock
+from dltrain.sweep.ledger import job_lock, release_job_lock
 job = Path(sys.argv[1])
 assert job_lock(job) is not None
 print("locked", flush=True)
@@ -128,7 +128,7 @@ def test_a_lock_file_removed_while_another_process_waited_on_it_is_not_taken_for
     """The holder removes the lock file as its job ends, while it still holds the lock. A process that opened the
     old file just before must not take that file's lock as the job's: it locks the path anew, and then a third
     process finds the job locked."""
-    from dltrain import ledger
+    from dltrain.sweep import ledger
 
     job = tmp_path / "job"
     first = holder(job)
@@ -147,7 +147,7 @@ def test_a_lock_file_removed_while_another_process_waited_on_it_is_not_taken_for
     try:
         handle = ledger.job_lock(job)
         assert handle is not None and os.path.samestat(os.fstat(handle.fileno()), os.stat(job / ".dltrain.lock"))
-        third = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from dltrain.ledger "
+        third = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from dltrain.sweep.ledger "
                                 "import job_lock; print(job_lock(Path(sys.argv[1])))", str(job)],
                                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
         assert third.stdout.strip() == "None", third.stderr  # one lock for the job, held by us

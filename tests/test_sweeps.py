@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dltrain import sweep as sweeps
-from dltrain.runs_table import numbers, runs_table
+from dltrain.sweep import plan as sweeps
+from dltrain.sweep.runs_table import numbers, runs_table
 from tests.conftest import cli
 
 QUICK = ["trainer.max_epochs=2", "model.hidden=[16]", "trainer.log_every_n_steps=0"]
@@ -224,7 +224,7 @@ def test_statuses_exit_codes_and_a_rerun_that_adds_a_value(tmp_path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import metadata
 
-    from dltrain.hparams import EXPERIMENT_FILE
+    from dltrain.sweep.hparams import EXPERIMENT_FILE
 
     assert not list(root.glob("events.out.tfevents.*"))  # nothing at the root: it would be a run '.' without curves
     for job in ("optim.lr=0.1", "optim.lr=1000000.0"):  # skipped as finished, yet their copies were widened too:

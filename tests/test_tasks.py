@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dltrain.registry import ConfigError
-from dltrain.tasks import build_task
+from dltrain.core.registry import ConfigError
+from dltrain.core.tasks import build_task
 from tests.conftest import cli, run
 
 

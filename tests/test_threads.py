@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dltrain import threads
-from dltrain.build import build
+from dltrain.run import threads
+from dltrain.run.build import build
 from dltrain.models import MODELS
-from dltrain.threads import FLOPS_PER_THREAD, ThreadChoice, auto_threads, choose, forward_flops
+from dltrain.run.threads import FLOPS_PER_THREAD, ThreadChoice, auto_threads, choose, forward_flops
 from tests.conftest import parse, run
 from tests.test_config import MODEL_DATA
 

@@ -16,9 +16,9 @@ from typing import Annotated, Any
 
 import torch
 
-from dltrain.files import looked_in
-from dltrain.registry import Problems, Registry, check
-from dltrain.rules import Check
+from dltrain.core.files import looked_in
+from dltrain.core.registry import Problems, Registry, check
+from dltrain.core.rules import Check
 
 # The seed comes from trainer.seed, never from data.*. A registration may declare the data's own `task` (a name, or
 # a function of the options giving a name or None when only the data tells), so the door knows its metrics.

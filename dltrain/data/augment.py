@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from dltrain.registry import check
+from dltrain.core.registry import check
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from dltrain.registry import ConfigError, check, first_line
+from dltrain.core.registry import ConfigError, check, first_line
 
 try:  # numpy >= 2 (and 1.26's forward-compatible alias)
     from numpy._core import multiarray, numeric

@@ -15,7 +15,7 @@ import torch
 
 from dltrain.data import train_stats
 from dltrain.data.targets import SPLITS
-from dltrain.registry import check
+from dltrain.core.registry import check
 
 
 @dataclass

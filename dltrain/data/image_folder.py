@@ -34,8 +34,8 @@ import torch
 from dltrain.data import DATASETS, DataBundle, Fractions, Split, check_files, scaling, train_stats
 from dltrain.data.limits import Limit, check_inflated, open_image
 from dltrain.data.targets import split_pool
-from dltrain.registry import ConfigError, check, first_line
-from dltrain.rules import Length, Positive
+from dltrain.core.registry import ConfigError, check, first_line
+from dltrain.core.rules import Length, Positive
 
 VAL_NAMES = ("val", "valid", "validation")  # what a root's validation folder may be called
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")  # as torchvision

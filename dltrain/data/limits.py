@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from dltrain.registry import ConfigError, check, first_line
+from dltrain.core.registry import ConfigError, check, first_line
 
 PREDICT_MB = 1024  # MiB of one .npy/.npz file that `dltrain predict` reads (a 2 MB zip bomb inflates to 2 GiB)
 FLOAT32_MAX = 3.4028234663852886e38  # the largest float32: a larger number (a float64) becomes inf in the model

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 from dltrain.data import DATASETS, DataBundle, Fractions, Split, standardized_splits
 from dltrain.data.digits import DIGIT_NAMES
-from dltrain.registry import check
-from dltrain.rules import NonNegative, Positive, Range
+from dltrain.core.registry import check
+from dltrain.core.rules import NonNegative, Positive, Range
 
 
 def adding_problem(n: int, length: int, gen: torch.Generator) -> Split:

@@ -8,7 +8,7 @@ import torch
 from typing import Annotated
 
 from dltrain.data import DATASETS, DataBundle, Split
-from dltrain.rules import NonEmpty, NonNegative, Positive, Range, Seed
+from dltrain.core.rules import NonEmpty, NonNegative, Positive, Range, Seed
 
 
 @DATASETS.register("synthetic", task="classification")

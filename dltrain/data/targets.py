@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from dltrain.data import check_fractions, scaling, split_indices, train_stats
-from dltrain.registry import check
+from dltrain.core.registry import check
 
 SPLITS = ("train", "val", "test")
 Task = Literal["auto", "classification", "regression"]

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 import torch
 
 from dltrain.data import DATASETS, DataBundle, Fractions, Split, check_files, check_fractions
-from dltrain.registry import ConfigError, check, first_line
-from dltrain.rules import Positive
+from dltrain.core.registry import ConfigError, check, first_line
+from dltrain.core.rules import Positive
 
 
 def windows(ids: torch.Tensor, seq_len: int) -> Split:

@@ -26,8 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from dltrain.optim import ParamGroup
-from dltrain.registry import Registry
+from dltrain.core.optim import ParamGroup
+from dltrain.core.registry import Registry
 
 
 @dataclass(frozen=True)

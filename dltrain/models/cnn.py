@@ -14,8 +14,8 @@ from torch import nn
 from dltrain.models import MODELS
 from dltrain.models.layers import activation as make_activation
 from dltrain.models.layers import Activation, Init, check_init_options, init_weights, linear_stack
-from dltrain.registry import check
-from dltrain.rules import Fraction, NonEmpty, NonNegative, Positive
+from dltrain.core.registry import check
+from dltrain.core.rules import Fraction, NonEmpty, NonNegative, Positive
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:

@@ -17,8 +17,8 @@ from torch.func import functional_call
 
 from dltrain.models import MODELS
 from dltrain.models.layers import Activation, Init, check_init_options, init_weights, linear_stack
-from dltrain.optim import ParamGroup
-from dltrain.rules import Fraction, Positive
+from dltrain.core.optim import ParamGroup
+from dltrain.core.rules import Fraction, Positive
 
 
 class GAN(nn.Module):

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import torch
 from torch import nn
 
-from dltrain.registry import ConfigError, check, first_line
-from dltrain.rules import Check
+from dltrain.core.registry import ConfigError, check, first_line
+from dltrain.core.rules import Check
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "gelu", "elu", "identity")
 # init scheme -> torch.nn.init function; its own keyword names (mean/std, a/b, val, ...) are init_args.

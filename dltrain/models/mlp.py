@@ -8,7 +8,7 @@ from torch import nn
 
 from dltrain.models import MODELS
 from dltrain.models.layers import Activation, Init, check_init_options, init_weights, linear_stack
-from dltrain.rules import Fraction, NonEmpty, Positive
+from dltrain.core.rules import Fraction, NonEmpty, Positive
 
 
 @MODELS.register("mlp", check=check_init_options)

@@ -13,8 +13,8 @@ from torch import nn
 
 from dltrain.models import MODELS
 from dltrain.models.layers import Init, check_init_options, init_weights
-from dltrain.registry import check
-from dltrain.rules import Fraction, Positive
+from dltrain.core.registry import check
+from dltrain.core.rules import Fraction, Positive
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 

@@ -16,7 +16,7 @@ import torch
 
 from dltrain.data import DATASETS, DataBundle
 from dltrain.data.cifar import CLASSES, PIXELS, load_batch
-from dltrain.registry import ConfigError
+from dltrain.core.registry import ConfigError
 
 # one mean colour (R, G, B) per class, far apart: the class is learnable from the average pixel alone
 PALETTE = np.array([[40, 40, 40], [215, 40, 40], [40, 215, 40], [40, 40, 215], [215, 215, 40],

@@ -13,7 +13,7 @@ import torch
 from dltrain.data import DATASETS
 from dltrain.data.augment import build_augment, hflip, random_crop, rotate
 from dltrain.data.images import download, md5
-from dltrain.registry import ConfigError
+from dltrain.core.registry import ConfigError
 from tests.conftest import MNIST_T10K
 
 
@@ -183,7 +183,7 @@ def test_augmentation_keeps_a_channels_last_batch_channels_last() -> None:
 def test_mnist_half_a_pair_and_a_missing_official_split_are_named(tmp_path) -> None:
     import shutil
 
-    from dltrain.registry import ConfigError
+    from dltrain.core.registry import ConfigError
 
     shutil.copy(MNIST_T10K / "t10k-images-idx3-ubyte.gz", tmp_path)
     with pytest.raises(ConfigError, match="has t10k-images-idx3-ubyte but not t10k-labels-idx1-ubyte"):
@@ -257,7 +257,7 @@ def test_mnist_labels_out_of_range_are_found_at_load_time(tmp_path) -> None:
     import gzip
     import shutil
 
-    from dltrain.registry import ConfigError
+    from dltrain.core.registry import ConfigError
 
     for source in MNIST_T10K.glob("*.gz"):
         shutil.copy(source, tmp_path / source.name)

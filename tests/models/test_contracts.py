@@ -8,8 +8,8 @@ from torch import nn
 from dltrain.models import MODELS, Generative, ModelRegistry, ModelTraits, model_traits, param_groups
 from dltrain.models import layers
 from dltrain.models.layers import init_weights, linear_stack
-from dltrain.optim import ParamGroup
-from dltrain.registry import ConfigError
+from dltrain.core.optim import ParamGroup
+from dltrain.core.registry import ConfigError
 from tests.conftest import compose
 
 DIGITS = (1, 8, 8)  # scikit-learn digits: the default data

@@ -5,10 +5,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dltrain.config import config_dir
+from dltrain.run.config import config_dir
 from dltrain.models import MODELS
-from dltrain.registry import ConfigError
-from dltrain.tasks import build_task
+from dltrain.core.registry import ConfigError
+from dltrain.core.tasks import build_task
 
 # name -> (yaml overrides for a tiny model, input sample shape, task)
 CASES = {
@@ -130,7 +130,7 @@ def test_bidirectional_classifier_reads_every_step_in_both_directions() -> None:
 def test_the_cnn_yaml_expresses_pytorchs_mnist_example_net() -> None:
     """experiments/mnist_pytorch_example.yaml builds pytorch/examples' mnist Net layer for layer: two convs, one
     pool, dropout, then the head (1,199,882 parameters)."""
-    from dltrain.build import build as build_run
+    from dltrain.run.build import build as build_run
     from tests.conftest import parse
 
     model = build_run(parse(["experiment=mnist_pytorch_example"])).model

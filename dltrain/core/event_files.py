@@ -1,0 +1,61 @@
+"""A run's TensorBoard history stays a function of the step after any interruption: before a (resumed) run
+writes again, its event files lose every value past the point the checkpoint holds, so each (tag, step) has one
+value and steps only grow. TensorBoard's own `purge_step` cannot do this here: it takes one step for all tags,
+and the per-step loss (`z_more/train/loss_step`) counts optimizer steps while the other curves count epochs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dltrain.core.files import write_atomic
+from dltrain.core.tags import OLD_STEP_LOSS, STEP_LOSS, board_tag
+
+STEP_TAGS = (STEP_LOSS, OLD_STEP_LOSS)  # x = optimizer steps; every other tag's x is epochs done
+# Logged once, at the run's end (x = its last epoch): a resume logs them again when it ends. Both names: this
+# release's (z_more/test/...) and an earlier release's (test/...).
+END_PREFIXES = (board_tag("test/"), "test/")
+
+
+def keep_until(run_dir: Path, epoch: int, step: int) -> int:
+    """Drop values logged after `epoch` (epoch tags) or `step` (step tags), and the end-of-run test values logged at
+    `epoch` or after (a resume that only finishes the run logs them again), from the run's own event files;
+    returns how many values were dropped. Each file is rewritten atomically."""
+    dropped = 0
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        dropped += rewrite(path, epoch, step)
+    return dropped
+
+
+def rewrite(path: Path, epoch: int, step: int) -> int:
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    kept, dropped = [], 0
+    for record in RawEventFileLoader(str(path)).Load():
+        event = Event.FromString(record)
+        if event.HasField("summary") and event.summary.value:
+            values = [v for v in event.summary.value if stays(v, event.step, epoch, step)]
+            dropped += len(event.summary.value) - len(values)
+            if not values:
+                continue
+            del event.summary.value[:]
+            event.summary.value.extend(values)
+        kept.append(event.SerializeToString())
+    if dropped:
+        def write(handle: Any) -> None:
+            writer = RecordWriter(handle)
+            for record in kept:
+                writer.write(record)
+
+        write_atomic(path, write)
+    return dropped
+
+
+def stays(value: Any, at: int, epoch: int, step: int) -> bool:
+    """Whether a summary value logged at x=`at` stays when the run goes on from (`epoch`, `step`)."""
+    if value.metadata.plugin_data.plugin_name == "hparams":
+        return True
+    if value.tag.startswith(END_PREFIXES):
+        return at < epoch
+    return at <= (step if value.tag in STEP_TAGS else epoch)

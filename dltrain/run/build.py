@@ -1,0 +1,196 @@
+"""Building a run's parts from a checked RunConfig: data, task and model on the CPU (and a check that they fit
+together), then the device, memory layout and wrappers, the optimizer, the loop's settings and the callbacks.
+`train.py` runs a job with them; `evaluation.py` and `bench/` use them too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from dltrain.core import dist
+from dltrain.core.callbacks import CALLBACKS, Checkpointer, EarlyStopping, Progress, TensorBoard
+from dltrain.run.config import RunConfig, TrainerConfig
+from dltrain.data import DATASETS, DataBundle, Split
+from dltrain.data.augment import Augment, build_augment
+from dltrain.run.door import check_monitor
+from dltrain.core.engine import Best, Callback, LoopSettings, min_share, steps_per_epoch
+from dltrain.models import MODELS, ModelTraits, model_traits, param_groups
+from dltrain.core.optim import build_optimizer
+from dltrain.run.plugins import git_commit, provenance, user_frame
+from dltrain.core.registry import ConfigError, Registry, Spec, check, first_line
+from dltrain.core.sched import build_schedule
+from dltrain.core.tasks import Direction, Task, build_task, monitor_mode
+
+PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+
+
+@dataclass
+class RunComponents:
+    """Everything a run trains with, built on the CPU from its config."""
+
+    config: RunConfig
+    data: DataBundle
+    task: Task
+    task_name: str  # the configured task, or the data's own
+    model: nn.Module
+    traits: ModelTraits  # what the model's registration declares (channels_last, generative)
+    augment: Augment | None  # on-device augmentation of training batches
+    mode: Direction = "min"  # early_stopping.mode resolved for the monitored metric (auto: the task's direction)
+    warnings: list[str] = field(default_factory=list)  # what trains but is likely a mistake: a run prints them once
+
+
+def build(config: RunConfig) -> RunComponents:
+    """Build data, task and model; a model that cannot take the data fails here, not mid-run."""
+    torch.manual_seed(config.trainer.seed)
+    data = user_code(DATASETS, config.data.spec, DataBundle, seed=config.trainer.seed)
+    check(config.data.batch_size <= len(data.train), f"data.batch_size={config.data.batch_size} is larger than the "
+          f"training split ({len(data.train)} samples); use data.batch_size={len(data.train)} or less")
+    task_name = config.task.name or data.task
+    task = build_task(task_name, loss=config.task.loss, label_smoothing=config.task.label_smoothing,
+                      denoise=config.task.denoise)
+    model_name, data_name = config.model.name, config.data.spec.name
+    data_args = data.model_args()
+    missing = set(data_args) - set(MODELS.builder_args(model_name))
+    check(not missing, f"model={model_name} cannot take data={data_name} (it needs a model that accepts "
+          f"{', '.join(sorted(missing))}, e.g. model=lstm)")
+    model = user_code(MODELS, config.model, nn.Module, in_shape=data.in_shape, num_outputs=data.num_outputs,
+                      **data_args)
+    traits = model_traits(model_name)
+    check_fits(model, task, data, model_name, task_name, traits)
+    monitor = config.early_stopping.best.get("monitor", Best.monitor)
+    check_monitor(monitor, task, task_name)  # again: the door knew only some task's metrics if the data decides
+    check(len(data.val) > 0 or not monitor.startswith("val/"), f"the validation split is empty, so "
+          f"early_stopping.monitor={monitor} has no values; give data a validation share or monitor train/loss")
+    mode, warning = monitor_mode(config.early_stopping.best.get("mode", Best.mode), monitor, task, task_name)
+    augment = build_augment(**config.data.augment) if config.data.augment else None
+    warnings = [*data.warnings, *([warning] if warning else [])]
+    return RunComponents(config, data, task, task_name, model, traits, augment, mode, warnings)
+
+
+def user_code(registry: Registry, spec: Spec, returns: type, **runtime: Any) -> Any:
+    """Build `spec`; a crash inside a user's builder (a plugin, not dltrain's own) is one line naming their file, and
+    so is a builder that returns something other than a `returns` (a module, a DataBundle)."""
+    builder = registry.get(spec.name)
+    if builder.__module__.split(".")[0] == "dltrain":
+        return registry.build(spec, **runtime)
+    try:
+        built = registry.build(spec, **runtime)
+    except ConfigError:
+        raise
+    except (Exception, SystemExit) as err:  # noqa: BLE001  (the user's code: one line naming their file and line)
+        raise ConfigError(f"{registry.kind}={spec.name} failed in your code{user_frame(err)}: "
+                          f"{type(err).__name__}: {first_line(err)}") from None
+    code = getattr(builder, "__code__", None)
+    where = f" ({code.co_filename}:{code.co_firstlineno})" if code else ""
+    wanted = "torch.nn.Module" if returns is nn.Module else "dltrain.DataBundle"
+    check(isinstance(built, returns), f"{registry.kind}={spec.name}: your builder {builder.__name__}{where} "
+          f"returned {type(built).__name__}, not a {wanted}")
+    return built
+
+
+def check_fits(model: nn.Module, task: Task, data: DataBundle, name: str, task_name: str,
+               traits: ModelTraits) -> None:
+    """One forward pass on two training samples: a clear message instead of a shape error mid-run."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            task.step(model, data.train.x[:2], data.train.y[:2])
+    except Exception as err:  # noqa: BLE001  (whatever the model raises, the user gets one line)
+        hint = " (model=gan trains with task=adversarial)" if traits.generative else ""
+        raise ConfigError(f"model={name} with task={task_name} cannot take the data's samples of shape "
+                          f"{tuple(data.in_shape)}{hint}{user_frame(err)}: {first_line(err)}") from None
+    finally:
+        model.train(was_training)
+
+
+def pick_device(trainer: TrainerConfig) -> torch.device:
+    if trainer.device == "cuda" or (trainer.device == "auto" and torch.cuda.is_available()):
+        check(torch.cuda.is_available(), "trainer.device=cuda but no CUDA GPU is visible; use trainer.device=cpu or auto")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def to_device(split: Split, device: torch.device, channels_last: bool) -> Split:
+    x = split.x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return Split(x, split.y.to(device, non_blocking=True))
+
+
+def wrap_model(parts: RunComponents, device: torch.device) -> tuple[nn.Module, bool]:
+    """Device, memory layout, DDP and torch.compile; returns the model the step calls and channels_last."""
+    model = parts.model.to(device)
+    trainer = parts.config.trainer
+    wanted = trainer.channels_last is True or (trainer.channels_last == "auto" and device.type == "cuda"
+                                               and parts.traits.channels_last)
+    channels_last = wanted and len(parts.data.in_shape) == 3
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if dist.is_initialized():
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if trainer.compile:
+        model = torch.compile(model)
+    return model, channels_last
+
+
+def make_optimizer(parts: RunComponents) -> tuple[torch.optim.Optimizer, tuple[float, ...]]:
+    """The optimizer over the model's parameter groups, and each torch group's learning-rate scale."""
+    groups = param_groups(parts.model, parts.traits)
+    optimizer = build_optimizer(parts.config.optim, groups)
+    scale_of = {id(p): group.lr_scale for group in groups for p in group.params}  # a torch group may be a split
+    return optimizer, tuple(scale_of[id(g["params"][0])] if g["params"] else 1.0 for g in optimizer.param_groups)
+
+
+def make_settings(parts: RunComponents, train_size: int, lr_scales: tuple[float, ...]) -> LoopSettings:
+    """The loop's knobs; the schedule's length is the run's, in its interval's units."""
+    config = parts.config
+    trainer, sched, reg = config.trainer, config.sched, config.reg
+    per_step = sched.interval == "step"
+    steps = steps_per_epoch(train_size, config.data.batch_size, max(dist.world_size(), trainer.devices),
+                            min_share(parts.model))  # the steps the engine will take, a dropped last batch excluded
+    total = trainer.max_epochs * (steps if per_step else 1)
+    return LoopSettings(max_epochs=trainer.max_epochs, batch_size=config.data.batch_size,
+                        lr_at=build_schedule(sched, config.optim.kwargs["lr"], total), lr_per_step=per_step,
+                        lr_scales=lr_scales, seed=trainer.seed, autocast_dtype=PRECISIONS[str(trainer.precision)],
+                        grad_clip=reg.grad_clip, l1=reg.l1, l2=reg.l2, log_every_n_steps=trainer.log_every_n_steps,
+                        augment=parts.augment)
+
+
+def make_best(parts: RunComponents) -> Best:
+    return Best(**{**parts.config.early_stopping.best, "mode": parts.mode})
+
+
+def make_callbacks(parts: RunComponents, run_dir: Path) -> list[Callback]:
+    """Early stopping on every rank (they must agree when to stop); the writers on rank 0 only."""
+    config = parts.config
+    callbacks: list[Callback] = [EarlyStopping(**config.early_stopping.stopping)]
+    callbacks += [CALLBACKS.build(spec) for spec in config.callbacks]  # the user's, on every rank
+    if dist.is_main():
+        sample = parts.model.sample if parts.traits.generative else None
+        callbacks += [TensorBoard(run_dir, flat_hparams(config.resolved), sample), Progress(config.trainer.max_epochs)]
+        extra = {"config": yaml.safe_dump(config.resolved, sort_keys=False), "git_commit": git_commit(),
+                 "provenance": provenance(Path(config.project) if config.project else None),
+                 "preprocessing": parts.data.description()}  # what `dltrain predict` and export apply to raw inputs
+        ckpt = config.checkpoints
+        callbacks.append(Checkpointer(run_dir, extra, list(callbacks), ckpt.save_last, ckpt.save_best))
+    return callbacks
+
+
+def flat_hparams(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Config leaves as HParams values: numbers, strings and booleans; lists and nulls as text."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_hparams(value, f"{name}."))
+        elif isinstance(value, (int, float, str, bool)):
+            out[name] = value
+        else:
+            out[name] = str(value)
+    return out
