@@ -12,7 +12,6 @@ import statistics
 import time
 
 import torch
-
 from engine_vs_loop import CASES, compose, engine_side, loop_side
 
 

@@ -37,13 +37,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from dltrain.core.engine import State, fit
+from dltrain.core.optim import ParamGroup, build_optimizer
+from dltrain.data import Split
+from dltrain.models import MODELS
 from dltrain.run.build import PRECISIONS, build, make_best, make_optimizer, make_settings, to_device, wrap_model
 from dltrain.run.conf_dirs import config_dir
 from dltrain.run.config import RunConfig, to_plain
-from dltrain.data import Split
-from dltrain.core.engine import State, fit
-from dltrain.models import MODELS
-from dltrain.core.optim import ParamGroup, build_optimizer
 
 TARGETS = {"cpu": 1.10, "cuda": 1.05}
 OPTIM = ["optim=momentum"]  # SGD, lr 0.05, momentum 0.9 (conf/optim/momentum.yaml) on both sides

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
+from dltrain.core.registry import ConfigError
 from dltrain.run import overrides as cli  # the up-front checks of the command line
 from dltrain.run.build import build
-from dltrain.core.registry import ConfigError
 from tests.conftest import parse, run
 
 

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from dltrain.core.callbacks import EarlyStopping
-from dltrain.run.config import parse_early_stopping
 from dltrain.core.engine import Best, State, restore_best_weights
+from dltrain.run.config import parse_early_stopping
 
 BEST_KEYS = ("monitor", "mode", "min_delta", "start_from_epoch", "restore_best")
 

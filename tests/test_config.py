@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from dltrain.core.registry import ConfigError
+from dltrain.data import DATASETS
+from dltrain.models import MODELS
 from dltrain.run.build import build
 from dltrain.run.conf_dirs import config_dir, groups
 from dltrain.run.config import RunConfig
-from dltrain.data import DATASETS
-from dltrain.models import MODELS
-from dltrain.core.registry import ConfigError
 from tests.conftest import compose, parse
 
 CHOICES = [(g, c) for g, cs in groups().items() if g != "experiment" for c in cs]

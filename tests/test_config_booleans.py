@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from dltrain.core.registry import ConfigError
 from dltrain.run.conf_dirs import groups
 from dltrain.run.config import RunConfig
-from dltrain.core.registry import ConfigError
 from tests.conftest import cli, compose
 
 NOT_BOOLEANS = ("off", "maybe", "sometimes", "yes", "no", "on", 1, 0, "true")  # "true" quoted: a string

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from dltrain.core import checkpoint
-
-from dltrain.run import resuming
 from dltrain.core.files import write_atomic
+from dltrain.run import resuming
 from tests.conftest import cli
 
 REPO = Path(__file__).resolve().parents[1]

@@ -127,9 +127,9 @@ def door_problem(args: list[str]) -> str | None:
     """What `dltrain ARGS` (overrides, -m, Hydra's flags) refuses before it trains: the CLI's own up-front checks
     (dltrain/cli.py, in-process), then the config door for a single run."""
     from dltrain.cli.main import project_groups, up_front_problem, with_project
+    from dltrain.core.registry import ConfigError
     from dltrain.run.config import RunConfig
     from dltrain.run.overrides import config_dir_problem, expand_globs
-    from dltrain.core.registry import ConfigError
     from tests.conftest import compose
 
     multirun = any(a in ("-m", "--multirun") for a in args)

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dltrain.data import Split
 from dltrain.core.engine import LoopSettings, State, train_epoch
 from dltrain.core.tasks import Classification
+from dltrain.data import Split
 
 DATA = Split(torch.randn(10, 4, generator=torch.Generator().manual_seed(1)), torch.arange(10) % 3)
 

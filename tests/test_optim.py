@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from dltrain.run.config import config_dir
 from dltrain.core.optim import OPTIMIZERS, ParamGroup, build_optimizer, optimizer_class, parse_optimizer
 from dltrain.core.registry import ConfigError
+from dltrain.run.config import config_dir
 from tests.conftest import compose
 
 CLASSES = {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "adagrad": torch.optim.Adagrad,

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from dltrain.models import MODELS
 from dltrain.core.reg import penalized_weights, penalty
+from dltrain.models import MODELS
 
 
 def test_l1_l2_penalties_are_exact_and_skip_biases_and_norms() -> None:
@@ -25,9 +25,9 @@ def test_l1_l2_penalties_are_exact_and_skip_biases_and_norms() -> None:
 
 def one_sgd_step(**settings) -> nn.Module:
     """One engine step (SGD, lr 0.5, one batch of 8) of a Linear(4, 3) from a fixed start."""
-    from dltrain.data import Split
     from dltrain.core.engine import LoopSettings, State, train_epoch
     from dltrain.core.tasks import Classification
+    from dltrain.data import Split
 
     torch.manual_seed(0)
     model = nn.Linear(4, 3)

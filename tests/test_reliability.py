@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from dltrain.core import checkpoint
-from dltrain.tools.evaluation import load_run
 from dltrain.core.registry import ConfigError
+from dltrain.tools.evaluation import load_run
 from tests.conftest import REPO, cli, load_scalars, run
 
 QUICK = ["model.hidden=[32]", "trainer.max_epochs=2", "trainer.log_every_n_steps=0"]

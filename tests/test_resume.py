@@ -19,11 +19,8 @@ import torch
 import yaml
 
 from dltrain.core import checkpoint
-
-from dltrain.run import resume
-
-from dltrain.run import resuming
 from dltrain.core.registry import ConfigError
+from dltrain.run import resume, resuming
 from tests.conftest import REPO, cli
 
 FIXTURE = REPO / "tests" / "fixtures" / "release_run"

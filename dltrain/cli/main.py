@@ -9,10 +9,21 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from dltrain.sweep.jobs import hydra_job
-from dltrain.run.overrides import (SUBCOMMANDS, config_dir_problem, expand_globs, first_problem, no_cluster,
-                               override_value, quoted, stray_word, two_modes, unreadable, unwritable_output)
+from dltrain.run.overrides import (
+    SUBCOMMANDS,
+    config_dir_problem,
+    expand_globs,
+    first_problem,
+    no_cluster,
+    override_value,
+    quoted,
+    stray_word,
+    two_modes,
+    unreadable,
+    unwritable_output,
+)
 from dltrain.run.signals import exit_on_signal, signal_number
+from dltrain.sweep.jobs import hydra_job
 
 if TYPE_CHECKING:
     from dltrain.sweep.plan import SweepPlan
@@ -146,8 +157,8 @@ def run_hydra(args: list[str]) -> None:
 def plan_sweep(overrides: list[str]) -> SweepPlan:
     """The sweep's plan (dltrain/sweep.py); a sweep that cannot be right (an Optuna study pointed away from the
     monitored metric's better side) is one line and exit 2, before any job."""
-    from dltrain.sweep import plan as sweeps
     from dltrain.core.registry import ConfigError
+    from dltrain.sweep import plan as sweeps
 
     try:
         return sweeps.plan(overrides)

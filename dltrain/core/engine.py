@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from dltrain.core import dist
-from dltrain.data import Split
 from dltrain.core.reg import penalized_weights, penalty
 from dltrain.core.sched import Schedule
 from dltrain.core.tasks import Task, metric_direction
+from dltrain.data import Split
 
 NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # need 2+ samples in training
 

@@ -28,11 +28,11 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 
+from dltrain.core.registry import ConfigError, check, first_line
+from dltrain.core.rules import NonNegative, Range
 from dltrain.data import DATASETS, DataBundle, Fractions, Split, check_files, scaling, task_of, train_stats
 from dltrain.data.limits import Limit, check_inflated, memory_limit
 from dltrain.data.targets import SPLITS, Task, encode_targets, split_pool, strata
-from dltrain.core.registry import ConfigError, check, first_line
-from dltrain.core.rules import NonNegative, Range
 
 CHUNK_BYTES = 8 << 20  # bytes of rows read at a time by the load-time passes over a mapped file
 

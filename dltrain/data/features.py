@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+from dltrain.core.registry import check
 from dltrain.data import train_stats
 from dltrain.data.targets import SPLITS
-from dltrain.core.registry import check
 
 
 @dataclass

@@ -31,11 +31,11 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import torch
 
+from dltrain.core.registry import ConfigError, check, first_line
+from dltrain.core.rules import Length, Positive
 from dltrain.data import DATASETS, DataBundle, Fractions, Split, check_files, scaling, train_stats
 from dltrain.data.limits import Limit, check_inflated, open_image
 from dltrain.data.targets import split_pool
-from dltrain.core.registry import ConfigError, check, first_line
-from dltrain.core.rules import Length, Positive
 
 VAL_NAMES = ("val", "valid", "validation")  # what a root's validation folder may be called
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")  # as torchvision

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dltrain.core.files import looked_in
+from dltrain.core.registry import ConfigError, check, first_line
 from dltrain.data import DATASETS, DataBundle, Fractions, Split, check_fractions, scaling, split_indices, train_stats
 from dltrain.data.cifar import CLASSES, load_batch
 from dltrain.data.digits import DIGIT_NAMES
-from dltrain.core.files import looked_in
-from dltrain.core.registry import ConfigError, check, first_line
 
 IDX_PARTS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}

@@ -19,10 +19,10 @@ from typing import Annotated
 
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Fractions, Split, check_fractions, split_indices
 from dltrain.core.files import looked_in
 from dltrain.core.registry import ConfigError, check, first_line
 from dltrain.core.rules import Positive, Range
+from dltrain.data import DATASETS, DataBundle, Fractions, Split, check_fractions, split_indices
 
 CLASSES = ("neg", "pos")  # label = index
 SPECIALS = ("<pad>", "<unk>")  # ids 0 and 1

@@ -3,15 +3,14 @@ sine-wave forecasting."""
 from __future__ import annotations
 
 import math
+from typing import Annotated, Any
 
 import torch
 
-from typing import Annotated, Any
-
-from dltrain.data import DATASETS, DataBundle, Fractions, Split, standardized_splits
-from dltrain.data.digits import DIGIT_NAMES
 from dltrain.core.registry import check
 from dltrain.core.rules import NonNegative, Positive, Range
+from dltrain.data import DATASETS, DataBundle, Fractions, Split, standardized_splits
+from dltrain.data.digits import DIGIT_NAMES
 
 
 def adding_problem(n: int, length: int, gen: torch.Generator) -> Split:

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 
-from typing import Annotated
-
-from dltrain.data import DATASETS, DataBundle, Split
 from dltrain.core.rules import NonEmpty, NonNegative, Positive, Range, Seed
+from dltrain.data import DATASETS, DataBundle, Split
 
 
 @DATASETS.register("synthetic", task="classification")

@@ -27,12 +27,12 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import torch
 
+from dltrain.core.registry import ConfigError, Problems, check, first_line
+from dltrain.core.rules import Check, Positive, Range
 from dltrain.data import DATASETS, DataBundle, Fractions, Split, check_files, task_of
 from dltrain.data.features import encode_features
 from dltrain.data.limits import FLOAT32_MAX
 from dltrain.data.targets import SPLITS, Task, encode_targets, split_pool, strata
-from dltrain.core.registry import ConfigError, Problems, check, first_line
-from dltrain.core.rules import Check, Positive, Range
 
 KEYS = {"train": "path", "val": "val_path", "test": "test_path"}  # split -> the data key naming its file(s)
 

@@ -10,8 +10,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from dltrain.data import check_fractions, scaling, split_indices, train_stats
 from dltrain.core.registry import check
+from dltrain.data import check_fractions, scaling, split_indices, train_stats
 
 SPLITS = ("train", "val", "test")
 Task = Literal["auto", "classification", "regression"]

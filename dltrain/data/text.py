@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 import torch
 
-from dltrain.data import DATASETS, DataBundle, Fractions, Split, check_files, check_fractions
 from dltrain.core.registry import ConfigError, check, first_line
 from dltrain.core.rules import Positive
+from dltrain.data import DATASETS, DataBundle, Fractions, Split, check_files, check_fractions
 
 
 def windows(ids: torch.Tensor, seq_len: int) -> Split:

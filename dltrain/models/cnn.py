@@ -11,11 +11,11 @@ from typing import Annotated, Literal
 
 from torch import nn
 
-from dltrain.models import MODELS
-from dltrain.models.layers import activation as make_activation
-from dltrain.models.layers import Activation, Init, check_init_options, init_weights, linear_stack
 from dltrain.core.registry import check
 from dltrain.core.rules import Fraction, NonEmpty, NonNegative, Positive
+from dltrain.models import MODELS
+from dltrain.models.layers import Activation, Init, check_init_options, init_weights, linear_stack
+from dltrain.models.layers import activation as make_activation
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:

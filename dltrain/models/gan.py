@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from dltrain.models import MODELS
-from dltrain.models.layers import Activation, Init, check_init_options, init_weights, linear_stack
 from dltrain.core.optim import ParamGroup
 from dltrain.core.rules import Fraction, Positive
+from dltrain.models import MODELS
+from dltrain.models.layers import Activation, Init, check_init_options, init_weights, linear_stack
 
 
 class GAN(nn.Module):

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from torch import nn
 
+from dltrain.core.rules import Fraction, NonEmpty, Positive
 from dltrain.models import MODELS
 from dltrain.models.layers import Activation, Init, check_init_options, init_weights, linear_stack
-from dltrain.core.rules import Fraction, NonEmpty, Positive
 
 
 @MODELS.register("mlp", check=check_init_options)

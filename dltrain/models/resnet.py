@@ -7,11 +7,11 @@ from typing import Annotated, Any, Literal
 import torch
 from torch import nn
 
-from dltrain.models import MODELS
-from dltrain.models.layers import activation as make_activation
-from dltrain.models.layers import Activation, Init, check_init_options, init_weights
 from dltrain.core.registry import check
 from dltrain.core.rules import NonEmpty, Positive
+from dltrain.models import MODELS
+from dltrain.models.layers import Activation, Init, check_init_options, init_weights
+from dltrain.models.layers import activation as make_activation
 
 
 def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:

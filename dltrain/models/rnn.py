@@ -11,10 +11,10 @@ from typing import Annotated, Literal
 import torch
 from torch import nn
 
-from dltrain.models import MODELS
-from dltrain.models.layers import Init, check_init_options, init_weights
 from dltrain.core.registry import check
 from dltrain.core.rules import Fraction, Positive
+from dltrain.models import MODELS
+from dltrain.models.layers import Init, check_init_options, init_weights
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 

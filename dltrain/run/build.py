@@ -14,17 +14,17 @@ from torch import nn
 
 from dltrain.core import dist
 from dltrain.core.callbacks import CALLBACKS, Checkpointer, EarlyStopping, Progress, TensorBoard
-from dltrain.run.config import RunConfig, TrainerConfig
-from dltrain.data import DATASETS, DataBundle, Split
-from dltrain.data.augment import Augment, build_augment
-from dltrain.run.door import check_monitor
 from dltrain.core.engine import Best, Callback, LoopSettings, min_share, steps_per_epoch
-from dltrain.models import MODELS, ModelTraits, model_traits, param_groups
 from dltrain.core.optim import build_optimizer
-from dltrain.run.plugins import git_commit, provenance, user_frame
 from dltrain.core.registry import ConfigError, Registry, Spec, check, first_line
 from dltrain.core.sched import build_schedule
 from dltrain.core.tasks import Direction, Task, build_task, monitor_mode
+from dltrain.data import DATASETS, DataBundle, Split
+from dltrain.data.augment import Augment, build_augment
+from dltrain.models import MODELS, ModelTraits, model_traits, param_groups
+from dltrain.run.config import RunConfig, TrainerConfig
+from dltrain.run.door import check_monitor
+from dltrain.run.plugins import git_commit, provenance, user_frame
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 

@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dltrain.core.callbacks import CALLBACKS, EarlyStopping
-from dltrain.run.conf_dirs import config_dir, groups  # noqa: F401  (re-exported: where the YAML lives)
-from dltrain.data import DATASETS
-from dltrain.data.augment import build_augment
-from dltrain.run.door import check_across
 from dltrain.core.engine import Best
-from dltrain.models import MODELS
 from dltrain.core.optim import parse_optimizer
 from dltrain.core.registry import ConfigError, Problems, Spec, check, check_all, check_kwargs, first_line
 from dltrain.core.sched import ScheduleSpec, parse_schedule
 from dltrain.core.tasks import build_task
+from dltrain.data import DATASETS
+from dltrain.data.augment import build_augment
+from dltrain.models import MODELS
+from dltrain.run.conf_dirs import config_dir, groups  # noqa: F401  (re-exported: where the YAML lives)
+from dltrain.run.door import check_across
 
 GROUPS = ("model", "data", "optim", "sched", "reg", "early_stopping", "trainer")
 TOP_LEVEL = ("task", "loss", "label_smoothing", "denoise")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dltrain.data import DATASETS
 from dltrain.core.registry import ConfigError, Problems, check
 from dltrain.core.tasks import TASKS, Task, build_task
+from dltrain.data import DATASETS
 
 if TYPE_CHECKING:
     from dltrain.run.config import DataConfig, TaskConfig

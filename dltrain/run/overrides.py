@@ -138,8 +138,8 @@ def check_overrides(args: list[str]) -> str | None:
     from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
     from omegaconf import DictConfig, OmegaConf
 
-    from dltrain.run.conf_dirs import config_dir
     from dltrain.core.registry import first_line
+    from dltrain.run.conf_dirs import config_dir
 
     overrides = [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/")) or
                  a.startswith("hydra.searchpath=")]  # the search path decides which choices exist

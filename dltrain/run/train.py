@@ -16,24 +16,24 @@ from typing import Any
 import torch
 import yaml
 
-from dltrain.core import checkpoint
-
-from dltrain.run import cluster
-
-from dltrain.core import dist
-
-from dltrain.run import resume
-
-from dltrain.run import resuming
-
-from dltrain.run import threads
-from dltrain.run.build import (RunComponents, build, make_best, make_callbacks, make_optimizer, make_settings, pick_device,
-                           to_device, wrap_model)
-from dltrain.run.config import RunConfig
+from dltrain.core import checkpoint, dist
 from dltrain.core.engine import State, fit
 from dltrain.core.files import write_json_atomic, write_text_atomic
-from dltrain.run.plugins import git_commit, provenance
 from dltrain.core.registry import ConfigError, check, first_line
+from dltrain.run import cluster, resume, resuming, threads
+from dltrain.run.build import (
+    RunComponents,
+    build,
+    make_best,
+    make_callbacks,
+    make_optimizer,
+    make_settings,
+    pick_device,
+    to_device,
+    wrap_model,
+)
+from dltrain.run.config import RunConfig
+from dltrain.run.plugins import git_commit, provenance
 from dltrain.run.signals import stop_if_signalled
 
 

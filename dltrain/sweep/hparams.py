@@ -71,9 +71,9 @@ def monitored(cfg: dict[str, Any] | None) -> Monitored:
     """The monitored metric of a sweep's first point. The task's metric names need the data's task when `task` is
     null: its registration declares it, or else the first point's data is built once here (not for its model)."""
     try:
+        from dltrain.core.tasks import build_task, monitor_mode
         from dltrain.run.config import RunConfig
         from dltrain.run.plugins import PROJECT_ENV
-        from dltrain.core.tasks import build_task, monitor_mode
 
         project = os.environ.get(PROJECT_ENV)
         config = RunConfig.load(cfg, Path(project) if project else None)  # the project's plugins: its data sets

@@ -77,8 +77,8 @@ def trained_value(cfg: Any, run_dir: Path, overrides: list[str], job: tuple[Path
 
 def join_launcher_tasks(hydra_cfg: Any) -> None:
     """The job's tasks (submitit's tasks_per_node/nodes) form one DDP group; rank 0 reports for it."""
-    from dltrain.run.cluster import adopt_launcher_tasks
     from dltrain.core.dist import PARALLEL_JOBS_ENV
+    from dltrain.run.cluster import adopt_launcher_tasks
 
     adopt_launcher_tasks()
     os.environ[PARALLEL_JOBS_ENV] = str(parallel_jobs(hydra_cfg))
@@ -113,8 +113,8 @@ def skipped_job(job: tuple[Path, str, int], rank0: bool) -> dict[str, Any] | Non
 def train_job(cfg: Any, run_dir: Path, overrides: list[str], multirun: bool) -> dict[str, Any]:
     """Train (or resume) the job's run; in a sweep its output goes to its dltrain.log."""
     from dltrain.run.config import RunConfig, to_plain
-    from dltrain.sweep.ledger import job_output
     from dltrain.run.train import run_job
+    from dltrain.sweep.ledger import job_output
 
     plain = to_plain(cfg)
     if multirun and (run_dir / "last.pt").is_file() and not plain["trainer"].get("resume"):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dltrain.sweep.hparams import Monitored
 from dltrain.core.registry import ConfigError
+from dltrain.sweep.hparams import Monitored
 
 WANTED = {"min": "minimize", "max": "maximize"}
 

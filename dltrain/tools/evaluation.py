@@ -16,15 +16,13 @@ from typing import Any, TypeVar
 import torch
 
 from dltrain.core import checkpoint
-
-from dltrain.run import plugins
-
-from dltrain.tools import preprocess
-from dltrain.run.build import RunComponents, build
-from dltrain.run.config import RunConfig
 from dltrain.core.engine import evaluate
 from dltrain.core.files import write_atomic, write_json_atomic
 from dltrain.core.registry import ConfigError, check
+from dltrain.run import plugins
+from dltrain.run.build import RunComponents, build
+from dltrain.run.config import RunConfig
+from dltrain.tools import preprocess
 
 T = TypeVar("T")
 
@@ -76,9 +74,9 @@ def load_run(where: str | Path, prefer_best: bool = True, project: Path | None =
 def with_data(cfg: dict[str, Any], data: Sequence[str]) -> dict[str, Any]:
     """The run's config with `data` (each KEY=VALUE, `data.` optional, values in Hydra's override grammar)
     replacing options of its data choice; `name` (another kind of data) is not one of them."""
+    from dltrain.core.registry import first_line
     from dltrain.data import DATASETS
     from dltrain.run.overrides import override_value
-    from dltrain.core.registry import first_line
 
     node = dict(cfg.get("data") or {}) if isinstance(cfg.get("data"), dict) else {}
     name = node.get("name")

@@ -32,11 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from dltrain.core.registry import ConfigError, check, first_line
 from dltrain.data import image_folder, imdb, limits
 from dltrain.data.arrays import read_array
 from dltrain.data.limits import FLOAT32_MAX
 from dltrain.data.tabular import read_csv
-from dltrain.core.registry import ConfigError, check, first_line
 
 INPUTS = {"table": ("columns", "delimiter", "na_values", "missing", "target_column"), "image": ("image",),
           "tokens": ("text",), "array": ()}  # each input kind -> the keys its reader needs

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from dltrain.core.registry import ConfigError
 from dltrain.data import DATASETS, DataBundle
 from dltrain.data.cifar import CLASSES, PIXELS, load_batch
-from dltrain.core.registry import ConfigError
 
 # one mean colour (R, G, B) per class, far apart: the class is learnable from the average pixel alone
 PALETTE = np.array([[40, 40, 40], [215, 40, 40], [40, 215, 40], [40, 40, 215], [215, 215, 40],

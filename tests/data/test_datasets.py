@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from dltrain.core.registry import ConfigError
 from dltrain.data import DATASETS
 from dltrain.data.augment import build_augment, hflip, random_crop, rotate
 from dltrain.data.images import download, md5
-from dltrain.core.registry import ConfigError
 from tests.conftest import MNIST_T10K
 
 

@@ -5,11 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from dltrain.models import MODELS, Generative, ModelRegistry, ModelTraits, model_traits, param_groups
-from dltrain.models import layers
-from dltrain.models.layers import init_weights, linear_stack
 from dltrain.core.optim import ParamGroup
 from dltrain.core.registry import ConfigError
+from dltrain.models import MODELS, Generative, ModelRegistry, ModelTraits, layers, model_traits, param_groups
+from dltrain.models.layers import init_weights, linear_stack
 from tests.conftest import compose
 
 DIGITS = (1, 8, 8)  # scikit-learn digits: the default data

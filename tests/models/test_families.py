@@ -5,10 +5,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dltrain.run.config import config_dir
-from dltrain.models import MODELS
 from dltrain.core.registry import ConfigError
 from dltrain.core.tasks import build_task
+from dltrain.models import MODELS
+from dltrain.run.config import config_dir
 
 # name -> (yaml overrides for a tiny model, input sample shape, task)
 CASES = {
