@@ -284,7 +284,7 @@ def conform(data: Any, saved: dict[str, Any], path: Path, warn: bool = True) -> 
 def rescale(x: Any, now: dict[str, Any], then: dict[str, Any], shape: list[int]) -> Any:
     """x standardized by `now`'s mean/std -> by `then`'s (a memory-mapped split takes `then`'s directly)."""
     m0, s0 = channel_view(then["mean"], shape), channel_view(then["std"], shape)
-    if not isinstance(x, torch.Tensor):  # arrays.MappedRows scales each batch it reads by its own mean/std
+    if not isinstance(x, torch.Tensor):  # data.mapped.MappedRows scales each batch it reads by its own mean/std
         x.mean, x.std = m0.unsqueeze(0).to(x.device), s0.unsqueeze(0).to(x.device)
         return x
     m1, s1 = channel_view(now["mean"], shape), channel_view(now["std"], shape)

@@ -17,7 +17,7 @@ import torch
 
 from dltrain.core.registry import ConfigError
 from dltrain.data import DATASETS
-from dltrain.data.arrays import MappedRows
+from dltrain.data.mapped import MappedRows
 from tests.conftest import parse, run
 
 QUICK = ["trainer.log_every_n_steps=0", "trainer.ckpt.save_last=false", "trainer.ckpt.save_best=false",
