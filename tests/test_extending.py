@@ -167,3 +167,9 @@ def test_the_documented_import_paths_work_from_an_installed_wheel(tmp_path, whee
     assert where.stdout.strip().startswith(str(wheel_site)), where.stdout  # the wheel's copy, not this checkout
     done = check_imports(tmp_path / "p", env)
     assert done.returncode == 0 and "imported" in done.stdout, done.stderr[-2000:]
+    write_files(tmp_path / "p", doc_files())  # the worked example trains from the wheel too (its presets inside it)
+    trained = subprocess.run([sys.executable, "-c", runner, "optim=lion", "sched=rsqrt", "plugins=[models.py,data.py,"
+                              "lion.py,rsqrt.py]", "trainer.max_epochs=1", *QUICK, "hydra.run.dir=r"], cwd=tmp_path / "p",
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert "name: lion" in (tmp_path / "p" / "r" / "config.yaml").read_text()
