@@ -9,10 +9,9 @@ dicts, and the engine writes each group's "lr" before it steps (the schedule's l
 A built-in's options and defaults are stated once, in its YAML preset (conf/optim/NAME.yaml, read here; an
 option's type is its default's). TABLE holds what YAML cannot: the torch class and the value rules beyond a type.
 
-Weight decay is an optimizer key: coupled (added to the gradient) for all built-ins but adamw, decoupled for adamw.
-With `exclude_bias_and_norm: true` (an option of every optimizer, a user's too) parameters with ndim <= 1 (biases,
-norm scales and shifts) get no weight decay, as timm's `param_groups_weight_decay`: their torch group says
-weight_decay 0. The dim rule is reg.penalized_weights' (dim >= 2 are weights).
+Weight decay is coupled (added to the gradient) for the built-ins but adamw, decoupled for adamw. With
+`exclude_bias_and_norm: true` (every optimizer's option) parameters with ndim <= 1 (biases, norm scales and shifts)
+get a torch group with weight_decay 0, as timm's `param_groups_weight_decay` (reg.penalized_weights' dim rule).
 """
 from __future__ import annotations
 
@@ -107,15 +106,11 @@ def preset(name: str) -> dict[str, Any]:
     return {k: v for k, v in node.items() if k != "name"}
 
 
-def option_type(default: Any) -> Any:
-    """The type an option's YAML value must have, from its default (betas: a list of floats)."""
-    return {bool: bool, int: float, float: float, list: list[float]}[type(default)]
-
-
 def builtin(name: str, cls: type[torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:
-    """Built-in `name`'s builder, with the typed signature of its preset (so Registry.parse and check_kwargs check
-    its keys as they check any builder's)."""
+    """Built-in `name`'s builder, with the typed signature of its preset (an option's type is its default's; betas:
+    a list of floats), so Registry.parse and check_kwargs check its keys as they check any builder's."""
     defaults = preset(name)
+    types = {k: {bool: bool, int: float, float: float, list: list[float]}[type(v)] for k, v in defaults.items()}
 
     def builder(*, params: Any, **options: Any) -> torch.optim.Optimizer:
         return cls(params, **torch_kwargs(options))
@@ -123,8 +118,8 @@ def builtin(name: str, cls: type[torch.optim.Optimizer]) -> Callable[..., torch.
     kw_only = inspect.Parameter.KEYWORD_ONLY
     builder.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter("params", kw_only)]
-        + [inspect.Parameter(k, kw_only, default=v, annotation=option_type(v)) for k, v in defaults.items()])
-    builder.__annotations__ = {k: option_type(v) for k, v in defaults.items()}
+        + [inspect.Parameter(k, kw_only, default=v, annotation=types[k]) for k, v in defaults.items()])
+    builder.__annotations__ = types
     builder.__name__ = builder.__qualname__ = name
     return builder
 
@@ -160,16 +155,17 @@ def register_optimizer(name: str) -> Callable[[Callable[..., Any]], Callable[...
     return add
 
 
-def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+def optimizer_class(name: str, options: Mapping[str, Any] | None = None) -> type[torch.optim.Optimizer]:
     """The class optimizer `name` builds (sgd and momentum are both SGD): lets a resume check compare classes. A
-    user's optimizer is built once on a dummy parameter, with its defaults, to learn it."""
+    user's optimizer is built once on a dummy parameter, with `options` (a run's optim node) over its defaults."""
     cls = OPTIMIZERS.traits(name).get("torch_class")  # "unknown optim 'x'; valid: ..." for a name not registered
     if cls is not None:
         return cls
+    spec = Spec("optim", name, {k: v for k, v in (options or {}).items() if k != "name"})
     try:
-        return type(build_optimizer(Spec("optim", name, {}), [ParamGroup([torch.zeros(1, requires_grad=True)])]))
+        return type(build_optimizer(spec, [ParamGroup([torch.zeros(1, requires_grad=True)])]))
     except (ValueError, TypeError, RuntimeError) as err:  # ConfigError is a ValueError
-        raise ConfigError(f"optim={name} cannot be built from its defaults: {first_line(err)}") from None
+        raise ConfigError(f"optim={name} cannot be built from these options: {first_line(err)}") from None
 
 
 def parse_optimizer(node: Mapping[str, Any]) -> Spec:
@@ -228,14 +224,8 @@ def check_values(name: str, good: Mapping[str, Any], problems: Problems) -> set[
 
 
 def missing_keys(name: str, options: Mapping[str, Any]) -> list[str]:
-    """Options of optimizer `name` without a default that `options` lacks (a user's builder may have some)."""
+    """Options without a default (a user's builder may have some) that `options` lacks."""
     return [key for key in OPTIMIZERS.config_keys(name) if key not in OPTIMIZERS.options(name, options)]
-
-
-def refuser(name: str) -> str:
-    """Who checks optimizer `name`'s values when it is built: `torch.optim.Adam`, or a user's `optim=lion`."""
-    cls = OPTIMIZERS.traits(name).get("torch_class")
-    return f"torch.optim.{cls.__name__}" if cls is not None else f"optim={name}"
 
 
 def check_built(name: str, good: Mapping[str, Any], problems: Problems) -> None:
@@ -244,6 +234,8 @@ def check_built(name: str, good: Mapping[str, Any], problems: Problems) -> None:
     every refusal is reported. A user's builder may also raise ConfigError lines of its own."""
     defaults = OPTIMIZERS.options(name, {})
     options = {**defaults, **good}
+    cls = OPTIMIZERS.traits(name).get("torch_class")  # a built-in's; None for a user's builder
+    who = f"torch.optim.{cls.__name__}" if cls is not None else f"optim={name}"
     for _ in range(len(options) + 1):  # at most one retry per option
         try:
             build_optimizer(Spec("optim", name, options), [ParamGroup([torch.zeros(1, requires_grad=True)])])
@@ -253,11 +245,13 @@ def check_built(name: str, good: Mapping[str, Any], problems: Problems) -> None:
             return
         except (ValueError, TypeError, RuntimeError) as err:
             key = refused_key(first_line(err), options)
-            if key is None or key not in defaults or options[key] == defaults[key]:
-                who = f"optim={name}" + (f": {refuser(name)}" if name in TABLE else "")
-                problems.found.append(f"{who} refuses these options: {first_line(err)}")
+            if key is None or (key in defaults and options[key] == defaults[key]):  # no key, or its default refused
+                whole = f"optim={name}: {who}" if cls is not None else who
+                problems.found.append(f"{whole} refuses these options: {first_line(err)}")
                 return
-            problems.found.append(f"optim.{key}={options[key]} is refused by {refuser(name)}: {first_line(err)}")
+            problems.found.append(f"optim.{key}={options[key]} is refused by {who}: {first_line(err)}")
+            if key not in defaults:  # a user's key without a default: nothing to try instead
+                return
             options[key] = defaults[key]
 
 
