@@ -39,7 +39,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     default = root / "conf" / "project" / "default.yaml"
     text = default.read_text()
     assert "plugins: [models.py, data.py]" in text  # the line the doc tells the user to extend
-    default.write_text(text.replace("plugins: [models.py, data.py]", "plugins: [models.py, data.py, lion.py, rsqrt.py]"))
+    plugins = "plugins: [models.py, data.py, lion.py, rsqrt.py]"
+    default.write_text(text.replace("plugins: [models.py, data.py]", plugins))
     return root
 
 
@@ -105,8 +106,8 @@ def test_bad_options_of_a_user_optimizer_and_schedule_are_one_line_each(project)
 
 # Import paths a user's code may name: the docs', the README's and the starter's (found in their text below),
 # and these, which they name in prose or which dltrain named before its modules moved into core/, run/, ...
-NAMED = ["from dltrain.dist import is_main", "from dltrain.data import scaled_splits", "from dltrain.models import MODELS",
-         "from dltrain.rules import Positive", "from dltrain.plugins import load",
+NAMED = ["from dltrain.dist import is_main", "from dltrain.data import scaled_splits",
+         "from dltrain.models import MODELS", "from dltrain.rules import Positive", "from dltrain.plugins import load",
          "from dltrain import register_optimizer, register_schedule, register_model, register_data",
          "from dltrain import register_task, register_callback, ParamGroup, Callback, DataBundle, Split"]
 NOT_A_MODULE = {"dltrain.log"}  # a file name the README mentions
@@ -168,8 +169,9 @@ def test_the_documented_import_paths_work_from_an_installed_wheel(tmp_path, whee
     done = check_imports(tmp_path / "p", env)
     assert done.returncode == 0 and "imported" in done.stdout, done.stderr[-2000:]
     write_files(tmp_path / "p", doc_files())  # the worked example trains from the wheel too (its presets inside it)
-    trained = subprocess.run([sys.executable, "-c", runner, "optim=lion", "sched=rsqrt", "plugins=[models.py,data.py,"
-                              "lion.py,rsqrt.py]", "trainer.max_epochs=1", *QUICK, "hydra.run.dir=r"], cwd=tmp_path / "p",
-                             capture_output=True, text=True, timeout=300, env=env)
+    args = ["optim=lion", "sched=rsqrt", "plugins=[models.py,data.py,lion.py,rsqrt.py]", "trainer.max_epochs=1",
+            *QUICK, "hydra.run.dir=r"]
+    trained = subprocess.run([sys.executable, "-c", runner, *args], cwd=tmp_path / "p", capture_output=True,
+                             text=True, timeout=300, env=env)
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert "name: lion" in (tmp_path / "p" / "r" / "config.yaml").read_text()

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from dltrain.core.optim import OPTIMIZERS, ParamGroup, build_optimizer, optimizer_class, parse_optimizer, register_optimizer
+from dltrain.core.optim import (OPTIMIZERS, ParamGroup, build_optimizer, optimizer_class, parse_optimizer,
+                                register_optimizer)
 from dltrain.core.registry import ConfigError
 from dltrain.core.rules import Range
 from dltrain.run.config import config_dir
@@ -232,5 +233,6 @@ def test_a_user_optimizers_options_are_checked_as_the_builtins_are(user_optimize
     assert problems({**node, "lr": -1}) == ["optim.lr=-1 must be >= 0"]
     assert problems({**node, "lr": 5}) == ["optim.lr=5 is refused by optim=signsgd: Invalid learning rate: 5"]
     assert problems({"name": "signsgd"}) == ["optim=signsgd needs optim.lr"]
-    assert problems({"name": "no_optimizer", "lr": 0.1}) == ["optim=no_optimizer built a str, not a torch.optim.Optimizer"]
+    assert problems({"name": "no_optimizer", "lr": 0.1}) == [
+        "optim=no_optimizer built a str, not a torch.optim.Optimizer"]
     assert problems({"name": "no_lr", "lr": 0.1})[0].startswith("optim=no_lr: its param groups have no 'lr'")
