@@ -63,6 +63,10 @@ def test_a_user_optimizer_and_schedule_train_with_the_schedules_rate_and_resume_
     assert again["epoch"] == 4
     for key, weights in saved["model"].items():
         assert torch.equal(weights, again["model"][key]), key
+    other = cli(["optim=adam", "trainer.max_epochs=5", "trainer.resume=cut"], cwd=project)  # Lion's state as Adam's
+    assert other.returncode == 2 and other.stderr.strip() == ("dltrain: error: the checkpoint was trained with "
+                                                              "optim=lion (Lion), which cannot continue as Adam; "
+                                                              "resume with optim=lion"), other.stderr
 
 
 def test_the_user_optimizer_steps_with_the_rate_the_schedule_sets(project) -> None:
