@@ -65,7 +65,7 @@ def register_data(name: str, *, task: str | Callable[..., str | None] | None = N
 
 
 def register_task(name: str) -> Callable[[Any], Any]:
-    """`@register_task("mytask")` on `build(*, loss, label_smoothing, denoise) -> Task` (see dltrain/tasks.py)."""
+    """`@register_task("mytask")` on `build(*, loss, label_smoothing, denoise) -> Task` (see dltrain/core/tasks.py)."""
     from dltrain.core.tasks import TASKS
 
     return TASKS.register(name)
@@ -76,6 +76,27 @@ def register_callback(name: str) -> Callable[[Any], Any]:
     from dltrain.core.callbacks import CALLBACKS
 
     return CALLBACKS.register(name)
+
+
+def register_optimizer(name: str) -> Callable[[Any], Any]:
+    """`@register_optimizer("lion")` on `build(*, params, **your_yaml_keys) -> torch.optim.Optimizer`; the options
+    come from conf/optim/lion.yaml (typed keyword arguments, checked as the built-ins' are: unknown keys, types,
+    `Annotated` rules, lr and weight_decay >= 0, and your builder's own ValueErrors, built once on a dummy
+    parameter). `params` is a list of torch param-group dicts: pass it to `torch.optim.Optimizer.__init__` with
+    `lr` in its defaults, and read each group's "lr" when stepping (the schedule sets it, times the group's lr_scale).
+    `exclude_bias_and_norm` is an option of every optimizer (it arrives as a group with weight_decay 0)."""
+    from dltrain.core.optim import register_optimizer as register
+
+    return register(name)
+
+
+def register_schedule(name: str) -> Callable[[Any], Any]:
+    """`@register_schedule("rsqrt")` on `build(*, lr0, total, **your_yaml_keys) -> lr_at` with `lr_at(t) -> float`, a
+    pure function of t (epochs or optimizer steps done after the warm-up, as the YAML's `interval` says); `lr0` is
+    optim.lr, `total` the number of t units after the warm-up. Raise dltrain.ConfigError on bad values."""
+    from dltrain.core.sched import register_schedule as register
+
+    return register(name)
 
 
 def __getattr__(name: str) -> Any:

@@ -2,12 +2,16 @@
 option as one line (ours and torch's range checks), exclude_bias_and_norm really exempts 1-D parameters."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytest
 import torch
 from torch import nn
 
-from dltrain.core.optim import OPTIMIZERS, ParamGroup, build_optimizer, optimizer_class, parse_optimizer
+from dltrain.core.optim import (OPTIMIZERS, ParamGroup, build_optimizer, optimizer_class, parse_optimizer,
+                                register_optimizer)
 from dltrain.core.registry import ConfigError
+from dltrain.core.rules import Range
 from dltrain.run.config import config_dir
 from tests.conftest import compose
 
@@ -34,9 +38,6 @@ def test_the_seven_names_are_registered_and_have_yaml_files() -> None:
 @pytest.mark.parametrize("name", sorted(CLASSES))
 def test_each_name_builds_its_torch_class_with_the_yaml_defaults(name: str) -> None:
     node = optim_node(name=name)
-    defaults = {k: p.default for k, p in OPTIMIZERS.config_keys(name).items()}
-    assert {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()} == \
-        {k: v for k, v in node.items() if k != "name"}, "the table's defaults differ from the YAML's"
     model = nn.Linear(3, 2)
     opt = build_optimizer(parse_optimizer(node), [ParamGroup(list(model.parameters()))])
     assert type(opt) is CLASSES[name] is optimizer_class(name)
@@ -45,6 +46,15 @@ def test_each_name_builds_its_torch_class_with_the_yaml_defaults(name: str) -> N
         if key not in ("name", "exclude_bias_and_norm"):
             assert group[key] == (tuple(value) if isinstance(value, list) else value), key
     assert "exclude_bias_and_norm" not in group and "lr_scale" not in group
+
+
+def test_the_yaml_preset_states_the_defaults_once() -> None:
+    """A key removed from the node (`~optim.weight_decay`) takes the preset's value: the YAML is the one source."""
+    node = optim_node("~optim.weight_decay", "~optim.betas", name="adamw")
+    assert "weight_decay" not in node and "betas" not in node
+    opt = build_optimizer(parse_optimizer(node), [ParamGroup([nn.Parameter(torch.ones(2))])])
+    assert opt.param_groups[0]["weight_decay"] == 0.01 and opt.param_groups[0]["betas"] == (0.9, 0.999)
+    assert OPTIMIZERS.options("sgd", {}) == {"lr": 0.1, "weight_decay": 0.0, "exclude_bias_and_norm": False}
 
 
 def test_momentum_is_sgd_with_momentum() -> None:
@@ -158,3 +168,71 @@ def test_split_groups_keep_the_order_of_param_groups() -> None:
 def test_exclude_bias_and_norm_is_typed() -> None:
     found = problems(optim_node("optim.exclude_bias_and_norm=maybe"))
     assert found == ["optim.exclude_bias_and_norm='maybe' is not a boolean: write true or false"]
+
+
+class SignSGD(torch.optim.Optimizer):
+    """A user's optimizer: w -= lr * sign(grad), reading lr from its groups as dltrain's schedules require."""
+
+    def __init__(self, params, lr: float, weight_decay: float) -> None:
+        if lr > 1:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.mul_(1 - group["lr"] * group["weight_decay"]).add_(torch.sign(p.grad), alpha=-group["lr"])
+
+
+@pytest.fixture
+def user_optimizers(monkeypatch) -> None:
+    """signsgd (and two broken ones) registered as a user's project would, for this test only."""
+    for table in ("_builders", "_traits", "_checks"):
+        monkeypatch.setattr(OPTIMIZERS, table, dict(getattr(OPTIMIZERS, table)))
+
+    @register_optimizer("signsgd")
+    def signsgd(*, params, lr: float, weight_decay: Annotated[float, Range(le=1)] = 0.0) -> SignSGD:
+        return SignSGD(params, lr, weight_decay)
+
+    register_optimizer("no_optimizer")(lambda *, params, lr: "not one")
+    register_optimizer("no_lr")(lambda *, params, lr: SignSGDNoLr(params))
+
+
+class SignSGDNoLr(torch.optim.Optimizer):
+    def __init__(self, params) -> None:
+        super().__init__(params, {"rate": 0.1})
+
+
+def test_a_user_optimizer_gets_param_groups_lr_scales_and_exclude_bias_and_norm(user_optimizers) -> None:
+    from dltrain.core.engine import set_lr
+
+    net = bn_net()
+    groups = [ParamGroup(list(net[0].parameters()), 1.0), ParamGroup(list(net[1].parameters()), 0.5)]
+    node = {"name": "signsgd", "lr": 0.1, "weight_decay": 0.5, "exclude_bias_and_norm": True}
+    opt = build_optimizer(parse_optimizer(node), groups)
+    assert type(opt) is SignSGD is optimizer_class("signsgd", node)
+    assert [len(g["params"]) for g in opt.param_groups] == [1, 1, 0, 2]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.5, 0.0, 0.5, 0.0]
+    set_lr(opt, 0.01, [1.0, 1.0, 0.5, 0.5])  # what the engine does before a step: the schedule's rate * lr_scale
+    before = [p.detach().clone() for p in net.parameters()]
+    for p in net.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    w, b, gamma, beta = net.parameters()
+    assert torch.allclose(w, before[0] * (1 - 0.01 * 0.5) - 0.01)  # decayed, and moved by the scheduled lr
+    assert torch.allclose(b, before[1] - 0.01)  # 1-D: no decay
+    assert torch.allclose(gamma, before[2] - 0.005) and torch.allclose(beta, before[3] - 0.005)  # lr_scale 0.5
+
+
+def test_a_user_optimizers_options_are_checked_as_the_builtins_are(user_optimizers) -> None:
+    node = {"name": "signsgd", "lr": 0.1, "weight_decay": 0.0}
+    assert problems({**node, "momentum": 0.9}) == [
+        "optim.momentum is not an option of optim=signsgd; valid: lr, weight_decay, exclude_bias_and_norm"]
+    assert problems({**node, "weight_decay": 2.0}) == ["optim.weight_decay=2.0 must be <= 1"]
+    assert problems({**node, "lr": -1}) == ["optim.lr=-1 must be >= 0"]
+    assert problems({**node, "lr": 5}) == ["optim.lr=5 is refused by optim=signsgd: Invalid learning rate: 5"]
+    assert problems({"name": "signsgd"}) == ["optim=signsgd needs optim.lr"]
+    assert problems({"name": "no_optimizer", "lr": 0.1}) == [
+        "optim=no_optimizer built a str, not a torch.optim.Optimizer"]
+    assert problems({"name": "no_lr", "lr": 0.1})[0].startswith("optim=no_lr: its param groups have no 'lr'")

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Annotated
 
 import pytest
 
 from dltrain.core.registry import ConfigError
-from dltrain.core.sched import ScheduleSpec, build_schedule, parse_schedule
+from dltrain.core.rules import Positive
+from dltrain.core.sched import SCHEDULES, ScheduleSpec, build_schedule, parse_schedule, register_schedule
 from tests.conftest import compose
 
 LR0 = 0.2
@@ -189,3 +191,28 @@ def test_every_schedule_yaml_builds() -> None:
     for name in ("constant", "step", "exponential", "inverse_time", "cosine"):
         node = compose([f"sched={name}"])["sched"]
         assert sched(node)(0) > 0
+
+
+@pytest.fixture
+def user_schedules(monkeypatch) -> None:
+    """rsqrt (and a broken one) registered as a user's project would, for this test only."""
+    for table in ("_builders", "_traits", "_checks"):
+        monkeypatch.setattr(SCHEDULES, table, dict(getattr(SCHEDULES, table)))
+
+    @register_schedule("rsqrt")
+    def rsqrt(*, lr0: float, total: int, timescale: Annotated[float, Positive]):
+        return lambda s: lr0 / math.sqrt(1.0 + s / timescale)
+
+    register_schedule("not_a_function")(lambda *, lr0, total: lr0)
+
+
+def test_a_user_schedule_gets_the_warm_up_and_its_keys_are_checked(user_schedules) -> None:
+    lr_at = sched({"name": "rsqrt", "interval": "step", "warmup": 3, "timescale": 2.0})
+    assert [lr_at(t) for t in range(3)] == pytest.approx([LR0 / 4, LR0 / 2, LR0 * 3 / 4])  # the linear warm-up
+    assert [lr_at(t) for t in (3, 5, 9)] == pytest.approx([LR0, LR0 / math.sqrt(2), LR0 / 2])  # s = t - 3
+    with pytest.raises(ConfigError) as err:
+        parse_schedule({"name": "rsqrt", "timescale": 0, "k": 1}, LR0)
+    assert err.value.problems == ["sched.k is not an option of sched=rsqrt; valid: interval, warmup, timescale",
+                                  "sched.timescale=0 must be > 0"]
+    with pytest.raises(ConfigError, match=r"^sched=not_a_function built a float, not a function lr_at\(t\)$"):
+        parse_schedule({"name": "not_a_function"}, LR0)

@@ -1,27 +1,36 @@
-"""Optimizers by short name: one table row per name (torch class, YAML defaults, extra value checks).
+"""Optimizers by short name: dltrain's built-ins (torch classes) and a user's own (`dltrain.register_optimizer`).
 
-An `optim` node is checked once by `parse_optimizer` (keys, types, our value checks and torch's own range
-checks, every problem one line); `build_optimizer` then builds the optimizer over `ParamGroup`s.
+An optimizer is a registry builder `build(*, params, **options) -> torch.optim.Optimizer`. Its options come from
+YAML (conf/optim/NAME.yaml) and are checked once by `parse_optimizer`: keys and types against the builder's
+signature, value rules, and the optimizer's own range checks (it is built once on a dummy parameter); every
+problem is one line. `build_optimizer` then builds it over `ParamGroup`s: `params` is a list of torch param-group
+dicts, and the engine writes each group's "lr" before it steps (the schedule's lr times the group's lr_scale).
 
-Weight decay is an optimizer key: coupled (added to the gradient) for all but adamw, decoupled for adamw.
-With `exclude_bias_and_norm: true` parameters with ndim <= 1 (biases, norm scales and shifts) get no weight
-decay, as timm's `param_groups_weight_decay`; the dim rule is reg.penalized_weights' (dim >= 2 are weights).
+A built-in's options and defaults are stated once, in its YAML preset (conf/optim/NAME.yaml, read here; an
+option's type is its default's). TABLE holds what YAML cannot: the torch class and the value rules beyond a type.
+
+Weight decay is coupled (added to the gradient) for the built-ins but adamw, decoupled for adamw. With
+`exclude_bias_and_norm: true` (every optimizer's option) parameters with ndim <= 1 (biases, norm scales and shifts)
+get a torch group with weight_decay 0, as timm's `param_groups_weight_decay` (reg.penalized_weights' dim rule).
 """
 from __future__ import annotations
 
 import inspect
 import math
 import re
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from dltrain.core.registry import Problems, Registry, Spec, check, check_kwargs, first_line
+from dltrain.core.registry import ConfigError, Problems, Registry, Spec, check, check_kwargs, first_line
 
 OPTIMIZERS = Registry("optim", runtime=("params",))
-OURS = {"exclude_bias_and_norm": False}  # options every optimizer takes that torch never sees
+OURS = {"exclude_bias_and_norm": False}  # options every optimizer takes that its builder never sees
 
 
 @dataclass
@@ -66,136 +75,184 @@ BETAS = Rule("betas", lambda o: len(o["betas"]) == 2 and all(0.0 <= b < 1.0 for 
              "optim.betas={betas} must be two values in [0, 1)")
 NESTEROV = Rule("nesterov", lambda o: not o["nesterov"] or (o["momentum"] > 0 and o["dampening"] == 0),
                 "optim.nesterov needs momentum > 0 and dampening = 0")
-COMMON = (at_least_0("lr"), at_least_0("weight_decay"))
+COMMON = (at_least_0("lr"), at_least_0("weight_decay"))  # every optimizer's, a user's too (where it has the key)
 
 
 @dataclass(frozen=True)
 class Row:
-    """One optimizer: its torch class, its options with defaults (a default's type is the option's type)."""
+    """A built-in optimizer beside its YAML preset: its torch class and its value rules beyond the types."""
 
     cls: type[torch.optim.Optimizer]
-    defaults: dict[str, Any]  # the YAML's keys, in its order, and their defaults (same values as conf/optim)
     rules: tuple[Rule, ...] = ()
 
-    @property
-    def options(self) -> dict[str, Any]:
-        return {**self.defaults, **OURS}
 
-    def all_rules(self) -> list[Rule]:
-        """Finiteness first (then a NaN is not also 'below 0'), then the shared and the row's own checks."""
-        floats = [finite(k) for k, v in self.defaults.items() if isinstance(v, float)]
-        return [*floats, *COMMON, *self.rules]
-
-
-ADAM = {"lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False}
 TABLE = {
-    "sgd": Row(torch.optim.SGD, {"lr": 0.1, "weight_decay": 0.0}),
-    "momentum": Row(torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": False, "dampening": 0.0,
-                                      "weight_decay": 0.0}, (in_unit("momentum"), NESTEROV)),
-    "adagrad": Row(torch.optim.Adagrad, {"lr": 0.05, "lr_decay": 0.0, "eps": 1e-10,
-                                         "initial_accumulator_value": 0.0, "weight_decay": 0.0}),
-    "rmsprop": Row(torch.optim.RMSprop, {"lr": 0.001, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0,
-                                         "centered": False, "weight_decay": 0.0}, (in_unit("alpha"),)),
-    "adadelta": Row(torch.optim.Adadelta, {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0},
-                    (in_unit("rho", closed=True),)),
-    "adam": Row(torch.optim.Adam, ADAM, (BETAS,)),
-    "adamw": Row(torch.optim.AdamW, {**ADAM, "weight_decay": 0.01}, (BETAS,)),
+    "sgd": Row(torch.optim.SGD),
+    "momentum": Row(torch.optim.SGD, (in_unit("momentum"), NESTEROV)),
+    "adagrad": Row(torch.optim.Adagrad),
+    "rmsprop": Row(torch.optim.RMSprop, (in_unit("alpha"),)),
+    "adadelta": Row(torch.optim.Adadelta, (in_unit("rho", closed=True),)),
+    "adam": Row(torch.optim.Adam, (BETAS,)),
+    "adamw": Row(torch.optim.AdamW, (BETAS,)),
 }
 
 
-def option_type(default: Any) -> Any:
-    """The type an option's YAML value must have, from its default (betas: a list of two floats)."""
-    return {bool: bool, float: float, tuple: list[float]}[type(default)]
+def preset(name: str) -> dict[str, Any]:
+    """Built-in `name`'s options and defaults: its YAML preset without `name` (dltrain/conf in a wheel, the
+    checkout's top-level conf/ otherwise, as run.conf_dirs.config_dir finds them)."""
+    package = Path(__file__).resolve().parents[1]
+    conf = next(c for c in (package / "conf", package.parent / "conf") if (c / "config.yaml").is_file())
+    node = yaml.safe_load((conf / "optim" / f"{name}.yaml").read_text())
+    return {k: v for k, v in node.items() if k != "name"}
 
 
-def register(name: str, row: Row) -> None:
-    """A registry builder with a generated typed signature, so Registry.parse / check_kwargs check its keys."""
+def builtin(name: str, cls: type[torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:
+    """Built-in `name`'s builder, with the typed signature of its preset (an option's type is its default's; betas:
+    a list of floats), so Registry.parse and check_kwargs check its keys as they check any builder's."""
+    defaults = preset(name)
+    types = {k: {bool: bool, int: float, float: float, list: list[float]}[type(v)] for k, v in defaults.items()}
+
     def builder(*, params: Any, **options: Any) -> torch.optim.Optimizer:
-        return build_optimizer(Spec("optim", name, options), [ParamGroup(list(params))])
+        return cls(params, **torch_kwargs(options))
 
-    hints = {k: option_type(v) for k, v in row.options.items()}
     kw_only = inspect.Parameter.KEYWORD_ONLY
     builder.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter("params", kw_only)]
-        + [inspect.Parameter(k, kw_only, default=v, annotation=hints[k]) for k, v in row.options.items()])
-    builder.__annotations__ = hints
+        + [inspect.Parameter(k, kw_only, default=v, annotation=types[k]) for k, v in defaults.items()])
+    builder.__annotations__ = types
     builder.__name__ = builder.__qualname__ = name
-    OPTIMIZERS.register(name, torch_class=row.cls)(builder)
+    return builder
 
 
 for _name, _row in TABLE.items():
-    register(_name, _row)
+    OPTIMIZERS.register(_name, torch_class=_row.cls)(builtin(_name, _row.cls))
 
 
-def row_of(name: str) -> Row:
-    OPTIMIZERS.get(name)  # "unknown optim 'x'; valid: ..." for a name not in the table
-    return TABLE[name]
+def register_optimizer(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`@register_optimizer(name)` on `build(*, params, **yaml_keys) -> torch.optim.Optimizer` (the facade's
+    dltrain.register_optimizer). Its typed keyword arguments are the YAML's keys; `exclude_bias_and_norm` is
+    added to them (dltrain's own: build_optimizer applies it to `params` and never passes it on)."""
+    def add(build: Callable[..., Any]) -> Callable[..., Any]:
+        own = inspect.signature(build).parameters
+        if "params" not in own:
+            raise TypeError(f"register_optimizer({name!r}): {build.__name__} must take `params` (torch param groups)")
+        hints = typing.get_type_hints(build, include_extras=True)  # resolved now: the wrapper has other globals
+        kw_only = inspect.Parameter.KEYWORD_ONLY
+        keys = [p.replace(kind=kw_only, annotation=hints.get(p.name, p.annotation)) for p in own.values()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in OURS]
+        ours = [inspect.Parameter(k, kw_only, default=v, annotation=bool) for k, v in OURS.items()]
+        rest = [p for p in own.values() if p.kind is p.VAR_KEYWORD]
+
+        def builder(*, params: Any, **options: Any) -> torch.optim.Optimizer:
+            return build(params=params, **{k: v for k, v in options.items() if k not in OURS})
+
+        builder.__signature__ = inspect.Signature([*keys, *ours, *rest])  # type: ignore[attr-defined]
+        builder.__annotations__ = {**{k: v for k, v in hints.items() if k != "return"}, **dict.fromkeys(OURS, bool)}
+        builder.__name__ = builder.__qualname__ = name
+        OPTIMIZERS.register(name)(builder)
+        return build
+
+    return add
 
 
-def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
-    """The torch class of optimizer `name` (sgd and momentum are both SGD): lets a resume check compare classes
-    without building one."""
-    return row_of(name).cls
+def optimizer_class(name: str, options: Mapping[str, Any] | None = None) -> type[torch.optim.Optimizer]:
+    """The class optimizer `name` builds (sgd and momentum are both SGD): lets a resume check compare classes. A
+    user's optimizer is built once on a dummy parameter, with `options` (a run's optim node) over its defaults."""
+    cls = OPTIMIZERS.traits(name).get("torch_class")  # "unknown optim 'x'; valid: ..." for a name not registered
+    if cls is not None:
+        return cls
+    spec = Spec("optim", name, {k: v for k, v in (options or {}).items() if k != "name"})
+    try:
+        return type(build_optimizer(spec, [ParamGroup([torch.zeros(1, requires_grad=True)])]))
+    except (ValueError, TypeError, RuntimeError) as err:  # ConfigError is a ValueError
+        raise ConfigError(f"optim={name} cannot be built from these options: {first_line(err)}") from None
 
 
 def parse_optimizer(node: Mapping[str, Any]) -> Spec:
-    """Check an `optim` node once: keys, types, our value checks and torch's own range checks (the optimizer is
-    built once on a dummy parameter). Every problem is one line of a single ConfigError."""
+    """Check an `optim` node once: keys, types, value rules and the optimizer's own range checks (it is built
+    once on a dummy parameter). Every problem is one line of a single ConfigError."""
     check(isinstance(node, Mapping), f"optim must be a mapping of options, got {node!r}")
     name = node.get("name")
     check(isinstance(name, str), f"optim: missing 'name'; valid: {', '.join(OPTIMIZERS.names())}")
-    row = row_of(name)
+    OPTIMIZERS.get(name)  # "unknown optim 'x'; valid: ..."
     options = {k: v for k, v in node.items() if k != "name"}
     problems = Problems()
     bad = check_types(name, options, problems)
     good = {k: v for k, v in options.items() if k not in bad}
-    bad |= check_values(row, good, problems)
-    check_with_torch(name, row, {k: v for k, v in good.items() if k not in bad}, problems)
+    bad |= check_values(name, good, problems)
+    usable = {k: v for k, v in good.items() if k not in bad}
+    if not missing_keys(name, usable):  # a builder missing a key would only repeat a line above
+        check_built(name, usable, problems)
     problems.raise_if_any()
     return Spec("optim", name, options)
 
 
 def check_types(name: str, options: Mapping[str, Any], problems: Problems) -> set[str]:
-    """Unknown keys and wrong types, one line each; returns the keys that failed."""
+    """Unknown keys, wrong types and broken `Annotated` rules, one line each, then one line per required key
+    (no default) that is missing; returns the keys that failed."""
     bad = set()
     for key, value in options.items():
-        before = len(problems.found)
-        with problems.collect():
+        try:
             check_kwargs("optim", name, OPTIMIZERS.get(name), {key: value}, OPTIMIZERS.runtime)
-        if len(problems.found) > before:
-            bad.add(key)
+        except ConfigError as err:  # lines about this key; "needs" lines about the others come once, below
+            found = [line for line in err.problems if line.startswith(f"optim.{key}")]
+            problems.found += found
+            bad |= {key} if found else set()
+    problems.found += [f"optim={name} needs optim.{key}" for key in missing_keys(name, options)]
     return bad
 
 
-def check_values(row: Row, good: Mapping[str, Any], problems: Problems) -> set[str]:
-    """The row's value rules over well-typed options (defaults filled in); returns the keys that failed."""
-    merged = {**row.options, **good}
+def rules_of(name: str) -> list[Rule]:
+    """Finiteness of the float options first (then a NaN is not also 'below 0'), then the shared and the row's own
+    checks."""
+    hints = typing.get_type_hints(OPTIMIZERS.get(name))
+    floats = [finite(k) for k in OPTIMIZERS.config_keys(name) if hints.get(k) is float]
+    return [*floats, *COMMON, *(TABLE[name].rules if name in TABLE else ())]
+
+
+def check_values(name: str, good: Mapping[str, Any], problems: Problems) -> set[str]:
+    """The value rules over well-typed options (defaults filled in); returns the keys that failed."""
+    defaults = OPTIMIZERS.options(name, {})
+    merged = {**defaults, **good}
     bad = set()
-    for rule in row.all_rules():
-        if rule.key not in bad and not rule.ok(merged):
+    for rule in rules_of(name):
+        if rule.key in merged and rule.key not in bad and not rule.ok(merged):
             problems.found.append(rule.message.format(**merged))
             bad.add(rule.key)
-            merged[rule.key] = row.options[rule.key]  # later rules that read it see a sane value
+            merged[rule.key] = defaults.get(rule.key, merged[rule.key])  # later rules that read it see a sane value
     return bad
 
 
-def check_with_torch(name: str, row: Row, good: Mapping[str, Any], problems: Problems) -> None:
-    """Torch's own checks: build on a dummy parameter; each refusal names the option where the message allows,
-    then that option falls back to its default and we try again, so every refusal is reported."""
-    options = {**row.options, **good}
+def missing_keys(name: str, options: Mapping[str, Any]) -> list[str]:
+    """Options without a default (a user's builder may have some) that `options` lacks."""
+    return [key for key in OPTIMIZERS.config_keys(name) if key not in OPTIMIZERS.options(name, options)]
+
+
+def check_built(name: str, good: Mapping[str, Any], problems: Problems) -> None:
+    """The optimizer's own checks (torch's, or a user's builder's): build it on a dummy parameter; each refusal
+    names the option where the message allows, then that option falls back to its default and we try again, so
+    every refusal is reported. A user's builder may also raise ConfigError lines of its own."""
+    defaults = OPTIMIZERS.options(name, {})
+    options = {**defaults, **good}
+    cls = OPTIMIZERS.traits(name).get("torch_class")  # a built-in's; None for a user's builder
+    who = f"torch.optim.{cls.__name__}" if cls is not None else f"optim={name}"
     for _ in range(len(options) + 1):  # at most one retry per option
         try:
-            row.cls([torch.zeros(1, requires_grad=True)], **torch_kwargs(options))
+            build_optimizer(Spec("optim", name, options), [ParamGroup([torch.zeros(1, requires_grad=True)])])
+            return
+        except ConfigError as err:
+            problems.found += err.problems
             return
         except (ValueError, TypeError, RuntimeError) as err:
             key = refused_key(first_line(err), options)
-            if key is None or options[key] == row.options[key]:
-                problems.found.append(f"optim={name}: torch.optim.{row.cls.__name__} refuses these options: "
-                                      f"{first_line(err)}")
+            if key is None or (key in defaults and options[key] == defaults[key]):  # no key, or its default refused
+                whole = f"optim={name}: {who}" if cls is not None else who
+                problems.found.append(f"{whole} refuses these options: {first_line(err)}")
                 return
-            problems.found.append(f"optim.{key}={options[key]} is refused by torch.optim.{row.cls.__name__}: "
-                                  f"{first_line(err)}")
-            options[key] = row.options[key]
+            problems.found.append(f"optim.{key}={options[key]} is refused by {who}: {first_line(err)}")
+            if key not in defaults:  # a user's key without a default: nothing to try instead
+                return
+            options[key] = defaults[key]
 
 
 # words in torch's messages that name an option differently ("Invalid epsilon value: -1.0")
@@ -221,15 +278,21 @@ def build_optimizer(spec: Spec, groups: list[ParamGroup]) -> torch.optim.Optimiz
 
     With exclude_bias_and_norm on, each ParamGroup gives two torch groups, always both (torch allows an empty one),
     so ParamGroup i is torch groups 2i (ndim >= 2: decayed) and 2i + 1 (ndim <= 1: weight_decay 0). lr_scale is
-    not written into torch's groups: the engine holds the scales."""
-    row = row_of(spec.name)
-    options = {**row.options, **spec.kwargs}
+    not written into torch's groups: the engine holds the scales and sets each group's "lr" itself, so an optimizer
+    must read its rate from its param groups (torch.optim.Optimizer's `defaults` put `lr` there)."""
+    options = {**OPTIMIZERS.options(spec.name, {}), **spec.kwargs}
+    exclude = options.pop("exclude_bias_and_norm", False)
     torch_groups: list[dict[str, Any]] = []
     for group in groups:
         params = list(group.params)
-        if not options["exclude_bias_and_norm"]:
+        if not exclude:
             torch_groups.append({"params": params})
             continue
         torch_groups.append({"params": [p for p in params if p.ndim >= 2]})
         torch_groups.append({"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0})
-    return row.cls(torch_groups, **torch_kwargs(options))
+    optimizer = OPTIMIZERS.get(spec.name)(params=torch_groups, **options)
+    check(isinstance(optimizer, torch.optim.Optimizer),
+          f"optim={spec.name} built a {type(optimizer).__name__}, not a torch.optim.Optimizer")
+    check(all("lr" in g for g in optimizer.param_groups), f"optim={spec.name}: its param groups have no 'lr', so "
+          "the schedule cannot set it; pass lr in the defaults of torch.optim.Optimizer.__init__")
+    return optimizer

@@ -43,6 +43,13 @@ class ScheduleSpec:
     warmup: int = 0  # warm-up length W in interval units; 0 = none
 
 
+def register_schedule(name: str) -> Callable[[Callable[..., Schedule]], Callable[..., Schedule]]:
+    """`@register_schedule(name)` on `build(*, lr0, total, **yaml_keys) -> lr_at` (the facade's
+    dltrain.register_schedule): `lr0` is optim.lr, `total` the decay's length in interval units (the run's, less
+    the warm-up); `lr_at(s)` gives the rate at s = t - warmup. `interval` and `warmup` are every schedule's keys."""
+    return SCHEDULES.register(name)
+
+
 @SCHEDULES.register("constant")
 def constant(*, lr0: float, total: int) -> Schedule:
     return lambda t: lr0
@@ -121,7 +128,8 @@ def parse_schedule(node: Mapping[str, Any], lr0: float) -> ScheduleSpec:
               f"sched.warmup={warmup} must be an integer >= 0")
     if decay is not None:
         with problems.collect():
-            SCHEDULES.build(decay, lr0=lr0, total=1)  # the builder's value checks (boundaries, min_lr <= lr0, ...)
+            lr_at = SCHEDULES.build(decay, lr0=lr0, total=1)  # its value checks (boundaries, min_lr <= lr0, ...)
+            check(callable(lr_at), f"sched={decay.name} built a {type(lr_at).__name__}, not a function lr_at(t)")
     problems.raise_if_any()
     assert decay is not None  # else parse's ConfigError was raised just above
     return ScheduleSpec(decay.name, dict(decay.kwargs), cast(Literal["epoch", "step"], interval), warmup)

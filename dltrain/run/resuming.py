@@ -67,7 +67,7 @@ def check_resumable(model: nn.Module, saved: dict[str, Any], optimizer: type[tor
               f"trainer.max_epochs above {epoch} to continue it{to_finish}")
     their_optim = (yaml.safe_load(saved.get("config") or "{}") or {}).get("optim") or {}
     try:  # the checkpoint's optimizer class, from its own config (sgd and momentum are both SGD)
-        theirs = optimizer_class(their_optim.get("name"))
+        theirs = optimizer_class(their_optim.get("name"), their_optim)  # a user's optimizer is built to learn it
     except ConfigError:
         theirs = optimizer  # an unreadable old config: torch's own load_state_dict checks remain
     check(theirs is optimizer, f"the checkpoint was trained with optim={their_optim.get('name')} "
