@@ -32,7 +32,7 @@ def worker_dies_on_rank_1(config: Any, run_dir: str, overrides: list[str]) -> No
 
 
 def dead_worker_cli() -> None:
-    import dltrain.run.train
+    import dltrain.run.assemble
     from dltrain.cli.main import main
 
     dltrain.run.train.worker = worker_dies_on_rank_1
@@ -131,9 +131,9 @@ def swallowed_signal_cli() -> None:
     import signal
     import time
 
-    import dltrain.run.train
+    import dltrain.run.assemble
 
-    real_build, sig = dltrain.run.train.build, getattr(signal, os.environ["DLTRAIN_TEST_SIGNAL"])
+    real_build, sig = dltrain.run.assemble.build, getattr(signal, os.environ["DLTRAIN_TEST_SIGNAL"])
 
     def build(config: Any) -> Any:
         parts = real_build(config)
@@ -145,7 +145,7 @@ def swallowed_signal_cli() -> None:
                 raise RecursionError("maximum recursion depth exceeded") from None
         return parts
 
-    dltrain.run.train.build = build
+    dltrain.run.assemble.build = build
     from dltrain.cli.main import main
 
     sys.argv = ["dltrain", *sys.argv[1:]]

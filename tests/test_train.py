@@ -8,9 +8,9 @@ import pytest
 import torch
 import yaml
 
-import dltrain.run.train
+import dltrain.run.assemble
 from dltrain.core import checkpoint
-from dltrain.run.build import build, make_optimizer, make_settings
+from dltrain.run.assemble import build, make_optimizer, make_settings
 from dltrain.tools.evaluation import evaluate_run, load_run
 from tests.conftest import FAST, load_scalars, parse, run
 
@@ -120,14 +120,14 @@ ONE_EPOCH = ["trainer.max_epochs=1", "model.hidden=[32]", "trainer.log_every_n_s
 @pytest.mark.parametrize("before", [(False, False), (True, True)], ids=["off", "on_warn_only"])
 def test_deterministic_mode_is_on_during_the_run_and_as_it_was_afterwards(tmp_path, monkeypatch, before) -> None:
     during = []
-    real_fit = dltrain.run.train.fit
+    real_fit = dltrain.run.assemble.fit  # what an assembled run fits with
 
     def recording_fit(*args, **kwargs):
         during.append((torch.are_deterministic_algorithms_enabled(),
                        torch.is_deterministic_algorithms_warn_only_enabled()))
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(dltrain.run.train, "fit", recording_fit)
+    monkeypatch.setattr(dltrain.run.assemble, "fit", recording_fit)
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what the run sets for cuBLAS; undone after the test
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     torch.use_deterministic_algorithms(before[0], warn_only=before[1])

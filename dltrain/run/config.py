@@ -229,9 +229,22 @@ def parse_callbacks(cfg: dict[str, Any]) -> tuple[Spec, ...]:
     for name, options in node.items():
         with problems.collect():
             check(options is None or isinstance(options, dict), f"callbacks.{name} must be a mapping of options")
+            check_user_callback(str(name))
             specs.append(CALLBACKS.parse({"name": name, **(options or {})}))
     problems.raise_if_any()
     return tuple(specs)
+
+
+def check_user_callback(name: str) -> None:
+    """A name in `callbacks` is one of the user's registered callbacks: dltrain's own are always on and set by their
+    own keys (the early_stopping group, trainer.ckpt), so neither listed nor accepted here."""
+    users = [n for n in CALLBACKS.names() if "builtin" not in CALLBACKS.traits(n)]
+    check(name in CALLBACKS.names(), f"unknown callback '{name}'; valid: {', '.join(users)}")
+    if "builtin" in CALLBACKS.traits(name):
+        where = CALLBACKS.traits(name)["builtin"]
+        raise ConfigError(f"callbacks.{name} is dltrain's own callback, always on" +
+                          (f" (its options are the {where} keys)" if where else " (it has no options)") +
+                          f"; `callbacks` adds your registered ones: {', '.join(users) or 'none registered'}")
 
 
 PARSERS = {"model": lambda cfg: MODELS.parse(cfg["model"]), "data": parse_data, "optim": parse_optim,
