@@ -231,3 +231,25 @@ def test_summary_names_a_missing_split_instead_of_a_blank_line(tmp_path, fast) -
     assert report["test"] == {}
     text = summary_text(report, tmp_path)
     assert "test   (no test split)" in text and "final  val/" in text
+
+
+def test_one_process_assembles_and_fits_several_runs_that_share_nothing(tmp_path) -> None:
+    """assemble is the unit a launcher calls per run: two runs assembled side by side in one process each own
+    their model, optimizer, data and callbacks, and fit as the same run alone does (the same metrics)."""
+    from dltrain.run.assemble import assemble
+
+    config = parse(["model.hidden=[16]", "trainer.max_epochs=2", "trainer.log_every_n_steps=0", "trainer.device=cpu"])
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    threads = torch.get_num_threads()
+    try:  # assemble sets the run's threads for the process; train.train restores them, so does this test
+        first, second = (assemble(config, tmp_path / name, torch.device("cpu")) for name in ("a", "b"))
+        assert first.state.raw_model is not second.state.raw_model and first.callbacks[0] is not second.callbacks[0]
+        assert first.splits[0].x.data_ptr() != second.splits[0].x.data_ptr()
+        first.fit()
+        second.fit()
+    finally:
+        torch.set_num_threads(threads)
+    assert first.state.metrics["val/loss"] == pytest.approx(second.state.metrics["val/loss"], rel=1e-6)
+    assert first.state.epoch == second.state.epoch == 2
+    assert (tmp_path / "a" / "last.pt").is_file() and (tmp_path / "b" / "last.pt").is_file()
