@@ -207,3 +207,25 @@ def test_the_callbacks_mapping_adds_the_users_callbacks_only(name, message) -> N
     with pytest.raises(ConfigError, match="unknown callback 'nope'; valid: ") as err:
         parse(["+callbacks.nope={}"])
     assert "progress" not in str(err.value) and "tensorboard" not in str(err.value)  # as before: users' names only
+
+
+def test_a_users_callback_gets_its_options_and_the_run_time_arguments_it_asks_for(tmp_path) -> None:
+    """A user's callback is built as the built-ins are: YAML options as keyword arguments, and of the run-time
+    arguments (callbacks.RUNTIME) those its __init__ names; those cannot be set in YAML."""
+    from dltrain import Callback, register_callback
+    from dltrain.core.callbacks import CALLBACKS
+    from dltrain.core.registry import ConfigError
+    from dltrain.run.assemble import build, make_callbacks
+    from tests.conftest import parse
+
+    if "every_nth_epoch" not in CALLBACKS.names():  # registered once per test process
+        @register_callback("every_nth_epoch")
+        class EveryNthEpoch(Callback):
+            def __init__(self, max_epochs: int, run_dir, every: int = 1) -> None:
+                self.max_epochs, self.run_dir, self.every = max_epochs, run_dir, every
+
+    parts = build(parse(["model.hidden=[4]", "trainer.max_epochs=4", "+callbacks.every_nth_epoch={every:2}"]))
+    users = [cb for cb in make_callbacks(parts, tmp_path) if type(cb).__name__ == "EveryNthEpoch"]
+    assert [(cb.max_epochs, cb.run_dir, cb.every) for cb in users] == [(4, tmp_path, 2)]
+    with pytest.raises(ConfigError, match="callback.run_dir is not an option of callback=every_nth_epoch; valid: every"):
+        parse(["+callbacks.every_nth_epoch={run_dir:elsewhere}"])
