@@ -32,7 +32,7 @@ def worker_dies_on_rank_1(config: Any, run_dir: str, overrides: list[str]) -> No
 
 
 def dead_worker_cli() -> None:
-    import dltrain.run.assemble
+    import dltrain.run.train
     from dltrain.cli.main import main
 
     dltrain.run.train.worker = worker_dies_on_rank_1
