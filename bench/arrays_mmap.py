@@ -87,6 +87,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
     from hydra import compose, initialize_config_dir
 
+    from dltrain.run import assemble as assembly  # its `build`, timed below (assemble calls it by that name)
     from dltrain.run import train as train_module
     from dltrain.run.conf_dirs import config_dir
     from dltrain.run.config import RunConfig, to_plain
@@ -113,7 +114,7 @@ def child(args: argparse.Namespace) -> None:
         result["rlimit_data_mb"] = round(limit / 2**20)
         result["vmdata_before_mb"] = round(base / 2**20)
     build_seconds = []
-    real_build = train_module.build
+    real_build = assembly.build
 
     def timed_build(cfg):  # noqa: ANN001, ANN202  (the run's own build: data, task, model)
         begun, cpu = time.perf_counter(), time.process_time()
@@ -122,7 +123,7 @@ def child(args: argparse.Namespace) -> None:
         finally:
             build_seconds.append((time.perf_counter() - begun, time.process_time() - cpu))
 
-    train_module.build = timed_build
+    assembly.build = timed_build
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
         report = train_module.run_job(config, Path(args.run_dir), overrides)

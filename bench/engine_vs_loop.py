@@ -1,10 +1,11 @@
 """Seconds per training epoch of the dltrain engine against a minimal hand-written PyTorch loop, in one process.
 
-Each case composes a real dltrain config (Hydra, conf/ + overrides) and builds its parts exactly as a run does
-(`RunConfig.parse`, then `build.build`, `build.wrap_model`, `build.to_device`, `build.make_optimizer`,
-`build.make_settings`, as `train.train_on` does), then times one epoch at a time of `engine.fit` with an empty val/test split and no callbacks:
-the engine's whole loop (per-epoch lr, `train_epoch` with its on-device metric sums and a read every
-`log_every_n_steps`, the epoch-end read), but no TensorBoard, checkpoint or progress I/O.
+Each case composes a real dltrain config (Hydra, conf/ + overrides) and assembles it exactly as a run does
+(`RunConfig.parse`, then `assemble.assemble`, as `train.train_on` does; `trainer.threads` is this process's
+thread count, so the bench keeps torch's own or --threads), then times one epoch at a time of `engine.fit` with
+an empty val/test split and no callbacks: the engine's whole loop (per-epoch lr, `train_epoch` with its on-device
+metric sums and a read every `log_every_n_steps`, the epoch-end read), but no TensorBoard, checkpoint or
+progress I/O.
 
 The hand loop trains a second copy of the same model (same initial weights: the engine's state dict loaded into
 a freshly built model), with an optimizer built from the same config node, on the same device tensors:
@@ -26,6 +27,7 @@ import datetime
 import json
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,11 +39,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from dltrain.core.engine import State, fit
+from dltrain.core.engine import fit
 from dltrain.core.optim import ParamGroup, build_optimizer
 from dltrain.data import Split
 from dltrain.models import MODELS
-from dltrain.run.build import PRECISIONS, build, make_best, make_optimizer, make_settings, to_device, wrap_model
+from dltrain.run.assemble import PRECISIONS, assemble
 from dltrain.run.conf_dirs import config_dir
 from dltrain.run.config import RunConfig, to_plain
 
@@ -88,28 +90,24 @@ def compose(case: Case, device: torch.device, train_size: int | None) -> RunConf
     overrides = [*case.overrides, *OPTIM, "data=synthetic", f"data.train_size={train_size or case.samples}",
                  "data.val_size=0", "data.test_size=0", f"data.batch_size={case.batch}",
                  f"trainer.device={device.type}", f"trainer.precision='{case.precision}'", "sched=constant",
-                 "early_stopping.monitor=train/loss"]  # no val split to monitor
+                 "early_stopping.monitor=train/loss",  # no val split to monitor
+                 f"trainer.threads={torch.get_num_threads()}"]  # as the bench runs: torch's own, or --threads
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return RunConfig.parse(to_plain(hydra_compose("config", overrides=overrides)))
 
 
 def engine_side(config: RunConfig, device: torch.device) -> tuple[Callable[[], None], nn.Module, Split, bool]:
-    """An epoch of `engine.fit` as train.train_on sets it up; returns it, the raw model, the train split on the
-    device and whether channels_last was chosen."""
-    parts = build(config)
-    model, channels_last = wrap_model(parts, device)
-    train, val, test = (to_device(s, device, channels_last) for s in (parts.data.train, parts.data.val,
-                                                                       parts.data.test))
-    optimizer, lr_scales = make_optimizer(parts)
-    settings = make_settings(parts, len(train), lr_scales)  # exactly as train.train_on builds it
-    scaler = torch.amp.GradScaler(device.type, enabled=config.trainer.precision == "16")
-    state = State(model=model, raw_model=parts.model, optimizer=optimizer, scaler=scaler, best=make_best(parts))
+    """An epoch of `engine.fit` as train.train_on sets it up (`assemble`, its callbacks left out); returns it, the
+    raw model, the train split on the device and whether channels_last was chosen."""
+    with tempfile.TemporaryDirectory() as run_dir:  # the callbacks' folder: they are made, never run
+        run = assemble(config, Path(run_dir), device)
+    train, val, test = run.splits
 
     def epoch() -> None:
-        settings.max_epochs = state.epoch + 1  # fit runs exactly one more epoch
-        fit(state, parts.task, train, val, test, settings, [])
+        run.settings.max_epochs = run.state.epoch + 1  # fit runs exactly one more epoch
+        fit(run.state, run.parts.task, train, val, test, run.settings, [])
 
-    return epoch, parts.model, train, channels_last
+    return epoch, run.parts.model, train, run.channels_last
 
 
 def loop_side(config: RunConfig, init: nn.Module, data: Split, channels_last: bool,

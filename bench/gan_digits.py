@@ -71,7 +71,7 @@ def ascii_digits(pixels: np.ndarray, labels: list[int], count: int = 10) -> str:
 def evaluate(run_dir: Path, samples: int, confidence: float, seed: int) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
 
-    from dltrain.run.build import build
+    from dltrain.run.assemble import build
     from dltrain.tools.evaluation import load_run
 
     loaded = load_run(run_dir, prefer_best=False)  # last.pt: the end of training (a GAN has no "best" epoch)

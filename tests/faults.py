@@ -131,9 +131,9 @@ def swallowed_signal_cli() -> None:
     import signal
     import time
 
-    import dltrain.run.train
+    import dltrain.run.assemble
 
-    real_build, sig = dltrain.run.train.build, getattr(signal, os.environ["DLTRAIN_TEST_SIGNAL"])
+    real_build, sig = dltrain.run.assemble.build, getattr(signal, os.environ["DLTRAIN_TEST_SIGNAL"])
 
     def build(config: Any) -> Any:
         parts = real_build(config)
@@ -145,7 +145,7 @@ def swallowed_signal_cli() -> None:
                 raise RecursionError("maximum recursion depth exceeded") from None
         return parts
 
-    dltrain.run.train.build = build
+    dltrain.run.assemble.build = build
     from dltrain.cli.main import main
 
     sys.argv = ["dltrain", *sys.argv[1:]]

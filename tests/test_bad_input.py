@@ -10,7 +10,7 @@ import pytest
 
 from dltrain.core.registry import ConfigError
 from dltrain.run import overrides as cli  # the up-front checks of the command line
-from dltrain.run.build import build
+from dltrain.run.assemble import build
 from tests.conftest import parse, run
 
 

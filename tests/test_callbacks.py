@@ -170,3 +170,62 @@ def test_a_diverged_run_told_to_go_on_stops_after_patience_epochs(tmp_path) -> N
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert report["epochs"] == 2 and report["stop_reason"].startswith("early stopping"), report["stop_reason"]
+
+
+def test_the_built_ins_are_registered_and_built_like_a_users_callback(tmp_path) -> None:
+    """Each built-in is a CALLBACKS name built from its own config keys as keyword arguments, the run's folder and
+    epochs given at run time; the order of today (the checkpointer last, holding the state of the others)."""
+    from dltrain.core.callbacks import CALLBACKS, RUNTIME, Checkpointer, Progress, TensorBoard
+    from dltrain.run.assemble import build, make_callbacks
+    from tests.conftest import parse
+
+    assert {"early_stopping", "checkpoints", "tensorboard", "progress"} <= set(CALLBACKS.names())
+    assert all(key not in CALLBACKS.config_keys("checkpoints") for key in RUNTIME)  # never from YAML
+    parts = build(parse(["model.hidden=[4]", "early_stopping.patience=7", "early_stopping.enabled=false",
+                         "trainer.ckpt.save_last=false", "trainer.max_epochs=9"]))
+    stopper, board, progress, saver = make_callbacks(parts, tmp_path)
+    assert (type(stopper), type(board), type(progress), type(saver)) == (EarlyStopping, TensorBoard, Progress,
+                                                                         Checkpointer)
+    assert (stopper.patience, stopper.enabled, progress.max_epochs) == (7, False, 9)
+    assert (saver.save_last, saver.save_best, saver.run_dir, board.run_dir) == (False, True, tmp_path, tmp_path)
+    assert saver.callbacks == [stopper, board, progress] and board.hparams["early_stopping.patience"] == 7
+    assert not list(tmp_path.iterdir())  # nothing written before fitting starts
+
+
+@pytest.mark.parametrize("name, message", [
+    ("early_stopping", "callbacks.early_stopping is dltrain's own callback, always on (its options are the "
+                       "early_stopping keys)"),
+    ("checkpoints", "callbacks.checkpoints is dltrain's own callback, always on (its options are the trainer.ckpt"),
+    ("progress", "callbacks.progress is dltrain's own callback, always on (it has no options)"),
+])
+def test_the_callbacks_mapping_adds_the_users_callbacks_only(name, message) -> None:
+    from dltrain.core.registry import ConfigError
+    from tests.conftest import parse
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse([f"+callbacks.{name}={{}}"])
+    with pytest.raises(ConfigError, match="unknown callback 'nope'; valid: ") as err:
+        parse(["+callbacks.nope={}"])
+    assert "progress" not in str(err.value) and "tensorboard" not in str(err.value)  # as before: users' names only
+
+
+def test_a_users_callback_gets_its_options_and_the_run_time_arguments_it_asks_for(tmp_path) -> None:
+    """A user's callback is built as the built-ins are: YAML options as keyword arguments, and of the run-time
+    arguments (callbacks.RUNTIME) those its __init__ names; those cannot be set in YAML."""
+    from dltrain import Callback, register_callback
+    from dltrain.core.callbacks import CALLBACKS
+    from dltrain.core.registry import ConfigError
+    from dltrain.run.assemble import build, make_callbacks
+    from tests.conftest import parse
+
+    if "every_nth_epoch" not in CALLBACKS.names():  # registered once per test process
+        @register_callback("every_nth_epoch")
+        class EveryNthEpoch(Callback):
+            def __init__(self, max_epochs: int, run_dir, every: int = 1) -> None:
+                self.max_epochs, self.run_dir, self.every = max_epochs, run_dir, every
+
+    parts = build(parse(["model.hidden=[4]", "trainer.max_epochs=4", "+callbacks.every_nth_epoch={every:2}"]))
+    users = [cb for cb in make_callbacks(parts, tmp_path) if type(cb).__name__ == "EveryNthEpoch"]
+    assert [(cb.max_epochs, cb.run_dir, cb.every) for cb in users] == [(4, tmp_path, 2)]
+    with pytest.raises(ConfigError, match="callback.run_dir is not an option of callback=every_nth_epoch; valid: every"):
+        parse(["+callbacks.every_nth_epoch={run_dir:elsewhere}"])

@@ -7,7 +7,7 @@ import pytest
 from dltrain.core.registry import ConfigError
 from dltrain.data import DATASETS
 from dltrain.models import MODELS
-from dltrain.run.build import build
+from dltrain.run.assemble import build
 from dltrain.run.conf_dirs import config_dir, groups
 from dltrain.run.config import RunConfig
 from tests.conftest import compose, parse

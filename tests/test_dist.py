@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dltrain.core import checkpoint
-from dltrain.run.build import build, make_optimizer, make_settings
+from dltrain.run.assemble import build, make_optimizer, make_settings
 from tests.conftest import parse, run
 
 SAME = ["model.hidden=[32,16]", "optim=sgd", "optim.lr=0.2", "data.batch_size=50", "trainer.max_epochs=2",

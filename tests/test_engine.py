@@ -52,3 +52,12 @@ def test_engine_step_is_a_step_on_the_mean_loss(batch_size: int, scaled: bool) -
     assert torch.allclose(engine_model.bias, hand_model.bias, atol=1e-6)
     assert metrics["train/loss"] == pytest.approx(mean_loss, rel=1e-5)
     assert metrics["train/acc"] == pytest.approx(accuracy)
+
+
+def test_split_is_the_engines_type_under_every_public_name() -> None:
+    """The engine owns Split (core imports nothing from dltrain.data); the data package and the facade re-export it."""
+    import dltrain
+    import dltrain.core.engine
+    import dltrain.data
+
+    assert dltrain.Split is dltrain.data.Split is dltrain.core.engine.Split is Split

@@ -7,7 +7,7 @@ import torch
 
 from dltrain.models import MODELS
 from dltrain.run import threads
-from dltrain.run.build import build
+from dltrain.run.assemble import build
 from dltrain.run.threads import FLOPS_PER_THREAD, ThreadChoice, auto_threads, choose, forward_flops
 from tests.conftest import parse, run
 from tests.test_config import MODEL_DATA

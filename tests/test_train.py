@@ -8,9 +8,9 @@ import pytest
 import torch
 import yaml
 
-import dltrain.run.train
+import dltrain.run.assemble
 from dltrain.core import checkpoint
-from dltrain.run.build import build, make_optimizer, make_settings
+from dltrain.run.assemble import build, make_optimizer, make_settings
 from dltrain.tools.evaluation import evaluate_run, load_run
 from tests.conftest import FAST, load_scalars, parse, run
 
@@ -120,14 +120,14 @@ ONE_EPOCH = ["trainer.max_epochs=1", "model.hidden=[32]", "trainer.log_every_n_s
 @pytest.mark.parametrize("before", [(False, False), (True, True)], ids=["off", "on_warn_only"])
 def test_deterministic_mode_is_on_during_the_run_and_as_it_was_afterwards(tmp_path, monkeypatch, before) -> None:
     during = []
-    real_fit = dltrain.run.train.fit
+    real_fit = dltrain.run.assemble.fit  # what an assembled run fits with
 
     def recording_fit(*args, **kwargs):
         during.append((torch.are_deterministic_algorithms_enabled(),
                        torch.is_deterministic_algorithms_warn_only_enabled()))
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(dltrain.run.train, "fit", recording_fit)
+    monkeypatch.setattr(dltrain.run.assemble, "fit", recording_fit)
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what the run sets for cuBLAS; undone after the test
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     torch.use_deterministic_algorithms(before[0], warn_only=before[1])
@@ -231,3 +231,25 @@ def test_summary_names_a_missing_split_instead_of_a_blank_line(tmp_path, fast) -
     assert report["test"] == {}
     text = summary_text(report, tmp_path)
     assert "test   (no test split)" in text and "final  val/" in text
+
+
+def test_one_process_assembles_and_fits_several_runs_that_share_nothing(tmp_path) -> None:
+    """assemble is the unit a launcher calls per run: two runs assembled side by side in one process each own
+    their model, optimizer, data and callbacks, and fit as the same run alone does (the same metrics)."""
+    from dltrain.run.assemble import assemble
+
+    config = parse(["model.hidden=[16]", "trainer.max_epochs=2", "trainer.log_every_n_steps=0", "trainer.device=cpu"])
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    threads = torch.get_num_threads()
+    try:  # assemble sets the run's threads for the process; train.train restores them, so does this test
+        first, second = (assemble(config, tmp_path / name, torch.device("cpu")) for name in ("a", "b"))
+        assert first.state.raw_model is not second.state.raw_model and first.callbacks[0] is not second.callbacks[0]
+        assert first.splits[0].x.data_ptr() != second.splits[0].x.data_ptr()
+        first.fit()
+        second.fit()
+    finally:
+        torch.set_num_threads(threads)
+    assert first.state.metrics["val/loss"] == pytest.approx(second.state.metrics["val/loss"], rel=1e-6)
+    assert first.state.epoch == second.state.epoch == 2
+    assert (tmp_path / "a" / "last.pt").is_file() and (tmp_path / "b" / "last.pt").is_file()

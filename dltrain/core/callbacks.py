@@ -2,6 +2,9 @@
 
 Each subclasses the `engine.Callback` protocol (no-op events by default); only rank 0 gets the writing ones.
 The engine judges each epoch (`state.best`) before any callback runs, so their order does not matter.
+The built-ins are registered in CALLBACKS like a user's callback and built the same way (run/assemble.py): their
+YAML options (from their own config keys, `builtin` below) as keyword arguments, the run-time-only ones (RUNTIME)
+from the caller. They are always on: the user's `callbacks` mapping cannot name them.
 """
 from __future__ import annotations
 
@@ -17,9 +20,15 @@ from dltrain.core.engine import Best, Callback, State
 from dltrain.core.registry import Registry
 from dltrain.core.tags import STEP_LOSS, best_tag, board_tag
 
-CALLBACKS = Registry("callback")  # users' callbacks by name (dltrain.register_callback); built-ins are fixed
+# Arguments a callback's __init__ may take that the run gives, never YAML: its folder, its epochs, its HParams,
+# a generative model's `sample`, what a checkpoint carries besides the state, and the callbacks built before it.
+RUNTIME = ("run_dir", "max_epochs", "hparams", "sample", "extra", "callbacks")
+# Callbacks by name: users' (dltrain.register_callback) and the built-ins, whose traits say where their YAML options
+# are (`builtin`: a config key, None when there are none) and that only rank 0 runs them (`main_only`: they write).
+CALLBACKS = Registry("callback", runtime=RUNTIME)
 
 
+@CALLBACKS.register("early_stopping", builtin="early_stopping")  # on every rank: they stop together
 class EarlyStopping(Callback):
     """Stops the run when the monitored metric (`state.best`, judged by the engine) has not improved for
     `patience` epochs: Keras semantics plus Lightning's extras. Its counter survives a resume."""
@@ -71,6 +80,7 @@ def best_so_far(best: Best) -> str:
     return f"best {best.value:.6g} at epoch {best.epoch}"
 
 
+@CALLBACKS.register("checkpoints", builtin="trainer.ckpt", main_only=True)
 class Checkpointer(Callback):
     """Writes last.pt every epoch and best.pt on improvement, each atomically (temp file, then rename).
     A checkpoint holds the loop's state and the state of every callback in `callbacks`.
@@ -102,6 +112,7 @@ class Checkpointer(Callback):
             checkpoint.save_atomic(checkpoint.payload(state, self.callbacks, self.extra), best_file)
 
 
+@CALLBACKS.register("tensorboard", builtin=None, main_only=True)
 class TensorBoard(Callback):
     """Curves per epoch (x = epochs done), named for the screen TensorBoard opens on (dltrain/tags.py): the epoch's
     train/val metrics, `train/*` and `val/*`, with the monitored metric's running best `<monitor>_best` beside the
@@ -167,6 +178,7 @@ def image_grid(images: torch.Tensor, columns: int = 8) -> torch.Tensor:
     return (grid - grid.min()) / (grid.max() - grid.min()).clamp_min(1e-8)
 
 
+@CALLBACKS.register("progress", builtin=None, main_only=True)
 class Progress(Callback):
     """A live line on a terminal; one plain line per epoch otherwise (no flood in log files)."""
 

@@ -22,9 +22,20 @@ from dltrain.core import dist
 from dltrain.core.reg import penalized_weights, penalty
 from dltrain.core.sched import Schedule
 from dltrain.core.tasks import Task, metric_direction
-from dltrain.data import Split
 
 NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # need 2+ samples in training
+
+
+@dataclass
+class Split:
+    """One split held in memory: inputs `x` (N, *sample_shape) and targets `y` (N, ...). What the engine trains on
+    and a dataset builder returns (dltrain.data re-exports it: `dltrain.Split` is this class)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.x)
 
 
 @dataclass
@@ -34,7 +45,7 @@ class Best:
     whatever their order. Its options are the early_stopping group's keys of the same names."""
 
     monitor: str = "val/loss"  # metric that judges the epochs
-    mode: Literal["auto", "min", "max"] = "auto"  # auto: the task's direction for the monitor (build.make_best)
+    mode: Literal["auto", "min", "max"] = "auto"  # auto: the task's direction for the monitor (assemble.make_best)
     min_delta: float = 0.0  # an improvement must exceed this (metric units)
     start_from_epoch: int = 0  # epochs up to this one are not judged (warm-up)
     restore_best: bool = True  # keep the best weights and load them before testing

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import torch
 
+from dltrain.core.engine import Split  # the engine's type, re-exported: dltrain.data.Split is the same class
 from dltrain.core.files import looked_in
 from dltrain.core.registry import Problems, Registry, check
 from dltrain.core.rules import Check
@@ -23,17 +24,6 @@ from dltrain.core.rules import Check
 # The seed comes from trainer.seed, never from data.*. A registration may declare the data's own `task` (a name, or
 # a function of the options giving a name or None when only the data tells), so the door knows its metrics.
 DATASETS = Registry("data", runtime=("seed",))
-
-
-@dataclass
-class Split:
-    """One split held in memory: inputs `x` (N, *sample_shape) and targets `y` (N, ...)."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.x)
 
 
 @dataclass

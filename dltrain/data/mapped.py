@@ -19,7 +19,7 @@ class MappedRows:
     float32 and scales them by `mean`/`std` (per channel, if given) in numpy for the CPU, or moves them to
     `device` first and does that there, and returns a tensor. `len`, `shape`, `dim()`, `device`, `to(device)`
     (the same rows for another device, no data moved) and `contiguous(memory_format)` (the layout of the
-    batches it returns) behave like a tensor's: all that build.to_device and the engine use of a Split's x."""
+    batches it returns) behave like a tensor's: all that assemble.to_device and the engine use of a Split's x."""
 
     def __init__(self, array: np.ndarray, rows: np.ndarray, mean: torch.Tensor | None = None,
                  std: torch.Tensor | None = None, device: torch.device | str = "cpu",

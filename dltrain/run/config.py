@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from dltrain.core.callbacks import CALLBACKS, EarlyStopping
 from dltrain.core.engine import Best
 from dltrain.core.optim import parse_optimizer
-from dltrain.core.registry import ConfigError, Problems, Spec, check, check_all, check_kwargs, first_line
+from dltrain.core.registry import ConfigError, Problems, Spec, check, check_all, check_kwargs
 from dltrain.core.sched import ScheduleSpec, parse_schedule
 from dltrain.core.tasks import build_task
 from dltrain.data import DATASETS
@@ -26,63 +26,17 @@ from dltrain.data.augment import build_augment
 from dltrain.models import MODELS
 from dltrain.run.conf_dirs import config_dir, groups  # noqa: F401  (re-exported: where the YAML lives)
 from dltrain.run.door import check_across
+from dltrain.run.config_types import (  # the groups' types (door.py reads them too)
+    CheckpointConfig,
+    DataConfig,
+    EarlyStoppingConfig,
+    RegConfig,
+    TaskConfig,
+    TrainerConfig,
+)
 
 GROUPS = ("model", "data", "optim", "sched", "reg", "early_stopping", "trainer")
 TOP_LEVEL = ("task", "loss", "label_smoothing", "denoise")
-
-
-@dataclass(frozen=True)
-class CheckpointConfig:
-    save_last: bool = True  # last.pt after every epoch
-    save_best: bool = True  # best.pt on improvement
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    """How to run: epochs, device, processes, precision (the trainer group; units in conf/trainer/*.yaml)."""
-
-    max_epochs: int = 20
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    devices: int = 1
-    threads: int | None = None  # intra-op CPU threads per process; None = threads.py's rule (work per step, cores)
-    precision: Literal["32", "bf16", "16", 32, 16] = "32"  # the command line turns 32 into an int
-    compile: bool = False
-    channels_last: Literal["auto", True, False] = "auto"
-    seed: int = 0
-    deterministic: bool = False
-    log_every_n_steps: int = 50
-    resume: str | None = None
-    ckpt: dict = field(default_factory=dict)  # parsed into RunConfig.checkpoints
-
-
-@dataclass(frozen=True)
-class RegConfig:
-    l1: float = 0.0  # lambda of the L1 penalty on weights
-    l2: float = 0.0  # lambda of the L2 penalty on weights
-    grad_clip: float | None = None  # global gradient-norm clip
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    spec: Spec  # the dataset builder and its keys
-    batch_size: int  # global batch (samples per optimizer step, all processes together)
-    augment: dict[str, Any] | None = None  # keyword arguments of data.augment.build_augment
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    name: str | None  # None: the data's own task
-    loss: str | None
-    label_smoothing: float
-    denoise: float
-
-
-@dataclass(frozen=True)
-class EarlyStoppingConfig:
-    """The early_stopping group feeds two classes; each key is defined once, by the class that uses it."""
-
-    best: dict[str, Any]  # keyword arguments of engine.Best: monitor, mode, min_delta, start_from_epoch, restore_best
-    stopping: dict[str, Any]  # keyword arguments of callbacks.EarlyStopping: enabled, patience, baseline, ...
 
 
 @dataclass(frozen=True)
@@ -275,9 +229,22 @@ def parse_callbacks(cfg: dict[str, Any]) -> tuple[Spec, ...]:
     for name, options in node.items():
         with problems.collect():
             check(options is None or isinstance(options, dict), f"callbacks.{name} must be a mapping of options")
+            check_user_callback(str(name))
             specs.append(CALLBACKS.parse({"name": name, **(options or {})}))
     problems.raise_if_any()
     return tuple(specs)
+
+
+def check_user_callback(name: str) -> None:
+    """A name in `callbacks` is one of the user's registered callbacks: dltrain's own are always on and set by their
+    own keys (the early_stopping group, trainer.ckpt), so neither listed nor accepted here."""
+    users = [n for n in CALLBACKS.names() if "builtin" not in CALLBACKS.traits(n)]
+    check(name in CALLBACKS.names(), f"unknown callback '{name}'; valid: {', '.join(users)}")
+    if "builtin" in CALLBACKS.traits(name):
+        where = CALLBACKS.traits(name)["builtin"]
+        raise ConfigError(f"callbacks.{name} is dltrain's own callback, always on" +
+                          (f" (its options are the {where} keys)" if where else " (it has no options)") +
+                          f"; `callbacks` adds your registered ones: {', '.join(users) or 'none registered'}")
 
 
 PARSERS = {"model": lambda cfg: MODELS.parse(cfg["model"]), "data": parse_data, "optim": parse_optim,

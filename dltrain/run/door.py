@@ -1,4 +1,5 @@
-"""The door's checks across groups, after each group parsed on its own (dltrain/config.py): what they decide
+"""The door's checks across groups, after each group parsed on its own (config.py,
+into the types of config_types.py; config.py calls this module, never the other way): what they decide
 together without building anything. The task (the configured one, else the data's own as its registration
 declares it) gives the metrics the monitor must be one of, and takes the top-level loss options; the data's
 files (exist, a CSV's header) are checked by its registration's `inputs`. When only the data can tell its task
@@ -7,14 +8,12 @@ build checks it again against the real one.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dltrain.core.registry import ConfigError, Problems, check
 from dltrain.core.tasks import TASKS, Task, build_task
 from dltrain.data import DATASETS
-
-if TYPE_CHECKING:
-    from dltrain.run.config import DataConfig, TaskConfig
+from dltrain.run.config_types import DataConfig, TaskConfig
 
 
 def metric_tags(task: Task) -> list[str]:

@@ -1,5 +1,5 @@
-"""Running one job, from a checked RunConfig to metrics.json: build the parts (build.py), place them on the
-device, fit, report.
+"""Running one job, from a checked RunConfig to metrics.json: assemble the run (assemble.py), resume it if asked,
+fit, report.
 
 `run_job` is what the CLI calls for each Hydra job; with trainer.devices > 1 it starts that many DDP
 workers (each runs `train`) and waits. The parent checks what the config alone decides and builds nothing: each
@@ -17,21 +17,11 @@ import torch
 import yaml
 
 from dltrain.core import checkpoint, dist
-from dltrain.core.engine import State, fit
+from dltrain.core.engine import State
 from dltrain.core.files import write_json_atomic, write_text_atomic
 from dltrain.core.registry import ConfigError, check, first_line
 from dltrain.run import cluster, resume, resuming, threads
-from dltrain.run.build import (
-    RunComponents,
-    build,
-    make_best,
-    make_callbacks,
-    make_optimizer,
-    make_settings,
-    pick_device,
-    to_device,
-    wrap_model,
-)
+from dltrain.run.assemble import RunComponents, assemble, pick_device
 from dltrain.run.config import RunConfig
 from dltrain.run.plugins import git_commit, provenance
 from dltrain.run.signals import stop_if_signalled
@@ -62,28 +52,14 @@ def train(config: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict[s
 
 
 def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: list[str]) -> dict[str, Any]:
-    """Build, place, resume if asked, fit; rank 0 writes config.yaml and metrics.json."""
-    parts = build(config)
-    for warning in parts.warnings if dist.is_main() else []:
+    """Assemble, resume if asked, fit; rank 0 writes config.yaml and metrics.json."""
+    run = assemble(config, run_dir, device)
+    for warning in run.parts.warnings if dist.is_main() else []:
         print(f"dltrain: warning: {warning}", file=sys.stderr, flush=True)
     trainer = config.trainer
-    chosen = threads.settle(parts.model, parts.data.train.x[:1], config.data.batch_size // dist.world_size(),
-                            trainer.threads, trainer.resume)  # before the model can move to a GPU
-    if trainer.deterministic:
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    model, channels_last = wrap_model(parts, device)  # DDP copies rank 0's initial weights to every rank
-    if dist.rank() > 0:  # own dropout masks and GAN noise per process; rank 0 keeps the 1-process stream
-        torch.manual_seed(trainer.seed + dist.rank())
-    splits = parts.data.train, parts.data.val, parts.data.test
-    train_split, val, test = (to_device(s, device, channels_last) for s in splits)
-    optimizer, lr_scales = make_optimizer(parts)
-    state = State(model=model, raw_model=parts.model, optimizer=optimizer, best=make_best(parts),
-                  scaler=torch.amp.GradScaler(device.type, enabled=str(trainer.precision) == "16"))
-    callbacks = make_callbacks(parts, run_dir)
     changed = None
     if trainer.resume:
-        saved_config = resuming.resume(state, callbacks, trainer.resume, trainer.max_epochs, config.resolved)
+        saved_config = resuming.resume(run.state, run.callbacks, trainer.resume, trainer.max_epochs, config.resolved)
         changed = resume.changes(saved_config, config.resolved)
     if dist.is_main():  # only now: a failed resume leaves the resumed run's files as they were
         resumed = [checkpoint.checkpoint_file(trainer.resume).parent] if trainer.resume else []
@@ -94,8 +70,8 @@ def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: 
         if changed:
             print(changed, flush=True)
     stop_if_signalled()  # a Ctrl-C that a library swallowed while the run was built (a bare `except:` on import)
-    fit(state, parts.task, train_split, val, test, make_settings(parts, len(train_split), lr_scales), callbacks)
-    report = make_report(state, parts, overrides, chosen)
+    run.fit()
+    report = make_report(run.state, run.parts, overrides, run.thread_choice)
     if dist.is_main():
         write_json_atomic(run_dir / "metrics.json", report)
     return report

@@ -31,7 +31,7 @@ def hparam_domains(points: list[tuple[str, Any]], swept: dict[str, list[str]],
                    overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each hyper-parameter (a config leaf, named as the runs' HParams sessions name it) with the values the
     sweep gives it; the leaves a swept key sets are marked as differing."""
-    from dltrain.run.build import flat_hparams
+    from dltrain.run.assemble import flat_hparams
 
     flats = [(key, flat_hparams(cfg)) for key, cfg in points if cfg is not None]
     values: dict[str, list[Any]] = {}

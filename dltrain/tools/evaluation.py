@@ -20,7 +20,7 @@ from dltrain.core.engine import evaluate
 from dltrain.core.files import write_atomic, write_json_atomic
 from dltrain.core.registry import ConfigError, check
 from dltrain.run import plugins
-from dltrain.run.build import RunComponents, build
+from dltrain.run.assemble import RunComponents, build
 from dltrain.run.config import RunConfig
 from dltrain.tools import preprocess
 

@@ -21,7 +21,7 @@ from dltrain.core import checkpoint
 from dltrain.core.files import write_text_atomic
 from dltrain.core.registry import ConfigError, check
 from dltrain.models import MODELS, model_traits
-from dltrain.run.build import user_code
+from dltrain.run.assemble import user_code
 from dltrain.run.config import RunConfig
 from dltrain.tools.evaluation import Loaded, open_checkpoint, with_config
 from dltrain.tools.preprocess import check_description, deployed, read_inputs

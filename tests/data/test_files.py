@@ -36,7 +36,7 @@ def one_line(err: pytest.ExceptionInfo) -> str:
 
 def majority_share(overrides: list[str]) -> float:
     """The accuracy of the best constant guess on the test split the run will use."""
-    from dltrain.run.build import build as build_parts
+    from dltrain.run.assemble import build as build_parts
 
     y = build_parts(parse(overrides)).data.test.y.tolist()
     return Counter(y).most_common(1)[0][1] / len(y)
@@ -146,7 +146,7 @@ def test_csv_trains_past_the_majority_class(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_csv_regression_beats_the_mean(tmp_path) -> None:
-    from dltrain.run.build import build as build_parts
+    from dltrain.run.assemble import build as build_parts
 
     table = write_table(tmp_path / "t.csv", hole=False)
     overrides = ["data=csv", f"data.path={table}", "data.target=a", "data.drop=[id]", "model=mlp", "model.hidden=[32]",
@@ -439,7 +439,7 @@ def test_imdb_trains_a_recurrent_classifier_past_the_majority_class(tmp_path, mo
 
 
 def test_imdb_experiment_builds_with_the_users_root(tmp_path) -> None:
-    from dltrain.run.build import build as build_parts
+    from dltrain.run.assemble import build as build_parts
 
     root = write_reviews(tmp_path, train=10, test=4)
     parts = build_parts(parse(["experiment=imdb_rnn_vs_lstm", f"data.root={root}", "data.batch_size=8"]))

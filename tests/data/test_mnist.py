@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dltrain.run.build import build
+from dltrain.run.assemble import build
 from tests.conftest import MNIST_T10K, REPO, cli, compose, parse
 
 # MD5s of the decompressed IDX files, as published for MNIST's official t10k pair (loaders that check the files

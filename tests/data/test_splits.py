@@ -97,7 +97,7 @@ def test_split_indices_per_class_is_a_seeded_partition(fractions) -> None:
 
 
 def test_stratify_is_a_data_option_and_refuses_a_regression_target(tmp_path) -> None:
-    from dltrain.run.build import build as build_parts
+    from dltrain.run.assemble import build as build_parts
 
     data = build_parts(parse(["data=csv", f"data.path={IRIS}", "data.target=species", "data.stratify=true"])).data
     assert shares_within_one(data, (0.6, 0.2, 0.2)) <= 1

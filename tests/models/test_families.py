@@ -130,7 +130,7 @@ def test_bidirectional_classifier_reads_every_step_in_both_directions() -> None:
 def test_the_cnn_yaml_expresses_pytorchs_mnist_example_net() -> None:
     """experiments/mnist_pytorch_example.yaml builds pytorch/examples' mnist Net layer for layer: two convs, one
     pool, dropout, then the head (1,199,882 parameters)."""
-    from dltrain.run.build import build as build_run
+    from dltrain.run.assemble import build as build_run
     from tests.conftest import parse
 
     model = build_run(parse(["experiment=mnist_pytorch_example"])).model

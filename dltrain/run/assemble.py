@@ -1,6 +1,10 @@
-"""Building a run's parts from a checked RunConfig: data, task and model on the CPU (and a check that they fit
-together), then the device, memory layout and wrappers, the optimizer, the loop's settings and the callbacks.
-`train.py` runs a job with them; `evaluation.py` and `bench/` use them too.
+"""Assembling a run from a checked RunConfig, in one call: `assemble(config, run_dir, device) -> Assembled`, what
+`engine.fit` and the report need (torchtune's setup/train split). Its steps, each usable alone (`evaluation.py`,
+`bench/`): data, task and model on the CPU and a check that they fit together (`build`), the threads, the device,
+memory layout and wrappers, the optimizer, the loop's settings and the callbacks.
+
+`assemble` reads no module state and keeps none: a launcher may call it for many runs in one process. What it sets
+for the process (torch's threads, deterministic algorithms, the seed) `train.train` saves and restores.
 """
 from __future__ import annotations
 
@@ -13,16 +17,18 @@ import yaml
 from torch import nn
 
 from dltrain.core import dist
-from dltrain.core.callbacks import CALLBACKS, Checkpointer, EarlyStopping, Progress, TensorBoard
-from dltrain.core.engine import Best, Callback, LoopSettings, min_share, steps_per_epoch
+from dltrain.core.callbacks import CALLBACKS
+from dltrain.core.engine import Best, Callback, LoopSettings, Split, State, fit, min_share, steps_per_epoch
 from dltrain.core.optim import build_optimizer
 from dltrain.core.registry import ConfigError, Registry, Spec, check, first_line
 from dltrain.core.sched import build_schedule
 from dltrain.core.tasks import Direction, Task, build_task, monitor_mode
-from dltrain.data import DATASETS, DataBundle, Split
+from dltrain.data import DATASETS, DataBundle
 from dltrain.data.augment import Augment, build_augment
 from dltrain.models import MODELS, ModelTraits, model_traits, param_groups
-from dltrain.run.config import RunConfig, TrainerConfig
+from dltrain.run import threads
+from dltrain.run.config import RunConfig
+from dltrain.run.config_types import TrainerConfig
 from dltrain.run.door import check_monitor
 from dltrain.run.plugins import git_commit, provenance, user_frame
 
@@ -70,6 +76,45 @@ def build(config: RunConfig) -> RunComponents:
     augment = build_augment(**config.data.augment) if config.data.augment else None
     warnings = [*data.warnings, *([warning] if warning else [])]
     return RunComponents(config, data, task, task_name, model, traits, augment, mode, warnings)
+
+
+@dataclass
+class Assembled:
+    """A run ready to fit: what `engine.fit` takes and what the report reads."""
+
+    parts: RunComponents  # the config, the data on the CPU, the task, the raw model and its traits, the warnings
+    state: State  # the model the step calls (DDP-, compile-wrapped), the raw model, optimizer, best, scaler
+    settings: LoopSettings
+    callbacks: list[Callback]  # the writers on rank 0 only
+    splits: tuple[Split, Split, Split]  # train, val, test, on the device
+    channels_last: bool  # the model and 4-d inputs are in channels_last memory format
+    thread_choice: threads.ThreadChoice  # this process's intra-op threads and why
+
+    def fit(self) -> State:
+        return fit(self.state, self.parts.task, *self.splits, self.settings, self.callbacks)
+
+
+def assemble(config: RunConfig, run_dir: Path, device: torch.device) -> Assembled:
+    """Build the parts (`build`), choose the threads, wrap and place the model and data on `device`, make the
+    optimizer, settings and callbacks. `device` is this process's (train.train sets up DDP before)."""
+    parts = build(config)
+    trainer = config.trainer
+    chosen = threads.settle(parts.model, parts.data.train.x[:1], config.data.batch_size // dist.world_size(),
+                            trainer.threads, trainer.resume)  # before the model can move to a GPU
+    if trainer.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    model, channels_last = wrap_model(parts, device)  # DDP copies rank 0's initial weights to every rank
+    if dist.rank() > 0:  # own dropout masks and GAN noise per process; rank 0 keeps the 1-process stream
+        torch.manual_seed(trainer.seed + dist.rank())
+    data = parts.data
+    train, val, test = (to_device(split, device, channels_last) for split in (data.train, data.val, data.test))
+    optimizer, lr_scales = make_optimizer(parts)
+    state = State(model=model, raw_model=parts.model, optimizer=optimizer, best=make_best(parts),
+                  scaler=torch.amp.GradScaler(device.type, enabled=str(trainer.precision) == "16"))
+    callbacks = make_callbacks(parts, run_dir)
+    return Assembled(parts, state, make_settings(parts, len(train), lr_scales), callbacks, (train, val, test),
+                     channels_last, chosen)
 
 
 def user_code(registry: Registry, spec: Spec, returns: type, **runtime: Any) -> Any:
@@ -166,20 +211,41 @@ def make_best(parts: RunComponents) -> Best:
     return Best(**{**parts.config.early_stopping.best, "mode": parts.mode})
 
 
+def callback_specs(config: RunConfig) -> list[Spec]:
+    """Every callback of the run, in the order they run: the built-ins with their YAML options (from their own keys:
+    the early_stopping group, trainer.ckpt), the user's `callbacks` mapping among them, as the run always had."""
+    def own(name: str, **options: Any) -> Spec:
+        return Spec(CALLBACKS.kind, name, options)
+
+    ckpt = config.checkpoints
+    return [own("early_stopping", **config.early_stopping.stopping), *config.callbacks, own("tensorboard"),
+            own("progress"), own("checkpoints", save_last=ckpt.save_last, save_best=ckpt.save_best)]
+
+
 def make_callbacks(parts: RunComponents, run_dir: Path) -> list[Callback]:
-    """Early stopping on every rank (they must agree when to stop); the writers on rank 0 only."""
+    """Each callback built alike, a built-in as a user's: its YAML options, and of the run-time arguments
+    (callbacks.RUNTIME) those its __init__ takes, made only then. The writers (`main_only`) on rank 0 only; early
+    stopping and the user's on every rank (they must agree when to stop)."""
     config = parts.config
-    callbacks: list[Callback] = [EarlyStopping(**config.early_stopping.stopping)]
-    callbacks += [CALLBACKS.build(spec) for spec in config.callbacks]  # the user's, on every rank
-    if dist.is_main():
-        sample = parts.model.sample if parts.traits.generative else None
-        callbacks += [TensorBoard(run_dir, flat_hparams(config.resolved), sample), Progress(config.trainer.max_epochs)]
-        extra = {"config": yaml.safe_dump(config.resolved, sort_keys=False), "git_commit": git_commit(),
-                 "provenance": provenance(Path(config.project) if config.project else None),
-                 "preprocessing": parts.data.description()}  # what `dltrain predict` and export apply to raw inputs
-        ckpt = config.checkpoints
-        callbacks.append(Checkpointer(run_dir, extra, list(callbacks), ckpt.save_last, ckpt.save_best))
+    callbacks: list[Callback] = []
+    runtime = {"run_dir": lambda: run_dir, "max_epochs": lambda: config.trainer.max_epochs,
+               "hparams": lambda: flat_hparams(config.resolved),
+               "sample": lambda: parts.model.sample if parts.traits.generative else None,
+               "extra": lambda: checkpoint_extra(parts), "callbacks": lambda: list(callbacks)}  # those before it
+    for spec in callback_specs(config):
+        if CALLBACKS.traits(spec.name).get("main_only") and not dist.is_main():
+            continue
+        wanted = [key for key in CALLBACKS.builder_args(spec.name) if key in runtime]
+        callbacks.append(CALLBACKS.build(spec, **{key: runtime[key]() for key in wanted}))
     return callbacks
+
+
+def checkpoint_extra(parts: RunComponents) -> dict[str, Any]:
+    """What each checkpoint carries besides the training state."""
+    config = parts.config
+    return {"config": yaml.safe_dump(config.resolved, sort_keys=False), "git_commit": git_commit(),
+            "provenance": provenance(Path(config.project) if config.project else None),
+            "preprocessing": parts.data.description()}  # what `dltrain predict` and export apply to raw inputs
 
 
 def flat_hparams(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
