@@ -225,7 +225,7 @@ def test_gpu_resume_keeps_adam_step_counters_on_the_cpu(tmp_path) -> None:
 
 
 def test_summary_names_a_missing_split_instead_of_a_blank_line(tmp_path, fast) -> None:
-    from dltrain.run.train import summary_text
+    from dltrain.core.metrics_file import summary_text
 
     report = run([*fast, "data=synthetic", "data.test_size=0", "early_stopping.monitor=val/loss"], tmp_path)
     assert report["test"] == {}

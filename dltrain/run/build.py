@@ -24,7 +24,7 @@ from dltrain.data.augment import Augment, build_augment
 from dltrain.models import MODELS, ModelTraits, model_traits, param_groups
 from dltrain.run.config import RunConfig, TrainerConfig
 from dltrain.run.door import check_monitor
-from dltrain.run.plugins import git_commit, provenance, user_frame
+from dltrain.run.plugins import user_frame
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 
@@ -166,16 +166,16 @@ def make_best(parts: RunComponents) -> Best:
     return Best(**{**parts.config.early_stopping.best, "mode": parts.mode})
 
 
-def make_callbacks(parts: RunComponents, run_dir: Path) -> list[Callback]:
-    """Early stopping on every rank (they must agree when to stop); the writers on rank 0 only."""
+def make_callbacks(parts: RunComponents, run_dir: Path, origin: dict[str, Any]) -> list[Callback]:
+    """Early stopping on every rank (they must agree when to stop); the writers on rank 0 only. Each checkpoint
+    records the run's `origin` (plugins.run_origin: git commit and provenance)."""
     config = parts.config
     callbacks: list[Callback] = [EarlyStopping(**config.early_stopping.stopping)]
     callbacks += [CALLBACKS.build(spec) for spec in config.callbacks]  # the user's, on every rank
     if dist.is_main():
         sample = parts.model.sample if parts.traits.generative else None
         callbacks += [TensorBoard(run_dir, flat_hparams(config.resolved), sample), Progress(config.trainer.max_epochs)]
-        extra = {"config": yaml.safe_dump(config.resolved, sort_keys=False), "git_commit": git_commit(),
-                 "provenance": provenance(Path(config.project) if config.project else None),
+        extra = {"config": yaml.safe_dump(config.resolved, sort_keys=False), **origin,
                  "preprocessing": parts.data.description()}  # what `dltrain predict` and export apply to raw inputs
         ckpt = config.checkpoints
         callbacks.append(Checkpointer(run_dir, extra, list(callbacks), ckpt.save_last, ckpt.save_best))
