@@ -199,4 +199,3 @@ def worker(config: RunConfig, run_dir: str, overrides: list[str]) -> None:
         os._exit(130)
     except Exception as err:  # noqa: BLE001  (ended here: torch's wrapper would leave a pickle in /tmp)
         dist.worker_crashed(err)
-
