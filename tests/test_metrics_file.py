@@ -18,13 +18,15 @@ REPORT = {"status": "completed", "stop_reason": "max_epochs (3) reached", "epoch
 
 
 def test_a_report_reads_back_as_written_in_strict_json(tmp_path) -> None:
-    metrics_file.write(tmp_path, {**REPORT, "samples_per_sec": math.inf})
-    text = metrics_file.path(tmp_path).read_text()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    metrics_file.write(run_dir, {**REPORT, "samples_per_sec": math.inf})
+    text = metrics_file.path(run_dir).read_text()
     assert "Infinity" not in text and '"samples_per_sec": null' in text  # strict JSON: any reader takes it
-    assert metrics_file.load(tmp_path) == {**REPORT, "samples_per_sec": None}
-    assert metrics_file.read(tmp_path) == metrics_file.load(tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # written atomically: no temp file left
-    assert metrics_file.find(tmp_path.parent) == [(tmp_path, metrics_file.load(tmp_path))]
+    assert metrics_file.load(run_dir) == {**REPORT, "samples_per_sec": None}
+    assert metrics_file.read(run_dir) == metrics_file.load(run_dir)
+    assert [p.name for p in run_dir.iterdir()] == ["metrics.json"]  # written atomically: no temp file left
+    assert metrics_file.find(tmp_path) == [(run_dir, metrics_file.load(run_dir))]
 
 
 @pytest.mark.parametrize("content, what", [("{\"status\": ", "not JSON: Expecting value"),
