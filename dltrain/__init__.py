@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__version__ = "0.1.0"
+from dltrain.core import VERSION as __version__  # one constant (core/__init__.py imports nothing)
 
 _LAZY = {"DataBundle": "dltrain.data", "Split": "dltrain.data", "Callback": "dltrain.core.engine",
          "State": "dltrain.core.engine", "ParamGroup": "dltrain.core.optim", "Generative": "dltrain.models",

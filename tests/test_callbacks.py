@@ -183,7 +183,7 @@ def test_the_built_ins_are_registered_and_built_like_a_users_callback(tmp_path) 
     assert all(key not in CALLBACKS.config_keys("checkpoints") for key in RUNTIME)  # never from YAML
     parts = build(parse(["model.hidden=[4]", "early_stopping.patience=7", "early_stopping.enabled=false",
                          "trainer.ckpt.save_last=false", "trainer.max_epochs=9"]))
-    stopper, board, progress, saver = make_callbacks(parts, tmp_path)
+    stopper, board, progress, saver = make_callbacks(parts, tmp_path, {})
     assert (type(stopper), type(board), type(progress), type(saver)) == (EarlyStopping, TensorBoard, Progress,
                                                                          Checkpointer)
     assert (stopper.patience, stopper.enabled, progress.max_epochs) == (7, False, 9)
@@ -225,7 +225,7 @@ def test_a_users_callback_gets_its_options_and_the_run_time_arguments_it_asks_fo
                 self.max_epochs, self.run_dir, self.every = max_epochs, run_dir, every
 
     parts = build(parse(["model.hidden=[4]", "trainer.max_epochs=4", "+callbacks.every_nth_epoch={every:2}"]))
-    users = [cb for cb in make_callbacks(parts, tmp_path) if type(cb).__name__ == "EveryNthEpoch"]
+    users = [cb for cb in make_callbacks(parts, tmp_path, {}) if type(cb).__name__ == "EveryNthEpoch"]
     assert [(cb.max_epochs, cb.run_dir, cb.every) for cb in users] == [(4, tmp_path, 2)]
     with pytest.raises(ConfigError, match="callback.run_dir is not an option of callback=every_nth_epoch; valid: every"):
         parse(["+callbacks.every_nth_epoch={run_dir:elsewhere}"])

@@ -1,10 +1,7 @@
-"""The HParams experiment's plan (dltrain/hparams.py): a re-run of a sweep merges with what its first run wrote."""
+"""The HParams experiment's plan (dltrain/sweep/hparams.py): a re-run of a sweep merges with what its first run wrote."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from dltrain.sweep.hparams import merge
-from dltrain.sweep.plan import SweepPlan
 
 
 def test_a_rerun_widens_domains_and_a_renamed_column_keeps_its_place() -> None:
@@ -12,12 +9,11 @@ def test_a_rerun_widens_domains_and_a_renamed_column_keeps_its_place() -> None:
     re-run, the column takes today's tag where it stood, among the first five shown, not twice."""
     previous = {"hparams": {"optim.name": {"values": ["sgd"], "differs": True}, "optim.lr": {"values": [0.1]}},
                 "metrics": [["val/loss_best", "best/val/loss"], ["test/acc", "test/acc"], ["val/loss", "final/val/loss"]]}
-    today = SweepPlan(Path("sweep"), {"optim": ["sgd", "adam"]}, [], 2, 10,
-                      hparams={"optim.name": {"values": ["sgd", "adam"], "differs": True},
-                               "optim.lr": {"values": [0.1, 0.001], "differs": False}},
-                      metrics=[["val/loss_best", "best/val/loss"], ["z_more/test/acc", "test/acc"],
-                               ["val/loss", "final/val/loss"], ["train/loss", "final/train/loss"]])
-    hparams, metrics = merge(previous, today)
+    today = {"optim.name": {"values": ["sgd", "adam"], "differs": True},
+             "optim.lr": {"values": [0.1, 0.001], "differs": False}}
+    columns = [["val/loss_best", "best/val/loss"], ["z_more/test/acc", "test/acc"], ["val/loss", "final/val/loss"],
+               ["train/loss", "final/train/loss"]]
+    hparams, metrics = merge(previous, today, columns)
     assert hparams["optim.name"] == {"values": ["sgd", "adam"], "differs": True}
     assert hparams["optim.lr"] == {"values": [0.1, 0.001], "differs": False}
     assert metrics == [["val/loss_best", "best/val/loss"], ["z_more/test/acc", "test/acc"],

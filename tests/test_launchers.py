@@ -93,7 +93,7 @@ def test_a_submitit_job_of_two_tasks_is_one_ddp_run_equal_to_one_process(tmp_pat
     assert job["world_size"] == 2 and alone["world_size"] == 1
     assert job["best"] == pytest.approx(alone["best"], rel=1e-5)
     assert job["test"]["test/acc"] == pytest.approx(alone["test"]["test/acc"])
-    from dltrain.sweep.hparams import EXPERIMENT_FILE
+    from dltrain.core.hparams import EXPERIMENT_FILE
 
     logged = [p.name for p in (tmp_path / "sweep" / "optim=sgd").glob("events.out.tfevents.*")]
     assert len(logged) == 2 and EXPERIMENT_FILE in logged  # rank 0's event file, and the sweep's HParams experiment

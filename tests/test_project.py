@@ -229,3 +229,21 @@ def test_an_installed_package_registers_components_through_its_entry_point(tmp_p
     assert result.returncode == 0, result.stderr
     assert "0.weight" not in checkpoint.load(project / "run" / "last.pt")["model"]  # Flatten has no weights
     assert checkpoint.load(project / "run" / "last.pt")["model"]["1.weight"].shape == (6, 64)
+
+
+def test_a_runs_origin_names_dltrains_commit_and_versions(tmp_path) -> None:
+    """What metrics.json and each checkpoint record of where a run came from (computed once per run)."""
+    import tomllib
+
+    import dltrain
+    from dltrain.run.plugins import run_origin
+
+    origin = run_origin(tmp_path)  # a project folder outside any git checkout
+    here = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(dltrain.__file__).parent, capture_output=True,
+                          text=True)
+    assert origin["git_commit"] == (here.stdout.strip() or None if here.returncode == 0 else None)
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert origin["provenance"]["dltrain"] == dltrain.__version__ == pyproject["project"]["version"]
+    assert origin["provenance"]["project"] == str(tmp_path)
+    assert (origin["provenance"]["project_git_commit"], origin["provenance"]["project_git_dirty"]) == (None, None)
+    assert run_origin(None)["provenance"]["project"] is None

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from dltrain.sweep import plan as sweeps
-from dltrain.sweep.runs_table import numbers, runs_table
+from dltrain.core.metrics_file import numbers, status_of
+from dltrain.sweep.runs_table import runs_table
 from tests.conftest import cli
 
 QUICK = ["trainer.max_epochs=2", "model.hidden=[16]", "trainer.log_every_n_steps=0"]
@@ -224,7 +225,7 @@ def test_statuses_exit_codes_and_a_rerun_that_adds_a_value(tmp_path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import metadata
 
-    from dltrain.sweep.hparams import EXPERIMENT_FILE
+    from dltrain.core.hparams import EXPERIMENT_FILE
 
     assert not list(root.glob("events.out.tfevents.*"))  # nothing at the root: it would be a run '.' without curves
     for job in ("optim.lr=0.1", "optim.lr=1000000.0"):  # skipped as finished, yet their copies were widened too:
@@ -301,7 +302,7 @@ def test_one_number_format_per_column_and_a_line_per_job() -> None:
     env = {"jobs": 6, "width": 12, "monitor": "val/loss", "test": "test/acc"}
     done = {"status": "completed", "stop_reason": "non-finite val/loss or train/loss at epoch 2", "monitor": "val/loss",
             "best": 0.25, "test": {"test/loss": 0.3, "test/acc": 0.9}}
-    line = sweeps.job_line(1, env, "optim=adam", done, sweeps.status_of(done), 3.21)
+    line = sweeps.job_line(1, env, "optim=adam", done, status_of(done), 3.21)
     assert line == "[2/6] optim=adam    best val/loss  0.2500  test/acc  0.9000  diverged     3.2s"
     failed = sweeps.job_line(2, env, "optim=sgd", {"status": "failed", "error": "error: boom"}, "failed", 0.04)
     assert failed == "[3/6] optim=sgd     best val/loss       -  test/acc       -  failed       0.0s  error: boom"

@@ -48,10 +48,11 @@ def test_tensorboard_scalars_have_the_fixed_tags(fast_run) -> None:
 
 
 def test_checkpoints_hold_everything_to_resume(fast_run) -> None:
-    run_dir, _ = fast_run
+    run_dir, report = fast_run
     saved = checkpoint.load(run_dir / "last.pt")
     assert saved["epoch"] == 3 and saved["step"] == 3 * 17  # 1078 train samples at batch 64
     assert {"model", "optimizer", "scaler", "best", "callbacks", "rng", "config", "git_commit"} <= set(saved)
+    assert (saved["git_commit"], saved["provenance"]) == (report["git_commit"], report["provenance"])  # one origin
     assert saved["callbacks"]["EarlyStopping"] == {"wait": 0, "reason": ""} and saved["best"]["epoch"] == 3
     assert yaml.safe_load(saved["config"])["trainer"]["max_epochs"] == 3
     assert (run_dir / "best.pt").is_file()
@@ -225,7 +226,7 @@ def test_gpu_resume_keeps_adam_step_counters_on_the_cpu(tmp_path) -> None:
 
 
 def test_summary_names_a_missing_split_instead_of_a_blank_line(tmp_path, fast) -> None:
-    from dltrain.run.train import summary_text
+    from dltrain.core.metrics_file import summary_text
 
     report = run([*fast, "data=synthetic", "data.test_size=0", "early_stopping.monitor=val/loss"], tmp_path)
     assert report["test"] == {}

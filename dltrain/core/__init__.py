@@ -5,3 +5,5 @@ optimizers, learning-rate schedules, regularization, the registries every compon
 DDP primitives, atomic file writes, TensorBoard event files and tags, and the types the engine trains on.
 May import: only dltrain.core (and torch, the standard library, third-party packages). Everything else imports it.
 """
+
+VERSION = "0.1.0"  # the release (pyproject.toml's version); the facade re-exports it as dltrain.__version__

@@ -121,7 +121,7 @@ class TensorBoard(Callback):
     epoch for generative models (`sample(n, generator)`). The run's hyper-parameters go in as an HParams session
     when fitting starts (tensorboard's own `summary_v2.hparams_pb`), so the HParams tab lists a sweep's runs while
     they train; in a sweep the run's folder also gets the sweep's experiment (domains, the swept keys, the metric
-    columns; dltrain/hparams.py). One-point summaries (best, epochs, final values) are HParams columns and
+    columns; dltrain/core/hparams.py). One-point summaries (best, epochs, final values) are HParams columns and
     metrics.json fields, not scalar tags."""
 
     def __init__(self, run_dir: Path, hparams: dict[str, Any],
@@ -132,11 +132,10 @@ class TensorBoard(Callback):
     def on_fit_start(self, state: State) -> None:
         """The event file is opened only now: a run rejected before fitting (a failed resume) writes nothing. Values
         an interrupted attempt logged past the checkpoint this run starts from are dropped first."""
-        from tensorboard.plugins.hparams.summary_v2 import hparams_pb
         from torch.utils.tensorboard import SummaryWriter
 
         from dltrain.core.event_files import keep_until
-        from dltrain.sweep.hparams import join_sweep, trial_id
+        from dltrain.core.hparams import join_sweep, session
 
         keep_until(self.run_dir, state.epoch, state.step)
         quiet_writer_thread()
@@ -145,7 +144,7 @@ class TensorBoard(Callback):
         # The session is the run; its group (the HParams table's Trial ID, by which its rows are sorted) is the job's
         # name, e.g. `optim=adam,sched=step`, not TensorBoard's default hash of the values. A resumed run writes it
         # again, which TensorBoard ignores.
-        self.writer.file_writer.add_summary(hparams_pb(self.hparams, trial_id=trial_id(self.run_dir)))
+        self.writer.file_writer.add_summary(session(self.hparams, self.run_dir))
 
     def on_train_log(self, state: State, values: dict[str, float]) -> None:
         self.writer.add_scalar(STEP_LOSS, values["train/loss"], state.step)

@@ -16,12 +16,13 @@ import torch
 import yaml
 from torch import nn
 
+from dltrain.core import metrics_file
 from dltrain.core.engine import Callback, State, rng_state
 from dltrain.core.files import looked_in, starts_with, write_atomic
 from dltrain.core.registry import ConfigError, check, first_line
 
 FORMAT = 3  # bump when the layout below changes (2: one RNG state per rank; 3: best and callbacks apart)
-RUN_FILES = ("last.pt", "best.pt", "config.yaml", "resume.yaml", "metrics.json")  # write_atomic writes them
+RUN_FILES = ("last.pt", "best.pt", "config.yaml", "resume.yaml", metrics_file.NAME)  # write_atomic writes them
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -53,7 +54,8 @@ def callback_key(callback: Callback) -> str:
 
 
 def payload(state: State, callbacks: Sequence[Callback], extra: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint holds; `extra` carries the resolved config (YAML text) and the git commit."""
+    """What a checkpoint holds; `extra` carries the resolved config (YAML text) and the run's origin (git commit,
+    provenance: plugins.run_origin, computed once per run)."""
     return {
         "format": FORMAT,
         "model": state.raw_model.state_dict(),

@@ -1,7 +1,8 @@
 """A run's TensorBoard history stays a function of the step after any interruption: before a (resumed) run
 writes again, its event files lose every value past the point the checkpoint holds, so each (tag, step) has one
 value and steps only grow. TensorBoard's own `purge_step` cannot do this here: it takes one step for all tags,
-and the per-step loss (`z_more/train/loss_step`) counts optimizer steps while the other curves count epochs."""
+and the per-step loss (`z_more/train/loss_step`) counts optimizer steps while the other curves count epochs.
+`write_events` writes a whole event file atomically: the rewritten ones, and the HParams experiment (hparams.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,7 +30,6 @@ def keep_until(run_dir: Path, epoch: int, step: int) -> int:
 def rewrite(path: Path, epoch: int, step: int) -> int:
     from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
     from tensorboard.compat.proto.event_pb2 import Event
-    from tensorboard.summary.writer.record_writer import RecordWriter
 
     kept, dropped = [], 0
     for record in RawEventFileLoader(str(path)).Load():
@@ -43,13 +43,20 @@ def rewrite(path: Path, epoch: int, step: int) -> int:
             event.summary.value.extend(values)
         kept.append(event.SerializeToString())
     if dropped:
-        def write(handle: Any) -> None:
-            writer = RecordWriter(handle)
-            for record in kept:
-                writer.write(record)
-
-        write_atomic(path, write)
+        write_events(path, kept)
     return dropped
+
+
+def write_events(path: Path, records: list[bytes]) -> None:
+    """Serialized `Event`s as the event file `path` (TensorBoard's own record format), replaced atomically."""
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    def write(handle: Any) -> None:
+        writer = RecordWriter(handle)
+        for record in records:
+            writer.write(record)
+
+    write_atomic(path, write)
 
 
 def stays(value: Any, at: int, epoch: int, step: int) -> bool:

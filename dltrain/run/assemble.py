@@ -30,7 +30,7 @@ from dltrain.run import threads
 from dltrain.run.config import RunConfig
 from dltrain.run.config_types import TrainerConfig
 from dltrain.run.door import check_monitor
-from dltrain.run.plugins import git_commit, provenance, user_frame
+from dltrain.run.plugins import run_origin, user_frame
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 
@@ -89,6 +89,7 @@ class Assembled:
     splits: tuple[Split, Split, Split]  # train, val, test, on the device
     channels_last: bool  # the model and 4-d inputs are in channels_last memory format
     thread_choice: threads.ThreadChoice  # this process's intra-op threads and why
+    origin: dict[str, Any]  # where the run came from (plugins.run_origin), for metrics.json and each checkpoint
 
     def fit(self) -> State:
         return fit(self.state, self.parts.task, *self.splits, self.settings, self.callbacks)
@@ -98,6 +99,7 @@ def assemble(config: RunConfig, run_dir: Path, device: torch.device) -> Assemble
     """Build the parts (`build`), choose the threads, wrap and place the model and data on `device`, make the
     optimizer, settings and callbacks. `device` is this process's (train.train sets up DDP before)."""
     parts = build(config)
+    origin = run_origin(Path(config.project) if config.project else None)  # git and versions: once per run
     trainer = config.trainer
     chosen = threads.settle(parts.model, parts.data.train.x[:1], config.data.batch_size // dist.world_size(),
                             trainer.threads, trainer.resume)  # before the model can move to a GPU
@@ -112,9 +114,9 @@ def assemble(config: RunConfig, run_dir: Path, device: torch.device) -> Assemble
     optimizer, lr_scales = make_optimizer(parts)
     state = State(model=model, raw_model=parts.model, optimizer=optimizer, best=make_best(parts),
                   scaler=torch.amp.GradScaler(device.type, enabled=str(trainer.precision) == "16"))
-    callbacks = make_callbacks(parts, run_dir)
+    callbacks = make_callbacks(parts, run_dir, origin)
     return Assembled(parts, state, make_settings(parts, len(train), lr_scales), callbacks, (train, val, test),
-                     channels_last, chosen)
+                     channels_last, chosen, origin)
 
 
 def user_code(registry: Registry, spec: Spec, returns: type, **runtime: Any) -> Any:
@@ -222,7 +224,7 @@ def callback_specs(config: RunConfig) -> list[Spec]:
             own("progress"), own("checkpoints", save_last=ckpt.save_last, save_best=ckpt.save_best)]
 
 
-def make_callbacks(parts: RunComponents, run_dir: Path) -> list[Callback]:
+def make_callbacks(parts: RunComponents, run_dir: Path, origin: dict[str, Any]) -> list[Callback]:
     """Each callback built alike, a built-in as a user's: its YAML options, and of the run-time arguments
     (callbacks.RUNTIME) those its __init__ takes, made only then. The writers (`main_only`) on rank 0 only; early
     stopping and the user's on every rank (they must agree when to stop)."""
@@ -231,7 +233,7 @@ def make_callbacks(parts: RunComponents, run_dir: Path) -> list[Callback]:
     runtime = {"run_dir": lambda: run_dir, "max_epochs": lambda: config.trainer.max_epochs,
                "hparams": lambda: flat_hparams(config.resolved),
                "sample": lambda: parts.model.sample if parts.traits.generative else None,
-               "extra": lambda: checkpoint_extra(parts), "callbacks": lambda: list(callbacks)}  # those before it
+               "extra": lambda: checkpoint_extra(parts, origin), "callbacks": lambda: list(callbacks)}  # those before it
     for spec in callback_specs(config):
         if CALLBACKS.traits(spec.name).get("main_only") and not dist.is_main():
             continue
@@ -240,11 +242,10 @@ def make_callbacks(parts: RunComponents, run_dir: Path) -> list[Callback]:
     return callbacks
 
 
-def checkpoint_extra(parts: RunComponents) -> dict[str, Any]:
-    """What each checkpoint carries besides the training state."""
-    config = parts.config
-    return {"config": yaml.safe_dump(config.resolved, sort_keys=False), "git_commit": git_commit(),
-            "provenance": provenance(Path(config.project) if config.project else None),
+def checkpoint_extra(parts: RunComponents, origin: dict[str, Any]) -> dict[str, Any]:
+    """What each checkpoint carries besides the training state: the config, where the run came from (`origin`:
+    plugins.run_origin's git commit and provenance, computed once per run) and the preprocessing."""
+    return {"config": yaml.safe_dump(parts.config.resolved, sort_keys=False), **origin,
             "preprocessing": parts.data.description()}  # what `dltrain predict` and export apply to raw inputs
 
 

@@ -6,7 +6,6 @@ submitit's tasks_per_node/nodes): SLURM's variables turned into torchrun's, the 
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import re
 import sys
@@ -128,14 +127,11 @@ def shared_run_args(args: list[str]) -> list[str]:
 def rerun_args(run_dir: Path, name: str) -> list[str]:
     """A launch whose id was used before: an interrupted run (last.pt, not finished) is resumed, with one line
     saying so; a finished one is refused with one line (exit 2), never overwritten."""
+    from dltrain.core import metrics_file
     from dltrain.run.overrides import quoted
 
-    try:
-        status = json.loads((run_dir / "metrics.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        status = None
     main = os.environ.get("RANK", "0") == "0"
-    if status in ("completed", "diverged"):
+    if metrics_file.status_of(metrics_file.read(run_dir)) in metrics_file.ENDED_OK:
         if main:
             print(f"dltrain: error: {run_dir} already holds a finished run of {name}; launch with a new id (torchrun "
                   f"--rdzv-id, a new SLURM job), or train it further with: dltrain trainer.resume={run_dir} "

@@ -148,42 +148,44 @@ def project_plugins(root: Path | None) -> list[str]:
     return list(cfg.get("plugins") or [])
 
 
+def git(folder: Path, *args: str) -> str | None:
+    """A git command's output in `folder` (None: no git, not a repository, or it failed)."""
+    try:
+        out = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
 def git_state(folder: Path | None) -> dict[str, Any]:
     """The folder's git commit and whether it has uncommitted changes (None outside a repository)."""
-    if folder is None:
-        return {"commit": None, "dirty": None}
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=5)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain") if commit else None
+    commit = git(folder, "rev-parse", "HEAD") if folder is not None else None
+    status = git(folder, "status", "--porcelain") if commit else None
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
     """The commit of the code being run, when it runs from a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parents[1], capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return git(cwd or Path(__file__).parents[1], "rev-parse", "HEAD") or None
 
 
 def provenance(root: Path | None) -> dict[str, Any]:
     """What produced a run: the project's folder and git state, and the versions of dltrain, torch and Python."""
     import platform
 
-    from dltrain import __version__
+    from dltrain.core import VERSION
 
-    versions = {"dltrain": __version__, "python": platform.python_version()}
+    versions = {"dltrain": VERSION, "python": platform.python_version()}
     try:
         versions["torch"] = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
         versions["torch"] = None
-    git = git_state(root)
-    return {"project": str(root) if root else None, "project_git_commit": git["commit"],
-            "project_git_dirty": git["dirty"], **versions}
+    state = git_state(root)
+    return {"project": str(root) if root else None, "project_git_commit": state["commit"],
+            "project_git_dirty": state["dirty"], **versions}
+
+
+def run_origin(root: Path | None) -> dict[str, Any]:
+    """Where a run came from, computed once per run (git runs 2-3 times) for its metrics.json and every checkpoint
+    it writes: dltrain's git commit and the provenance of the project `root`."""
+    return {"git_commit": git_commit(), "provenance": provenance(root)}

@@ -9,7 +9,6 @@ and the Checkpointer rewrites best.pt. Whatever the interruption, the resumed pa
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import torch
 import yaml
 from torch import nn
 
-from dltrain.core import dist
+from dltrain.core import dist, metrics_file
 from dltrain.core.checkpoint import callback_key, check_weights_fit, checkpoint_file, load, remove_orphans, validate
 from dltrain.core.engine import Callback, State
 from dltrain.core.optim import optimizer_class
@@ -48,11 +47,7 @@ def restore(state: State, saved: dict[str, Any]) -> None:
 
 def completed(run_dir: Path) -> bool:
     """The run's metrics.json says it completed (tested and reported); a killed run has none, or a failed one."""
-    try:
-        report = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(report, dict) and report.get("status") == "completed"
+    return metrics_file.read(run_dir).get("status") == metrics_file.COMPLETED
 
 
 def check_resumable(model: nn.Module, saved: dict[str, Any], optimizer: type[torch.optim.Optimizer],

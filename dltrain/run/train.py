@@ -7,7 +7,6 @@ worker builds the data and model once, and a problem found there (the first work
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -16,14 +15,13 @@ from typing import Any
 import torch
 import yaml
 
-from dltrain.core import checkpoint, dist
+from dltrain.core import checkpoint, dist, metrics_file
 from dltrain.core.engine import State
-from dltrain.core.files import write_json_atomic, write_text_atomic
+from dltrain.core.files import write_text_atomic
 from dltrain.core.registry import ConfigError, check, first_line
 from dltrain.run import cluster, resume, resuming, threads
 from dltrain.run.assemble import RunComponents, assemble, pick_device
 from dltrain.run.config import RunConfig
-from dltrain.run.plugins import git_commit, provenance
 from dltrain.run.signals import stop_if_signalled
 
 
@@ -71,17 +69,18 @@ def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: 
             print(changed, flush=True)
     stop_if_signalled()  # a Ctrl-C that a library swallowed while the run was built (a bare `except:` on import)
     run.fit()
-    report = make_report(run.state, run.parts, overrides, run.thread_choice)
+    report = make_report(run.state, run.parts, overrides, run.thread_choice, run.origin)
     if dist.is_main():
-        write_json_atomic(run_dir / "metrics.json", report)
+        metrics_file.write(run_dir, report)
     return report
 
 
-def make_report(state: State, parts: RunComponents, overrides: list[str],
-                chosen: threads.ThreadChoice) -> dict[str, Any]:
-    """metrics.json: how the run ended, its best epoch, the last epoch's and the test metrics."""
+def make_report(state: State, parts: RunComponents, overrides: list[str], chosen: threads.ThreadChoice,
+                origin: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json: how the run ended, its best epoch, the last epoch's and the test metrics, and where the run
+    came from (`origin`: plugins.run_origin's git commit and provenance)."""
     return {
-        "status": "diverged" if state.stop_reason.startswith("non-finite") else "completed",
+        "status": metrics_file.ended_status(state.stop_reason),
         "stop_reason": state.stop_reason,
         "epochs": state.epoch,
         "monitor": state.best.monitor,
@@ -98,8 +97,7 @@ def make_report(state: State, parts: RunComponents, overrides: list[str],
         "forward_flops_per_step": chosen.flops_per_step,  # the rule's input: one process's forward FLOPs per step
         "device": str(next(parts.model.parameters()).device),
         "overrides": overrides,
-        "git_commit": git_commit(),
-        "provenance": provenance(Path(parts.config.project) if parts.config.project else None),
+        **origin,
     }
 
 
@@ -122,7 +120,7 @@ def run_job(config: RunConfig, run_dir: Path, overrides: list[str]) -> dict[str,
             if problems:
                 raise ConfigError(*problems) from None
             raise
-        report = json.loads((run_dir / "metrics.json").read_text())
+        report = metrics_file.load(run_dir)  # the workers' rank 0 wrote it
     else:
         try:
             report = train(config, run_dir, overrides)
@@ -130,7 +128,7 @@ def run_job(config: RunConfig, run_dir: Path, overrides: list[str]) -> dict[str,
             lost_peer(err, run_dir)
             raise
     if dist.launch_rank() == 0:
-        print(summary_text(report, run_dir), flush=True)
+        print(metrics_file.summary_text(report, run_dir), flush=True)
     return report
 
 
@@ -175,12 +173,3 @@ def worker(config: RunConfig, run_dir: str, overrides: list[str]) -> None:
         os._exit(130)
     except Exception as err:  # noqa: BLE001  (ended here: torch's wrapper would leave a pickle in /tmp)
         dist.worker_crashed(err)
-
-
-def summary_text(report: dict[str, Any], run_dir: Path) -> str:
-    val = "  ".join(f"{k} {v:.4g}" for k, v in report["final"].items() if k.startswith("val/")) or "(no val split)"
-    test = "  ".join(f"{k} {v:.4g}" for k, v in report["test"].items()) or "(no test split)"
-    best = report["best"]
-    best_text = f"{best:.4g} at epoch {report['best_epoch']}" if best is not None else "n/a"
-    return (f"\nbest {report['monitor']} {best_text}\nfinal  {val}\ntest   {test}\n"
-            f"epochs {report['epochs']}, stopped: {report['stop_reason']}\nrun dir {run_dir}")

@@ -2,28 +2,20 @@
 domain with the swept ones marked as differing, and the metric columns; merged with what a previous run of the
 same sweep wrote (`sweep.json` at its root), so a re-run that adds values widens the domains.
 
-TensorBoard's HParams plugin takes the experiment from whichever run holds one (the first it lists), and every
-folder holding an event file is a run: an experiment at the sweep root was a run named `.` with no curves, first
-in every run list. So each job's folder holds the experiment in a small event file of its own
-(`EXPERIMENT_FILE`), written by the job as it starts and rewritten in every job folder whenever the sweep starts
-again, so that all copies are the same. Its name sorts before the job's own event files, which TensorBoard reads
-in name order (the job's live file stays the last one)."""
+The experiment is written into each job's folder, not the root (a folder with an event file is a TensorBoard run):
+by every job as it starts, and here into every job folder already there whenever the sweep starts again. The
+writing itself, and the job's side, are dltrain/core/hparams.py's."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from dltrain.core.hparams import PLAN_FILE, read_plan, write_experiment
 from dltrain.core.registry import ConfigError
 from dltrain.core.tags import best_tag, board_tag
 
-if TYPE_CHECKING:
-    from dltrain.sweep.plan import SweepPlan
-
-PLAN_FILE = "sweep.json"  # at the sweep root: swept keys, HParams domains and metric columns (merged on re-runs)
-EXPERIMENT_FILE = "events.out.tfevents.0000000000.experiment.hparams"  # in each job folder: the experiment alone
 OLD_EXPERIMENTS = "events.out.tfevents.*.hparams"  # at the sweep root: where earlier releases wrote it (run '.')
 
 
@@ -109,17 +101,18 @@ def metric_columns(watched: Monitored) -> list[list[str]]:
     return columns
 
 
-def write_root(sweep: SweepPlan) -> None:
-    """Before the first job: the plan at the sweep root, merged with a previous run's, and the experiment in every
-    job folder already there (a re-run's new values widen the domains of the finished jobs' copies too)."""
+def write_root(root: Path, swept_now: dict[str, list[str]], hparams_now: dict[str, dict[str, Any]],
+               metrics_now: list[list[str]]) -> None:
+    """Before the first job: this run of the sweep's plan (swept key -> values, the HParams domains, the metric
+    columns) at the sweep root, merged with a previous run's, and the experiment in every job folder already there
+    (a re-run's new values widen the domains of the finished jobs' copies too)."""
     from dltrain.core.files import write_json_atomic
 
-    root = sweep.root
     root.mkdir(parents=True, exist_ok=True)
     previous = read_plan(root)
-    hparams, metrics = merge(previous, sweep)
+    hparams, metrics = merge(previous, hparams_now, metrics_now)
     swept = dict(previous.get("swept") or {})
-    for key, values in sweep.swept.items():
+    for key, values in swept_now.items():
         swept[key] = [*swept.get(key, []), *(v for v in values if v not in swept.get(key, []))]
     write_json_atomic(root / PLAN_FILE, {"swept": swept, "hparams": hparams, "metrics": metrics})
     for old in root.glob(OLD_EXPERIMENTS):
@@ -128,18 +121,11 @@ def write_root(sweep: SweepPlan) -> None:
         write_experiment(job, hparams, metrics)
 
 
-def read_plan(root: Path) -> dict[str, Any]:
-    try:
-        found = json.loads((root / PLAN_FILE).read_text())
-        return found if isinstance(found, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def merge(previous: dict[str, Any], sweep: SweepPlan) -> tuple[dict[str, Any], list[list[str]]]:
+def merge(previous: dict[str, Any], hparams_now: dict[str, dict[str, Any]],
+          metrics_now: list[list[str]]) -> tuple[dict[str, Any], list[list[str]]]:
     """A re-run into the same folder that adds values widens the domains; nothing already there is dropped."""
     hparams = {name: dict(spec) for name, spec in (previous.get("hparams") or {}).items()}
-    for name, spec in sweep.hparams.items():
+    for name, spec in hparams_now.items():
         old = hparams.get(name)
         if old is None:
             hparams[name] = dict(spec)
@@ -152,77 +138,10 @@ def merge(previous: dict[str, Any], sweep: SweepPlan) -> tuple[dict[str, Any], l
         else:
             values = [*old.get("values", []), *(v for v in spec.get("values", []) if v not in old.get("values", []))]
             hparams[name] = {"values": values, "differs": differs}
-    today = {shown: [tag, shown] for tag, shown in sweep.metrics}  # a column an earlier release tagged otherwise
+    today = {shown: [tag, shown] for tag, shown in metrics_now}  # a column an earlier release tagged otherwise
     metrics: list[list[str]] = []  # (test/acc, now z_more/test/acc) keeps its place under today's tag
     for tag, shown in previous.get("metrics") or []:
         if (column := today.get(shown, [tag, shown])) not in metrics:
             metrics.append(column)
-    metrics += [m for m in sweep.metrics if m not in metrics]
+    metrics += [m for m in metrics_now if m not in metrics]
     return hparams, metrics
-
-
-def write_experiment(folder: Path, hparams: dict[str, dict[str, Any]], metrics: list[list[str]]) -> None:
-    """The HParams experiment as the event file `EXPERIMENT_FILE` in `folder`, replaced atomically."""
-    import time
-
-    from tensorboard.compat.proto.event_pb2 import Event
-    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
-    from tensorboard.plugins.hparams import summary_v2 as hp
-    from tensorboard.summary.writer.record_writer import RecordWriter
-
-    from dltrain.core.files import write_atomic
-
-    infos = [hp.HParam(name, domain(spec)) for name, spec in hparams.items()]
-    summary = hp.hparams_config_pb(infos, [hp.Metric(tag, display_name=shown) for tag, shown in metrics],
-                                   time_created_secs=time.time())
-    value = summary.value[0]  # summary_v2's HParam has no `differs`: set it on the experiment proto
-    experiment = metadata.parse_experiment_plugin_data(value.metadata.plugin_data.content)
-    for info in experiment.hparam_infos:
-        info.differs = bool(hparams[info.name].get("differs"))
-    value.metadata.CopyFrom(metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(experiment=experiment)))
-    events = [Event(wall_time=time.time(), file_version="brain.Event:2"),  # as TensorBoard's own writer begins
-              Event(wall_time=time.time(), step=0, summary=summary)]
-
-    def write(handle: Any) -> None:
-        writer = RecordWriter(handle)
-        for event in events:
-            writer.write(event.SerializeToString())
-
-    write_atomic(folder / EXPERIMENT_FILE, write)
-
-
-def domain(spec: dict[str, Any]) -> Any:
-    from tensorboard.plugins.hparams import summary_v2 as hp
-
-    if "interval" in spec:
-        return hp.RealInterval(*(float(b) for b in spec["interval"]))
-    values = spec.get("values") or []
-    if all(isinstance(v, bool) for v in values) or all(isinstance(v, str) for v in values):
-        return hp.Discrete(values)
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return hp.Discrete([float(v) for v in values])
-    return hp.Discrete([str(v) for v in values])
-
-
-# ---- a job (any launcher process) ----------------------------------------------------------------------------
-
-def join_sweep(run_dir: Path) -> None:
-    """A sweep's job, as it starts: the sweep's experiment into its own folder (see the module's docstring)."""
-    from dltrain.sweep.plan import sweep_env
-
-    root = sweep_env().get("root")
-    plan = read_plan(Path(root)) if root else {}
-    if plan.get("hparams") and Path(root).resolve() in run_dir.resolve().parents:
-        write_experiment(run_dir, plan["hparams"], plan.get("metrics") or [])
-
-
-def trial_id(run_dir: Path) -> str:
-    """The HParams session group (the table's Trial ID) of a run: a sweep job's name, its folder under the sweep
-    (`optim=adam,sched=step`), else the run folder's name."""
-    from dltrain.sweep.plan import sweep_env
-
-    root = sweep_env().get("root")
-    try:
-        return run_dir.resolve().relative_to(Path(root).resolve()).as_posix() if root else run_dir.name
-    except ValueError:
-        return run_dir.name

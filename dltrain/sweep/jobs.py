@@ -94,15 +94,16 @@ def given_overrides(hydra_cfg: Any) -> list[str]:
 def skipped_job(job: tuple[Path, str, int], rank0: bool) -> dict[str, Any] | None:
     """A re-run sweep skips a job that ran to its end (its report is returned), and one that another sweep into
     the same folder is training now (its rank 0 holds the job's lock; the other ranks of a job follow theirs)."""
+    from dltrain.core.metrics_file import ENDED_OK, read, status_of
     from dltrain.sweep.ledger import job_lock, release_job_lock
-    from dltrain.sweep.plan import ENDED_OK, job_ended, status_of
+    from dltrain.sweep.plan import job_ended
 
-    finished = read_report(job[0] / "metrics.json")
+    finished = read(job[0])
     if status_of(finished) not in ENDED_OK and rank0:
         if job_lock(job[0]) is None:
             job_ended(*job, {"status": "running elsewhere"}, None, "(locked by another process; skipped)")
             return {"status": "running elsewhere"}
-        finished = read_report(job[0] / "metrics.json")  # its holder may have finished it just before we locked
+        finished = read(job[0])  # its holder may have finished it just before we locked
     if status_of(finished) in ENDED_OK:
         release_job_lock(job[0])
         job_ended(*job, finished, finished.get("wall_seconds"), "(already finished; skipped)")
@@ -199,31 +200,14 @@ def job_name(hydra_cfg: Any, run_dir: Path) -> str:
         return run_dir.name
 
 
-def read_report(path: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
 def with_wall_time(run_dir: Path, report: dict[str, Any], seconds: float) -> dict[str, Any]:
     """metrics.json gains the job's wall time (data, build, training, test: everything but start-up), beside
     train_seconds; rewritten atomically by the process that wrote it (rank 0)."""
-    import os
+    from dltrain.core import metrics_file
 
-    from dltrain.core.files import write_json_atomic
-
-    out: dict[str, Any] = {}
-    for key, value in report.items():
-        out[key] = value
-        if key == "train_seconds":
-            out["wall_seconds"] = round(seconds, 3)
-    out.setdefault("wall_seconds", round(seconds, 3))
-    if os.environ.get("RANK", "0") == "0" and (run_dir / "metrics.json").is_file():
-        write_json_atomic(run_dir / "metrics.json", out)
+    out = metrics_file.with_wall_seconds(report, seconds)
+    if os.environ.get("RANK", "0") == "0" and metrics_file.path(run_dir).is_file():
+        metrics_file.write(run_dir, out)
     return out
 
 
@@ -291,15 +275,14 @@ def job_failed(messages: list[str], run_dir: Path, overrides: list[str], job: tu
             print(f"dltrain: {message}", file=sys.stderr, flush=True)
         remove_if_empty(run_dir)
         sys.exit(code)
-    from dltrain.core.files import write_json_atomic
+    from dltrain.core import metrics_file
     from dltrain.sweep.plan import job_ended
 
-    record = {"status": "failed", "error": "; ".join(messages), "wall_seconds": round(seconds, 3),
-              "overrides": overrides}
+    record = metrics_file.failure("; ".join(messages), seconds, overrides)
     try:  # on a full disk the record may not fit either: the terminal line and the sweep's table still say it
         if os.environ.get("RANK", "0") == "0":  # rank 0 of a job's tasks writes for them all
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(run_dir / "metrics.json", record)
+            metrics_file.write(run_dir, record)
     except OSError:
         pass
     job_ended(*job, record, seconds)

@@ -22,29 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dltrain.core.hparams import SWEEP_ENV  # JSON {root, jobs, width}: the plan as the jobs need it
+from dltrain.core.metrics_file import ENDED_OK, number, status_of
 from dltrain.sweep.hparams import hparam_domains, metric_columns, monitored, write_root
 from dltrain.sweep.study import study_direction
-
-SWEEP_ENV = "DLTRAIN_SWEEP"  # JSON {root, jobs, width}: the plan as the jobs (and their DDP workers) need it
-ENDED_OK = ("completed", "diverged")  # ran to its end: stopped by max_epochs, early stopping or a NaN
-
-
-def status_of(report: dict[str, Any]) -> str:
-    """completed | diverged (stopped on a non-finite loss or monitored value) | failed | ...; also for
-    metrics.json files written before the status `diverged` existed."""
-    status = str(report.get("status", "?"))
-    if status == "completed" and str(report.get("stop_reason") or "").startswith("non-finite"):
-        return "diverged"
-    return status
-
-
-def number(value: Any, decimals: int = 4) -> str:
-    """One number format everywhere: fixed decimals, scientific only outside [1e-3, 1e5); '-' for none/NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "-"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.{decimals}f}" if value == 0 or 1e-3 <= abs(value) < 1e5 else f"{value:.{max(decimals - 1, 1)}e}"
 
 
 # ---- the plan (parent process) -------------------------------------------------------------------------------
@@ -204,7 +185,7 @@ def start(sweep: SweepPlan) -> None:
     os.environ[SWEEP_ENV] = sweep.env()
     if sweep.root is not None and sweep.swept:
         try:
-            write_root(sweep)
+            write_root(sweep.root, sweep.swept, sweep.hparams, sweep.metrics)
         except OSError as err:
             print(f"dltrain: warning: could not write the HParams experiment in {sweep.root}: {err}", file=sys.stderr)
     what = " x ".join(f"{k} ({len(v)})" if v else k for k, v in sweep.swept.items()) or "nothing swept"

@@ -2,21 +2,12 @@
 per column, fitted to the terminal's width (columns dropped, text abbreviated, never wrapped)."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-
-def load_reports(root: Path) -> list[tuple[Path, dict[str, Any]]]:
-    reports = []
-    for path in sorted(root.rglob("metrics.json")):
-        try:
-            report = json.loads(path.read_text())
-            reports.append((path.parent, report if isinstance(report, dict) else {"status": "unreadable"}))
-        except (OSError, json.JSONDecodeError):
-            reports.append((path.parent, {"status": "unreadable"}))
-    return reports
+from dltrain.core.hparams import read_plan
+from dltrain.core.metrics_file import ENDED_OK, FAILED, find, numbers, status_of
 
 
 def sort_key(report: dict[str, Any]) -> float:
@@ -41,8 +32,6 @@ def override_values(report: dict[str, Any]) -> dict[str, str]:
 
 def swept_keys(root: Path, reports: list[dict[str, Any]]) -> list[str]:
     """The keys a sweep varies: as its sweep.json lists them, else the overrides whose values differ."""
-    from dltrain.sweep.hparams import read_plan
-
     settings = [override_values(r) for r in reports]
     planned = [k for k in read_plan(root).get("swept") or {} if any(k in s for s in settings)]
     if planned:
@@ -51,23 +40,8 @@ def swept_keys(root: Path, reports: list[dict[str, Any]]) -> list[str]:
     return [k for k in order if len({s.get(k) for s in settings}) > 1]
 
 
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def numbers(values: list[Any], decimals: int = 4) -> list[str]:
-    """One format per column: integers as they are, else fixed decimals, or scientific for the whole column
-    when a value falls outside [1e-3, 1e5); '-' where there is none."""
-    real = [v for v in values if is_number(v)]
-    if all(isinstance(v, int) for v in real):
-        return [str(v) if is_number(v) else "-" for v in values]
-    fixed = all(v == 0 or 1e-3 <= abs(v) < 1e5 for v in real)
-    return [("-" if not is_number(v) else f"{v:.{decimals}f}" if fixed else f"{v:.{max(decimals - 1, 1)}e}")
-            for v in values]
-
-
 def stopped_text(report: dict[str, Any], status: str) -> str:
-    if status == "failed":
+    if status == FAILED:
         return str(report.get("error") or "").removeprefix("error: ")
     reason = str(report.get("stop_reason") or "")
     for start, short in (("early stopping", "early stop"), ("non-finite", "non-finite"), ("max_epochs", "max epochs")):
@@ -88,23 +62,11 @@ def runs_table(root: Path, width: int | None = None) -> list[str]:
     keys' values (or the run's folder), status, best, the test metrics, the last epoch's val/train metrics,
     epochs, wall time (the whole job), why it stopped. Columns that do not fit are dropped, least telling first;
     then text is abbreviated."""
-    from dltrain.sweep.plan import ENDED_OK, status_of
-
-    reports = load_reports(root)
+    reports = sorted(find(root), key=lambda item: sort_key(item[1]))
     if not reports:
         return []
-    reports.sort(key=lambda item: sort_key(item[1]))
     data = [r for _, r in reports]
     statuses = [status_of(r) for r in data]
-    keys = swept_keys(root, data)
-    settings = [override_values(r) for r in data]
-    names = [str(d.relative_to(root)) if d != root else root.name for d, _ in reports]
-    named = not keys or len({tuple(s.get(k) for k in keys) for s in settings}) < len(data)
-
-    def section(r: dict[str, Any], part: str) -> dict[str, Any]:
-        found = r.get(part)
-        return found if isinstance(found, dict) else {}
-
     monitor = next((str(r["monitor"]) for r in data if r.get("monitor")), "")
     mode = next((r.get("mode") for r in data if r.get("mode")), "min")
     tests = sorted({k for r in data for k in section(r, "test")}, key=lambda k: (k == "test/loss", k))
@@ -112,17 +74,8 @@ def runs_table(root: Path, width: int | None = None) -> list[str]:
     finals += ["train/loss"] if any("train/loss" in section(r, "final") for r in data) else []
     marked = statuses[0] in ENDED_OK and sort_key(data[0]) != math.inf
     columns: list[Column] = [("", ["*" if marked and i == 0 else "" for i in range(len(data))], False)]
-    if named:
-        columns.append(("run", names, False))
-    columns += [(k, [s.get(k, "-") for s in settings], False) for k in keys]
-    columns.append(("status", statuses, False))
-    columns.append(("best", numbers([r.get("best") for r in data]), True))
-    columns.append(("best_ep", numbers([r.get("best_epoch") for r in data]), True))
-    columns += [(k, numbers([section(r, "test").get(k) for r in data]), True) for k in tests]
-    columns += [(k, numbers([section(r, "final").get(k) for r in data]), True) for k in finals]
-    columns.append(("epochs", numbers([r.get("epochs") for r in data]), True))
-    columns.append(("wall_s", numbers([r.get("wall_seconds", r.get("train_seconds")) for r in data], 1), True))
-    columns.append(("stopped", [stopped_text(r, s) for r, s in zip(data, statuses)], False))
+    columns += run_columns(root, reports)
+    columns += value_columns(data, statuses, tests, finals)
     if width is not None:
         drop = ["train/loss", *[k for k in finals if k not in (monitor, "train/loss")], "best_ep", "epochs",
                 monitor, *tests[1:][::-1], "stopped", "wall_s"]
@@ -132,13 +85,48 @@ def runs_table(root: Path, width: int | None = None) -> list[str]:
     rankings = [f"{ranked}, {order} first{' (*)' if marked else ''}", f"{ranked}{' (*)' if marked else ''}"]
     note = "; val/, train/: last epoch" if any(header in finals for header, _, _ in columns) else ""
     title = title_line(f"{len(data)} run(s) in", str(root), rankings, note, width)
+    lines = [title, *rows(columns, len(data))]
+    return [clip(line, width) for line in lines] if width is not None else lines
+
+
+def section(report: dict[str, Any], part: str) -> dict[str, Any]:
+    """The report's `test` or `final` metrics ({} where a damaged or failed report has none)."""
+    found = report.get(part)
+    return found if isinstance(found, dict) else {}
+
+
+def run_columns(root: Path, reports: list[tuple[Path, dict[str, Any]]]) -> list[Column]:
+    """Which run each row is: the swept keys' values, and its folder too when they do not tell the runs apart."""
+    data = [r for _, r in reports]
+    keys = swept_keys(root, data)
+    settings = [override_values(r) for r in data]
+    names = [str(d.relative_to(root)) if d != root else root.name for d, _ in reports]
+    named = not keys or len({tuple(s.get(k) for k in keys) for s in settings}) < len(data)
+    return [*([("run", names, False)] if named else []), *[(k, [s.get(k, "-") for s in settings], False) for k in keys]]
+
+
+def value_columns(data: list[dict[str, Any]], statuses: list[str], tests: list[str], finals: list[str]) -> list[Column]:
+    """How each run ended: status, best, the test and last-epoch metrics, epochs, wall time (s), why it stopped."""
+    columns: list[Column] = [("status", statuses, False)]
+    columns.append(("best", numbers([r.get("best") for r in data]), True))
+    columns.append(("best_ep", numbers([r.get("best_epoch") for r in data]), True))
+    columns += [(k, numbers([section(r, "test").get(k) for r in data]), True) for k in tests]
+    columns += [(k, numbers([section(r, "final").get(k) for r in data]), True) for k in finals]
+    columns.append(("epochs", numbers([r.get("epochs") for r in data]), True))
+    columns.append(("wall_s", numbers([r.get("wall_seconds", r.get("train_seconds")) for r in data], 1), True))
+    columns.append(("stopped", [stopped_text(r, s) for r, s in zip(data, statuses)], False))
+    return columns
+
+
+def rows(columns: list[Column], count: int) -> list[str]:
+    """The header and `count` rows, each column as wide as its widest cell, numbers right-aligned."""
     widths = [max(len(header), *(len(cell) for cell in cells)) for header, cells, _ in columns]
-    lines = [title]
-    for i in range(-1, len(data)):
+    lines = []
+    for i in range(-1, count):
         row = [header if i < 0 else cells[i] for header, cells, _ in columns]
         lines.append("  ".join(cell.rjust(w) if right else cell.ljust(w)
                                for cell, w, (_, _, right) in zip(row, widths, columns)).rstrip())
-    return [clip(line, width) for line in lines] if width is not None else lines
+    return lines
 
 
 def title_line(count: str, folder: str, rankings: list[str], note: str, width: int | None) -> str:

@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from dltrain.core import metrics_file
+
 SWEEPS, RUNS = Path("multirun"), Path("outputs")  # Hydra's defaults: multirun/<date>/<time>, outputs/<date>/<time>
 
 
@@ -24,7 +26,7 @@ def last_written(folder: Path) -> float | None:
     newest = None
     for parent, _, names in os.walk(folder):
         for name in names:
-            if name == "metrics.json" or name.startswith("events.out.tfevents."):
+            if name == metrics_file.NAME or name.startswith("events.out.tfevents."):
                 try:
                     written = os.stat(os.path.join(parent, name)).st_mtime
                 except OSError:  # removed meanwhile
