@@ -120,6 +120,26 @@ def reported_problems(err: BaseException) -> list[str]:
 LOST_PEER = 75  # a worker's exit code when its group broke because another worker died first (that one is named)
 
 
+def worker_failure(failures: list[Any], where: str) -> str:
+    """The workers that failed first: not those that only lost their group because a peer died (dist.LOST_PEER). A
+    worker killed by a signal (SIGKILL: often the out-of-memory killer) printed nothing to point to."""
+    import signal
+
+    causes = sorted([f for f in failures if f.exitcode != LOST_PEER] or failures, key=lambda f: f.local_rank)
+    named = []
+    for f in causes:
+        if f.exitcode == LOST_PEER:
+            named.append(f"rank {f.local_rank} lost its group")
+        elif f.exitcode < 0:
+            named.append(f"rank {f.local_rank} killed by {signal.Signals(-f.exitcode).name}"
+                         if -f.exitcode in signal.valid_signals() else f"rank {f.local_rank} signal {-f.exitcode}")
+        else:
+            named.append(f"rank {f.local_rank} exit code {f.exitcode}")
+    output = any(f.exitcode > 0 and f.exitcode != LOST_PEER for f in causes)
+    return (f"a DDP worker failed ({', '.join(named)}); the run was stopped"
+            + (f", see the worker's output {where}" if output else ""))
+
+
 def leave_if_orphaned() -> None:
     """In a worker of `launch`, before anything else: a parent killed (SIGKILL) while this worker started up sent it
     no signal (torch asks for SIGINT on the parent's death only once the worker runs), and the worker would wait
