@@ -25,18 +25,6 @@ TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID")
 COMPLETING = "_DLTRAIN_COMPLETE"  # set by the shell's completion script (typer's, dltrain --install-completion)
 
 
-def get(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
-
-
-def put(name: str, value: str) -> None:
-    os.environ[name] = value
-
-
-def has(name: str) -> bool:
-    return name in os.environ
-
-
 def adopt(translate: Callable[[MutableMapping[str, str]], bool]) -> bool:
     """Let `translate` (cluster.adopt_slurm & co., which work on any mapping) turn a launcher's variables into
     torchrun's in this process's environment, where torch.distributed reads them."""

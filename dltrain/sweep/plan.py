@@ -151,16 +151,16 @@ def main_test_metric(test: dict[str, Any]) -> tuple[str, Any]:
     return ("test/loss", test["test/loss"]) if "test/loss" in test else ("", None)
 
 
-def job_line(num: int, env: dict[str, Any], name: str, report: dict[str, Any], status: str,
+def job_line(num: int, sweep: dict[str, Any], name: str, report: dict[str, Any], status: str,
              seconds: float | None, note: str = "") -> str:
     """e.g. `[2/6] optim=sgd,sched=exponential  best val/loss  0.1893  test/acc  0.9417  completed    3.1s`;
     a failed job keeps the columns (dashes) and ends with its error."""
-    total = env.get("jobs")
+    total = sweep.get("jobs")
     count = (f"[{num + 1}/{total}]".rjust(len(f"[{total}/{total}]"))) if total else f"[{num + 1}]"
-    monitor = report.get("monitor") or env.get("monitor") or "?"
+    monitor = report.get("monitor") or sweep.get("monitor") or "?"
     tag, value = main_test_metric(report.get("test") or {})
-    tag = tag or env.get("test") or ""
-    parts = [f"{count} {name.ljust(int(env.get('width') or 0))}", f"best {monitor} {number(report.get('best')):>7}"]
+    tag = tag or sweep.get("test") or ""
+    parts = [f"{count} {name.ljust(int(sweep.get('width') or 0))}", f"best {monitor} {number(report.get('best')):>7}"]
     if tag:
         parts.append(f"{tag} {number(value):>7}")
     parts.append(f"{status:<9}  {number(seconds, 1):>5}s")
