@@ -24,6 +24,7 @@ from dltrain.run.overrides import (
 )
 from dltrain.run.signals import exit_on_signal, signal_number
 from dltrain.sweep.command_line import CommandLine
+from dltrain.sweep.jobs import job_function
 
 if TYPE_CHECKING:
     from dltrain.sweep.command_line import SweepPlan
@@ -132,7 +133,6 @@ def run_hydra(args: list[str]) -> None:
     from contextlib import nullcontext
 
     from dltrain.sweep import ledger
-    from dltrain.sweep.jobs import job_function
     from dltrain.sweep.plan import start
 
     sweep = line.sweep

@@ -169,9 +169,10 @@ def project_plugins(root: Path | None) -> list[str]:
     from hydra import compose, initialize_config_dir
 
     from dltrain.run.conf_dirs import config_dir
+    from dltrain.run.overrides import quoted
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=[f"hydra.searchpath=[file://{project_conf(root)}]"])
+        cfg = compose("config", overrides=[f"hydra.searchpath=[{quoted(f'file://{project_conf(root)}')}]"])
     return list(cfg.get("plugins") or [])
 
 
