@@ -25,10 +25,10 @@ TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID")
 COMPLETING = "_DLTRAIN_COMPLETE"  # set by the shell's completion script (typer's, dltrain --install-completion)
 
 
-def adopt(translate: Callable[[MutableMapping[str, str]], bool]) -> bool:
-    """Let `translate` (cluster.adopt_slurm & co., which work on any mapping) turn a launcher's variables into
-    torchrun's in this process's environment, where torch.distributed reads them."""
-    return translate(os.environ)
+def on_environment(function: Callable[[MutableMapping[str, str]], bool]) -> bool:
+    """`function` (cluster.slurm_group, adopt_slurm & co., which work on any mapping: tests pass dicts) applied to
+    this process's environment: SLURM's or submitit's variables read, and torchrun's set where torch reads them."""
+    return function(os.environ)
 
 
 # ---- the process's place in a DDP group (torchrun, our own launcher, SLURM's or submitit's tasks) -------------

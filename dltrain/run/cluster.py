@@ -26,7 +26,7 @@ def slurm_group(env: MutableMapping[str, str] | None = None) -> bool:
     """SLURM started several tasks of this step. An `salloc` shell (a job id, no step) or one task is no group, and
     neither is a process that torchrun (or the user) already gave a rank. `env`: this process's environment."""
     if env is None:
-        return process_env.adopt(slurm_group)
+        return process_env.on_environment(slurm_group)
     if env.get(SLURM_FLAG) == "1":
         return True
     if any(name in env for name in TORCHRUN_VARIABLES):
@@ -38,7 +38,7 @@ def adopt_slurm(env: MutableMapping[str, str] | None = None) -> bool:
     """Give SLURM's tasks the variables torchrun gives its processes, as Lightning's SLURMEnvironment does; a
     MASTER_ADDR or MASTER_PORT already set is kept. Returns whether this process is one of such tasks."""
     if env is None:
-        return process_env.adopt(adopt_slurm)
+        return process_env.on_environment(adopt_slurm)
     if not slurm_group(env):
         return False
     nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_NODELIST") or env.get("SLURM_JOB_NODELIST") or ""
@@ -54,7 +54,7 @@ def adopt_submitit_local(env: MutableMapping[str, str] | None = None) -> bool:
     """The same for the tasks of submitit's local executor (`hydra/launcher=submitit_local` with
     `hydra.launcher.tasks_per_node=N`, the local twin of a multi-task SLURM job): one group on this machine."""
     if env is None:
-        return process_env.adopt(adopt_submitit_local)
+        return process_env.on_environment(adopt_submitit_local)
     tasks = int(env.get("SUBMITIT_LOCAL_NTASKS") or "1")
     if tasks <= 1 or "SUBMITIT_LOCAL_GLOBALID" not in env or any(name in env for name in TORCHRUN_VARIABLES):
         return False
