@@ -92,13 +92,18 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on_returning_each_jobs_value(
     sweeper (Optuna optimizes it) its best monitored value, or the worst value (+inf for a minimized val/loss) when
     it failed: NaN would stop an Optuna study."""
     returned: dict[float, float] = {}
-    real_job = cli_module.hydra_job
+    real_function = cli_module.job_function
 
-    def recording_job(cfg):
-        returned[cfg.optim.lr] = real_job(cfg)
-        return returned[cfg.optim.lr]
+    def recording_function(line):
+        real_job = real_function(line)
 
-    monkeypatch.setattr(cli_module, "hydra_job", recording_job)
+        def recording_job(cfg):
+            returned[cfg.optim.lr] = real_job(cfg)
+            return returned[cfg.optim.lr]
+
+        return recording_job
+
+    monkeypatch.setattr(cli_module, "job_function", recording_function)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exited:
         cli_module.run_hydra(["-m", "optim.lr=0.1,-1", *QUICK, "hydra.sweep.dir=sweep"])

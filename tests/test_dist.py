@@ -97,8 +97,7 @@ def test_the_failed_worker_line_names_the_cause_first() -> None:
     other failed; a signal by name; 'see the output' only for a worker that could print one."""
     from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
-    from dltrain.core.dist import LOST_PEER
-    from dltrain.sweep.jobs import worker_failure
+    from dltrain.core.dist import LOST_PEER, worker_failure
 
     def failed(rank: int, code: int) -> ProcessFailure:
         return ProcessFailure(local_rank=rank, pid=1000 + rank, exitcode=code, error_file="<N/A>")

@@ -126,23 +126,16 @@ def with_run(text: str, run_dir: Path) -> str:
 def door_problem(args: list[str]) -> str | None:
     """What `dltrain ARGS` (overrides, -m, Hydra's flags) refuses before it trains: the CLI's own up-front checks
     (dltrain/cli.py, in-process), then the config door for a single run."""
-    from dltrain.cli.main import project_groups, up_front_problem, with_project
+    from dltrain.cli.main import front_door
     from dltrain.core.registry import ConfigError
     from dltrain.run.config import RunConfig
-    from dltrain.run.overrides import config_dir_problem, expand_globs
     from tests.conftest import compose
 
-    multirun = any(a in ("-m", "--multirun") for a in args)
-    problem = config_dir_problem(args)
-    flags = [a for a in args if a in ("-m", "--multirun")]
-    others = with_project([a for a in args if a not in ("-m", "--multirun")])
-    if multirun and problem is None:
-        others, problem = expand_globs(others, project_groups())
-    problem = problem or up_front_problem([*flags, *others], others, multirun)
-    if problem or multirun or any(a.startswith("-") for a in others):
+    line, problem = front_door(args)
+    if problem or line.multirun or not line.overrides_only:
         return problem
     try:
-        RunConfig.parse(compose([a for a in others if not a.startswith("hydra")]))
+        RunConfig.parse(compose([a for a in line.rest if not a.startswith("hydra")]))
     except ConfigError as err:
         return "; ".join(err.problems)
     return None

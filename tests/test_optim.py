@@ -8,8 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from dltrain.core.optim import (OPTIMIZERS, ParamGroup, build_optimizer, optimizer_class, parse_optimizer,
-                                register_optimizer)
+from dltrain.core.optim import (
+    OPTIMIZERS,
+    ParamGroup,
+    build_optimizer,
+    optimizer_class,
+    parse_optimizer,
+    register_optimizer,
+)
 from dltrain.core.registry import ConfigError
 from dltrain.core.rules import Range
 from dltrain.run.config import config_dir

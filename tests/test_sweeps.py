@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dltrain.sweep import plan as sweeps
 from dltrain.core.metrics_file import numbers, status_of
+from dltrain.sweep import plan as sweeps
 from dltrain.sweep.runs_table import runs_table
 from tests.conftest import cli
 
@@ -306,3 +306,47 @@ def test_one_number_format_per_column_and_a_line_per_job() -> None:
     assert line == "[2/6] optim=adam    best val/loss  0.2500  test/acc  0.9000  diverged     3.2s"
     failed = sweeps.job_line(2, env, "optim=sgd", {"status": "failed", "error": "error: boom"}, "failed", 0.04)
     assert failed == "[3/6] optim=sgd     best val/loss       -  test/acc       -  failed       0.0s  error: boom"
+
+
+COUNTED = '''
+import os
+from pathlib import Path
+
+from dltrain import register_data
+
+
+@register_data("counted")  # no task declared: only the built data would tell
+def build_counted(*, seed: int):
+    with open(Path(__file__).parent / "builds.txt", "a") as out:
+        out.write(f"{os.getpid()}\\n")
+    raise RuntimeError("this test only plans the sweep")
+'''
+
+
+def test_the_sweeps_parent_composes_each_point_once_and_builds_no_data(tmp_path, monkeypatch) -> None:
+    """The command line is read once; a 2x2 sweep's points are composed once each (the checks, the plan and its
+    HParams columns share them), and its metric columns come from the config and the registries: a project's data
+    set that declares no task is not built in the sweep's parent."""
+    import hydra
+
+    from dltrain.cli.main import front_door, plan_sweep
+    from tests.conftest import write_files
+
+    root = write_files(tmp_path / "proj", {
+        "conf/project/default.yaml": "# @package _global_\ndefaults:\n  - override /data: counted\n"
+                                     "plugins: [counted.py]\n",
+        "conf/data/counted.yaml": "name: counted\nbatch_size: 32\n",
+        "counted.py": COUNTED,
+    })
+    monkeypatch.chdir(root)
+    composed = []
+    real = hydra.compose
+    monkeypatch.setattr(hydra, "compose", lambda *a, **k: composed.append(k.get("overrides")) or real(*a, **k))
+    line, problem = front_door(["-m", "optim=sgd,adam", "optim.lr=0.1,0.01", "model.hidden=[8]"])
+    assert problem is None and line.project == root.resolve()
+    sweep = plan_sweep(line)
+    assert not (root / "builds.txt").exists(), "the parent built the data"
+    assert sweep.swept == {"optim": ["sgd", "adam"], "optim.lr": ["0.1", "0.01"]} and sweep.jobs == 4
+    assert sweep.metrics == [["val/loss_best", "best/val/loss"], ["z_more/test/loss", "test/loss"],
+                             ["val/loss", "final/val/loss"], ["train/loss", "final/train/loss"]]
+    assert len(composed) == 4, composed  # Hydra's config at the first point, then the 3 points (the first, 2 more)

@@ -77,7 +77,7 @@ def test_denoising_corrupts_training_inputs_only() -> None:
 def test_language_model_perplexity_is_exp_loss_and_generate_samples(tmp_path) -> None:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog. " * 60)
-    report = run([f"data=text", f"data.path={corpus}", "data.seq_len=16", "model=lstm", "model.hidden_size=64",
+    report = run(["data=text", f"data.path={corpus}", "data.seq_len=16", "model=lstm", "model.hidden_size=64",
                   "optim=adam", "optim.lr=0.01", "trainer.max_epochs=8", "trainer.log_every_n_steps=0"],
                  tmp_path / "run")
     final = report["final"]

@@ -6,9 +6,9 @@ splits it as the shell would (quotes included) and answers with what readline re
 `dltrain --show-completion bash` and `--install-completion` emit it; zsh, fish and PowerShell keep typer's."""
 from __future__ import annotations
 
-import os
-
 import typer
+
+from dltrain.core import env
 
 try:  # typer < 0.16 runs on click; later ones carry their own copy of it
     from click.shell_completion import CompletionItem, ShellComplete, add_completion_class, split_arg_string
@@ -53,10 +53,10 @@ class LineBashComplete(ShellComplete):
         return {"complete_func": self.func_name, "autocomplete_var": self.complete_var, "prog_name": self.prog_name}
 
     def get_completion_args(self) -> tuple[list[str], str]:
-        line = os.environ.get(LINE_VAR, "")
+        line = env.completion_line(LINE_VAR)
         words = split_arg_string(line)
         self.word = words.pop() if words and not line[-1:].isspace() else ""  # after a space: a new, empty word
-        breaks = "" if open_quote(line) else os.environ.get("COMP_WORDBREAKS", "")  # in quotes, '=' breaks nothing
+        breaks = "" if open_quote(line) else env.word_breaks()  # in quotes, '=' breaks nothing
         self.replaced_from = max((self.word.rfind(char) + 1 for char in breaks if not char.isspace()), default=0)
         return words[1:], self.word
 

@@ -4,11 +4,11 @@ multirun. The first argument decides. Nothing here imports torch before it is ne
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from dltrain.core import env
 from dltrain.run.overrides import (
     SUBCOMMANDS,
     config_dir_problem,
@@ -23,10 +23,11 @@ from dltrain.run.overrides import (
     unwritable_output,
 )
 from dltrain.run.signals import exit_on_signal, signal_number
-from dltrain.sweep.jobs import hydra_job
+from dltrain.sweep.command_line import CommandLine
+from dltrain.sweep.jobs import job_function
 
 if TYPE_CHECKING:
-    from dltrain.sweep.plan import SweepPlan
+    from dltrain.sweep.command_line import SweepPlan
 
 HELP_FLAGS = ("-h", "--help")
 COMPLETION_FLAGS = ("--install-completion", "--show-completion")  # typer's; Hydra's own is -sc / --shell-completion
@@ -39,7 +40,7 @@ def main() -> None:
 
     exit_on_signal()
     args = sys.argv[1:]
-    completing = "_DLTRAIN_COMPLETE" in os.environ  # the shell asks typer's completion (dltrain --install-completion)
+    completing = env.completing()  # the shell asks typer's completion (dltrain --install-completion)
     try:
         if completing or (args and (args[0] in SUBCOMMANDS or args[0] in HELP_FLAGS or args[0] in COMPLETION_FLAGS)):
             from dltrain.cli.commands import app
@@ -54,15 +55,13 @@ def main() -> None:
         sys.exit(128 + signal_number(err))
 
 
-def resume_into_same_dir(args: list[str], named_project: bool = False) -> list[str]:
+def resume_into_same_dir(line: CommandLine, args: list[str]) -> list[str]:
     """`trainer.resume=DIR` continues the run in DIR itself (same run folder, same TensorBoard run), with the run's
-    own overrides under the command line's (dltrain/resume.py); `named_project`: --config-dir or hydra.searchpath
-    was given."""
+    own overrides under the command line's (dltrain/resume.py)."""
     from dltrain.run import resume
 
-    multirun = any(a in ("-m", "--multirun") for a in args)
     given = [override_value(a) for a in args if a.startswith("trainer.resume=")]
-    if multirun or not given or given[-1] in (None, "") or any(a.startswith("hydra.run.dir=") for a in args):
+    if line.multirun or not given or given[-1] in (None, "") or any(a.startswith("hydra.run.dir=") for a in args):
         return args
     target = Path(str(given[-1])).expanduser()
     if not (target / "last.pt").is_file() and not target.is_file():
@@ -75,7 +74,8 @@ def resume_into_same_dir(args: list[str], named_project: bool = False) -> list[s
     from dltrain.core.registry import ConfigError
 
     try:
-        replayed = resume.replay(args, run_dir, [f"hydra.run.dir={quoted(str(run_dir))}", *keep_record], named_project)
+        replayed = resume.replay(args, run_dir, [f"hydra.run.dir={quoted(str(run_dir))}", *keep_record],
+                                 line.named_project, line.project)
     except ConfigError as err:
         exit_with(str(err))
     merged = [a for a in replayed if resume.is_task_override(a) or a.startswith("hydra.searchpath=")]
@@ -99,10 +99,21 @@ def under_torchrun(args: list[str]) -> list[str]:
 
 
 def no_colour_off_terminal() -> None:
-    """Output to a log file, `| tee` or SLURM's output file gets no colour codes: colorlog, which formats Optuna's
-    log lines, colours whatever the stream unless NO_COLOR is set (no-color.org); a terminal keeps its colours."""
+    """Output to a log file, `| tee` or SLURM's output file gets no colour codes (Optuna's log lines are coloured
+    unless NO_COLOR is set); a terminal keeps its colours."""
     if not sys.stderr.isatty():
-        os.environ.setdefault("NO_COLOR", "1")
+        env.no_color()
+
+
+def front_door(args: list[str]) -> tuple[CommandLine, str | None]:
+    """The command line read once, the project's conf/ on Hydra's search path, a group's glob(...) expanded, a
+    sweep composed once, and the first thing it gets wrong (one line, exit 2), before Hydra starts."""
+    line = CommandLine.read(args)
+    line.rest = with_project(line)
+    problem = config_dir_problem(line.config_dir)
+    if line.multirun and problem is None:  # a group's glob(...) as its list of choices
+        line.rest, problem = expand_globs(line.rest, project_groups(line.project))
+    return line, problem or up_front_problem(line)
 
 
 def run_hydra(args: list[str]) -> None:
@@ -111,41 +122,32 @@ def run_hydra(args: list[str]) -> None:
     from dltrain.run.conf_dirs import config_dir
 
     no_colour_off_terminal()
-
-    multirun = any(a in ("-m", "--multirun") for a in args)
-    named_project = any(a.split("=")[0] in ("--config-dir", "-cd") or a.startswith("hydra.searchpath=") for a in args)
-    problem = config_dir_problem(args)
-    args = [a for a in args if a in ("-m", "--multirun")] + with_project([a for a in args if a not in ("-m", "--multirun")])
-    others = [a for a in args if a not in ("-m", "--multirun")]  # -m goes first: Hydra reads it nowhere else
-    if multirun and problem is None:  # a group's glob(...) as its list of choices
-        others, problem = expand_globs(others, project_groups())
-        args = [a for a in args if a in ("-m", "--multirun")] + others
-    problem = problem or up_front_problem(args, others, multirun)
+    line, problem = front_door(args)
     if problem:
         exit_with(problem)
-    args = resume_into_same_dir(args, named_project)
-    sweep = None
-    if multirun and not any(a.startswith("-") for a in others):  # jobs named by the swept keys, HParams set up
-        sweep = plan_sweep(others)
-        args = [*args, *sweep.hydra_args]
+    if line.multirun and line.overrides_only:  # jobs named by the swept keys, HParams set up
+        line.sweep = plan_sweep(line)
+    env.set_project(line.project)  # for the jobs a launcher runs in other processes, and their DDP workers
+    args = resume_into_same_dir(line, line.hydra_args())
     sys.argv = [sys.argv[0], *args, *under_torchrun(args)]
     from contextlib import nullcontext
 
     from dltrain.sweep import ledger
-    from dltrain.sweep.plan import finish, start
+    from dltrain.sweep.plan import start
 
-    with ledger.listening(sweep.root if sweep else None) if multirun else nullcontext() as jobs:
+    sweep = line.sweep
+    with ledger.listening(sweep.root if sweep else None) if line.multirun else nullcontext() as jobs:
         if sweep is not None:
             start(sweep)
         try:  # until a job starts (it installs signals.on_signal_raise_interrupt), a signal ends the process at once
-            hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(hydra_job)()
+            hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(job_function(line))()
         except KeyboardInterrupt as err:  # before or between jobs (a job reports its own interruption)
             print("dltrain: interrupted", file=sys.stderr)
             sys.exit(128 + signal_number(err))
     ended = ledger.read(jobs) if jobs else []
     if jobs:
         ledger.close(jobs)
-    if multirun and ended:  # the sweep's table, best marked, and how to open it in TensorBoard
+    if line.multirun and ended:  # the sweep's table, best marked, and how to open it in TensorBoard
         finish(sweep, ended)
     failed = [job for job in ended if job["status"] == "failed"]
     if failed:  # crashed or rejected: the sweep carried on; the exit code says so (diverged jobs ran to their end)
@@ -154,58 +156,72 @@ def run_hydra(args: list[str]) -> None:
         sys.exit(1)
 
 
-def plan_sweep(overrides: list[str]) -> SweepPlan:
-    """The sweep's plan (dltrain/sweep.py); a sweep that cannot be right (an Optuna study pointed away from the
-    monitored metric's better side) is one line and exit 2, before any job."""
+def plan_sweep(line: CommandLine) -> SweepPlan:
+    """The sweep's plan (sweep/plan.py) from its points; a sweep that cannot be right (an Optuna study pointed away
+    from the monitored metric's better side) is one line and exit 2, before any job."""
     from dltrain.core.registry import ConfigError
     from dltrain.sweep import plan as sweeps
 
     try:
-        return sweeps.plan(overrides)
+        return sweeps.plan(line.rest, line.points, line.project)
     except ConfigError as err:
-        print(f"dltrain: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(str(err))
 
 
-def up_front_problem(args: list[str], others: list[str], multirun: bool) -> str | None:
+def up_front_problem(line: CommandLine) -> str | None:
     """What the command line gets wrong, found before Hydra starts (one line, exit 2)."""
-    if any(a.startswith("-") for a in others):  # --cfg, --info, ...: Hydra reports their other problems itself
-        return two_modes(args)
-    return (stray_word(others) or unreadable(others) or no_cluster(others) or first_problem(others, multirun)
-            or unwritable_output(others, multirun))
+    others = line.rest
+    if not line.overrides_only:  # --cfg, --info, ...: Hydra reports their other problems itself
+        return two_modes([*line.flags, *others])
+    return (stray_word(others) or unreadable(others) or no_cluster(others)
+            or (sweep_problem(line) if line.multirun else first_problem(others, False))
+            or unwritable_output(others, line.multirun))
 
 
-def project_groups() -> dict[str, list[str]]:
-    """The config groups and their choices: dltrain's and the project's (found by with_project)."""
+def sweep_problem(line: CommandLine) -> str | None:
+    """Compose the sweep's points, once (kept in `line` for its plan): the first that does not compose is the problem,
+    and so is anything Hydra cannot even expand (range(0,1,0))."""
+    from dltrain.core.registry import first_line
+    from dltrain.run.points import compose_points
+
+    try:
+        line.points = compose_points(line.rest)
+    except Exception as err:  # noqa: BLE001  (Hydra's own errors while expanding a sweep)
+        return f"cannot expand the overrides: {type(err).__name__}: {first_line(err, 160)}"
+    return line.points.problem
+
+
+def project_groups(project: Path | None) -> dict[str, list[str]]:
+    """The config groups and their choices: dltrain's and the project's."""
     from dltrain.run.conf_dirs import groups
-    from dltrain.run.plugins import PROJECT_ENV, project_conf
+    from dltrain.run.plugins import project_conf
 
-    root = os.environ.get(PROJECT_ENV)
-    return groups(project_conf(Path(root)) if root else None)
+    return groups(project_conf(project))
 
 
-def with_project(args: list[str]) -> list[str]:
-    """A user's project (the working directory's conf/, or one named with --config-dir or hydra.searchpath):
-    its conf/ joins the search path beside dltrain's own groups, and jobs learn its folder (for its plugins)."""
-    import os
-
-    from dltrain.run.plugins import PROJECT_ENV, project_root
-
-    root = project_root(args)
-    os.environ[PROJECT_ENV] = str(root) if root else ""
-    rest, conf = [], None
-    for i, arg in enumerate(args):  # --config-dir DIR becomes a search path entry, so the up-front checks see it
-        if arg in ("--config-dir", "-cd") or (i and args[i - 1] in ("--config-dir", "-cd")):
-            conf = conf or arg if i and args[i - 1] in ("--config-dir", "-cd") else conf
-        elif arg.startswith(("--config-dir=", "-cd=")):
-            conf = arg.split("=", 1)[1]
-        else:
-            rest.append(arg)
-    if any(a.startswith("hydra.searchpath=") for a in rest):
-        return rest
-    conf_dir = Path(conf).expanduser().resolve() if conf else (root / "conf" if root else None)
-    if not (conf_dir and conf_dir.is_dir()):
+def with_project(line: CommandLine) -> list[str]:
+    """A user's project (the working directory's conf/, or one named with --config-dir or hydra.searchpath): its
+    conf/ joins the search path beside dltrain's own groups (--config-dir becomes a search path entry, so the
+    up-front checks see it)."""
+    rest = line.rest
+    if any(a.startswith("hydra.searchpath=") for a in rest) or not (line.conf and line.conf.is_dir()):
         return rest
     # beside the user's own overrides: Hydra's argparse takes the overrides as one run of positional arguments
     at = max((i + 1 for i, a in enumerate(rest) if "=" in a and not a.startswith("-")), default=len(rest))
-    return [*rest[:at], f"hydra.searchpath=[{quoted(f'file://{conf_dir}')}]", *rest[at:]]
+    return [*rest[:at], f"hydra.searchpath=[{quoted(f'file://{line.conf}')}]", *rest[at:]]
+
+
+def finish(sweep: SweepPlan | None, records: list[dict[str, Any]]) -> None:
+    """After the last job: the runs table of the sweep (best marked) and the command that opens it."""
+    roots = {r.get("root") for r in records if r.get("root")}
+    root = sweep.root if sweep is not None and sweep.root is not None else (Path(roots.pop()) if len(roots) == 1 else None)
+    if root is None or not root.is_dir():
+        return
+    from dltrain.sweep.plan import ENDED_OK
+    from dltrain.sweep.runs_table import runs_table, terminal_width
+
+    ended = sum(r["status"] in ENDED_OK for r in records)
+    print(f"\nsweep done: {len(records)} job(s), {ended} ran to their end, {len(records) - ended} failed", flush=True)
+    lines = runs_table(root, terminal_width())
+    print("\n".join(lines))
+    print(f"open it: dltrain board {root}", flush=True)

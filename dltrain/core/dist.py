@@ -18,32 +18,27 @@ from typing import Any, NoReturn
 import torch
 import torch.distributed as torch_dist
 
+from dltrain.core import env
+from dltrain.core.env import is_rank0, launched_externally  # noqa: F401  (re-exported: users look for them here)
+
 
 def is_initialized() -> bool:
     return torch_dist.is_available() and torch_dist.is_initialized()
 
 
 def rank() -> int:
-    """This process's rank in the joined group; 0 without one."""
+    """This process's rank in the joined group, what it shards by (with `world_size`); 0 without one."""
     return torch_dist.get_rank() if is_initialized() else 0
 
 
-def launch_rank() -> int:
-    """The rank a launcher gave this process (RANK), also before the group is joined or after it is left."""
-    return torch_dist.get_rank() if is_initialized() else int(os.environ.get("RANK", "0")) * launched_externally()
+launch_rank = env.rank  # the rank a launcher gave this process, also before the group is joined or after it is left
 
 
 def world_size() -> int:
     return torch_dist.get_world_size() if is_initialized() else 1
 
 
-def is_main() -> bool:
-    return rank() == 0
-
-
-def launched_externally() -> bool:
-    """True inside a process that torchrun (or our own launcher) started as part of a group."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+is_main = is_rank0  # whether this process writes files and prints for its group (the docs' name: dltrain.dist)
 
 
 def setup(device_type: str) -> torch.device | None:
@@ -52,7 +47,7 @@ def setup(device_type: str) -> torch.device | None:
     if not launched_externally() or is_initialized():
         return None
     backend = "nccl" if device_type == "cuda" else "gloo"
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_rank = env.local_rank()
     device = None
     if device_type == "cuda":  # SLURM's --gpus-per-task shows each task only its own GPU: index 0 there
         device = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
@@ -81,18 +76,11 @@ def all_gather_object(obj: Any) -> list[Any]:
     return gathered
 
 
-PARALLEL_JOBS_ENV = "DLTRAIN_PARALLEL_JOBS"  # sweep jobs a launcher runs at once on this machine (jobs.py sets it)
-
-
 def cores_per_process() -> int:
     """The cores this process may use: SLURM's cpus-per-task where SLURM gave each task its own, otherwise an
     equal share of the cores it may run on among this machine's processes that train side by side (DDP workers,
     LOCAL_WORLD_SIZE: our launcher, torchrun, SLURM; times the sweep jobs that a launcher runs at once)."""
-    per_task = os.environ.get("SLURM_CPUS_PER_TASK") if os.environ.get("DLTRAIN_SLURM_GROUP") == "1" else None
-    if per_task:
-        return max(1, int(per_task))
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) * int(os.environ.get(PARALLEL_JOBS_ENV, "1"))
-    return max(1, len(os.sched_getaffinity(0)) // local)
+    return env.slurm_cpus_per_task() or max(1, len(os.sched_getaffinity(0)) // env.processes_here())
 
 
 def share_cores(threads: int | None) -> None:
@@ -100,8 +88,7 @@ def share_cores(threads: int | None) -> None:
     `threads` when given; otherwise, when several processes of this machine train side by side and
     OMP_NUM_THREADS is not set, its share of the cores. torch's default, all cores in every process,
     oversubscribes them: 2 workers on 2 cores took 6x longer per epoch (bench/)."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) * int(os.environ.get(PARALLEL_JOBS_ENV, "1"))
-    if threads is None and (local <= 1 or "OMP_NUM_THREADS" in os.environ):
+    if threads is None and (env.processes_here() <= 1 or env.omp_threads_set()):
         return
     torch.set_num_threads(threads or cores_per_process())
 
@@ -112,7 +99,7 @@ REPORTED = 2  # a worker's exit code after handing its config problems to the pa
 def report_to_parent(problems: list[str]) -> NoReturn:
     """In a worker of `launch`: hand config problems to the parent through torch's per-worker error file (the
     parent's ChildFailedError carries it) and exit; the agent stops the other workers."""
-    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    path = env.error_file()
     if path:
         with open(path, "w") as out:
             json.dump({"message": json.dumps({"problems": problems}), "timestamp": int(time.time())}, out)
@@ -131,14 +118,33 @@ def reported_problems(err: BaseException) -> list[str]:
 
 
 LOST_PEER = 75  # a worker's exit code when its group broke because another worker died first (that one is named)
-PARENT_ENV = "DLTRAIN_DDP_PARENT"  # the pid of `launch`'s process, inherited by its workers
+
+
+def worker_failure(failures: list[Any], where: str) -> str:
+    """The workers that failed first: not those that only lost their group because a peer died (dist.LOST_PEER). A
+    worker killed by a signal (SIGKILL: often the out-of-memory killer) printed nothing to point to."""
+    import signal
+
+    causes = sorted([f for f in failures if f.exitcode != LOST_PEER] or failures, key=lambda f: f.local_rank)
+    named = []
+    for f in causes:
+        if f.exitcode == LOST_PEER:
+            named.append(f"rank {f.local_rank} lost its group")
+        elif f.exitcode < 0:
+            named.append(f"rank {f.local_rank} killed by {signal.Signals(-f.exitcode).name}"
+                         if -f.exitcode in signal.valid_signals() else f"rank {f.local_rank} signal {-f.exitcode}")
+        else:
+            named.append(f"rank {f.local_rank} exit code {f.exitcode}")
+    output = any(f.exitcode > 0 and f.exitcode != LOST_PEER for f in causes)
+    return (f"a DDP worker failed ({', '.join(named)}); the run was stopped"
+            + (f", see the worker's output {where}" if output else ""))
 
 
 def leave_if_orphaned() -> None:
     """In a worker of `launch`, before anything else: a parent killed (SIGKILL) while this worker started up sent it
     no signal (torch asks for SIGINT on the parent's death only once the worker runs), and the worker would wait
     for the dead parent's rendezvous for minutes: it ends here, quietly."""
-    if os.environ.get(PARENT_ENV) not in (None, str(os.getppid())):
+    if env.orphaned():
         os._exit(130)
 
 
@@ -174,8 +180,8 @@ class _ErrorFilesOnly:
         from torch.distributed.elastic.multiprocessing.api import LogsDest
 
         files = {rank: f"{self.stem}-{rank}.json" for rank in envs}
-        for rank, env in envs.items():
-            env["TORCHELASTIC_ERROR_FILE"] = files[rank]
+        for rank, worker_env in envs.items():
+            worker_env["TORCHELASTIC_ERROR_FILE"] = files[rank]
         return LogsDest(stdouts=dict.fromkeys(envs, ""), stderrs=dict.fromkeys(envs, ""), error_files=files)
 
     @property
@@ -218,7 +224,7 @@ def launch(nprocs: int, entrypoint: Callable[..., Any], *args: Any) -> None:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     quiet_agent()
-    os.environ[PARENT_ENV] = str(os.getpid())  # the workers, spawned, inherit the environment as it is now
+    env.mark_ddp_parent()
     stem = os.path.join(tempfile.gettempdir(), f"dltrain-ddp-{uuid.uuid4().hex}")  # unguessable: files only
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=uuid.uuid4().hex,
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0",  # port 0: a free port, no collisions

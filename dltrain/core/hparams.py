@@ -14,25 +14,21 @@ in name order (the job's live file stays the last one).
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from dltrain.core import env
 from dltrain.core.event_files import write_events
 
-SWEEP_ENV = "DLTRAIN_SWEEP"  # JSON {root, jobs, width, ...}: the plan as a sweep's jobs (and their DDP workers) need it
 PLAN_FILE = "sweep.json"  # at the sweep root: swept keys, HParams domains and metric columns (merged on re-runs)
 EXPERIMENT_FILE = "events.out.tfevents.0000000000.experiment.hparams"  # in each job folder: the experiment alone
 
 
 def sweep_root() -> Path | None:
     """The folder of the sweep this process runs a job of (None: not a sweep, or its folder is not known here)."""
-    try:
-        root = json.loads(os.environ.get(SWEEP_ENV) or "{}").get("root")
-    except (ValueError, AttributeError):
-        return None
-    return Path(root) if root else None
+    root = env.sweep().get("root")
+    return Path(root) if isinstance(root, str) and root else None
 
 
 def read_plan(root: Path) -> dict[str, Any]:

@@ -6,14 +6,14 @@ submitit's tasks_per_node/nodes): SLURM's variables turned into torchrun's, the 
 from __future__ import annotations
 
 import atexit
-import os
 import re
 import sys
 from collections.abc import MutableMapping
 from pathlib import Path
 
-SLURM_FLAG = "DLTRAIN_SLURM_GROUP"  # "1" in the tasks whose group `adopt_slurm` set up
-TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID")
+from dltrain.core import env as process_env
+from dltrain.core.env import SLURM_GROUP as SLURM_FLAG
+from dltrain.core.env import TORCHRUN_VARIABLES
 
 
 def slurm_tasks(env: MutableMapping[str, str]) -> int:
@@ -21,9 +21,11 @@ def slurm_tasks(env: MutableMapping[str, str]) -> int:
     return int(env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or "1")
 
 
-def slurm_group(env: MutableMapping[str, str] = os.environ) -> bool:
+def slurm_group(env: MutableMapping[str, str] | None = None) -> bool:
     """SLURM started several tasks of this step. An `salloc` shell (a job id, no step) or one task is no group, and
-    neither is a process that torchrun (or the user) already gave a rank."""
+    neither is a process that torchrun (or the user) already gave a rank. `env`: this process's environment."""
+    if env is None:
+        return process_env.on_environment(slurm_group)
     if env.get(SLURM_FLAG) == "1":
         return True
     if any(name in env for name in TORCHRUN_VARIABLES):
@@ -31,9 +33,11 @@ def slurm_group(env: MutableMapping[str, str] = os.environ) -> bool:
     return slurm_tasks(env) > 1 and "SLURM_STEP_ID" in env and "SLURM_PROCID" in env
 
 
-def adopt_slurm(env: MutableMapping[str, str] = os.environ) -> bool:
+def adopt_slurm(env: MutableMapping[str, str] | None = None) -> bool:
     """Give SLURM's tasks the variables torchrun gives its processes, as Lightning's SLURMEnvironment does; a
     MASTER_ADDR or MASTER_PORT already set is kept. Returns whether this process is one of such tasks."""
+    if env is None:
+        return process_env.on_environment(adopt_slurm)
     if not slurm_group(env):
         return False
     nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_NODELIST") or env.get("SLURM_JOB_NODELIST") or ""
@@ -45,9 +49,11 @@ def adopt_slurm(env: MutableMapping[str, str] = os.environ) -> bool:
     return True
 
 
-def adopt_submitit_local(env: MutableMapping[str, str] = os.environ) -> bool:
+def adopt_submitit_local(env: MutableMapping[str, str] | None = None) -> bool:
     """The same for the tasks of submitit's local executor (`hydra/launcher=submitit_local` with
     `hydra.launcher.tasks_per_node=N`, the local twin of a multi-task SLURM job): one group on this machine."""
+    if env is None:
+        return process_env.on_environment(adopt_submitit_local)
     tasks = int(env.get("SUBMITIT_LOCAL_NTASKS") or "1")
     if tasks <= 1 or "SUBMITIT_LOCAL_GLOBALID" not in env or any(name in env for name in TORCHRUN_VARIABLES):
         return False
@@ -88,19 +94,6 @@ def tasks_on_this_node(env: MutableMapping[str, str]) -> int:
     return counts[node] if node < len(counts) else 1
 
 
-def launch_name() -> str | None:
-    """The id every process of this launch shares: `slurm-<job>.<step>` (SLURM's own name of the step; a requeued
-    job keeps its id) or `torchrun-<rendezvous id>`; None outside such a launch."""
-    if os.environ.get(SLURM_FLAG) == "1":
-        return f"slurm-{os.environ.get('SLURM_JOB_ID', '0')}.{os.environ.get('SLURM_STEP_ID', '0')}"
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
-    if not run_id:
-        return None
-    if run_id == "none":  # torchrun's default id: the local ranks' shared parent (the agent) tells launches apart
-        run_id = f"{os.environ.get('MASTER_PORT', '')}-{os.getppid()}"
-    return f"torchrun-{run_id}"
-
-
 def shared_run_args(args: list[str]) -> list[str]:
     """Hydra overrides for one rank of an externally launched group: one run directory for all ranks, named by the
     launch (a re-run of the same id resumes an interrupted run and refuses a finished one); only rank 0 writes
@@ -108,15 +101,15 @@ def shared_run_args(args: list[str]) -> list[str]:
     from dltrain.run.overrides import override_value, quoted
 
     adopt_slurm()
-    name = launch_name()
-    if name is None or int(os.environ.get("WORLD_SIZE", "1")) <= 1 or any(a in ("-m", "--multirun") for a in args):
+    name = process_env.launch_name()
+    if name is None or not process_env.launched_externally() or any(a in ("-m", "--multirun") for a in args):
         return []
     given = [override_value(a) for a in args if a.startswith("hydra.run.dir=")]
     extra = [] if given else [f"hydra.run.dir={quoted(str(Path('outputs') / name))}"]
     run_dir = Path(str(given[-1])) if given else Path("outputs") / name
     if not given and not any(a.startswith("trainer.resume=") for a in args):
         extra += rerun_args(run_dir, name)
-    if os.environ.get("RANK", "0") != "0":
+    if not process_env.is_rank0():
         # no log file either: the root config's `handlers.file.delay` would be a handler without a class there
         extra += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "~hydra.job_logging.handlers",
                   "hydra/hydra_logging=disabled"]
@@ -130,7 +123,7 @@ def rerun_args(run_dir: Path, name: str) -> list[str]:
     from dltrain.core import metrics_file
     from dltrain.run.overrides import quoted
 
-    main = os.environ.get("RANK", "0") == "0"
+    main = process_env.is_rank0()
     if metrics_file.status_of(metrics_file.read(run_dir)) in metrics_file.ENDED_OK:
         if main:
             print(f"dltrain: error: {run_dir} already holds a finished run of {name}; launch with a new id (torchrun "

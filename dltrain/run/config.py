@@ -25,7 +25,6 @@ from dltrain.data import DATASETS
 from dltrain.data.augment import build_augment
 from dltrain.models import MODELS
 from dltrain.run.conf_dirs import config_dir, groups  # noqa: F401  (re-exported: where the YAML lives)
-from dltrain.run.door import check_across
 from dltrain.run.config_types import (  # the groups' types (door.py reads them too)
     CheckpointConfig,
     DataConfig,
@@ -34,6 +33,7 @@ from dltrain.run.config_types import (  # the groups' types (door.py reads them 
     TaskConfig,
     TrainerConfig,
 )
+from dltrain.run.door import check_across
 
 GROUPS = ("model", "data", "optim", "sched", "reg", "early_stopping", "trainer")
 TOP_LEVEL = ("task", "loss", "label_smoothing", "denoise")

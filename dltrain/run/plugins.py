@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PROJECT_ENV = "DLTRAIN_PROJECT"  # set by the CLI for its jobs and workers: the project's root folder
 ENTRY_POINTS = "dltrain.plugins"
 GROUP_DIRS = ("model", "data", "optim", "sched", "reg", "early_stopping", "trainer", "experiment", "project")
 
@@ -27,20 +26,48 @@ def is_project_conf(conf: Path) -> bool:
     return conf.is_dir() and any((conf / group).is_dir() for group in GROUP_DIRS)
 
 
+CONFIG_DIR_FLAGS = ("--config-dir", "-cd")  # Hydra's flag for a primary config folder: ours names a project's conf/
+
+
+def config_dir_arg(args: list[str]) -> tuple[tuple[str, str] | None, list[str]]:
+    """The one reading of --config-dir/-cd: (the flag as typed, its value; '' when empty or missing) of the first
+    one given, or None, and the other arguments."""
+    found: tuple[str, str] | None = None
+    rest: list[str] = []
+    skip = False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+        elif arg in CONFIG_DIR_FLAGS:
+            found, skip = found or (arg, args[i + 1] if i + 1 < len(args) else ""), True
+        elif arg.startswith(tuple(f"{flag}=" for flag in CONFIG_DIR_FLAGS)):
+            found = found or tuple(arg.split("=", 1))
+        else:
+            rest.append(arg)
+    return found, rest
+
+
+def searchpath_entry(args: list[str]) -> str | None:
+    """The first folder of a hydra.searchpath=[...] override (file:// taken off)."""
+    for arg in args:
+        if arg.startswith("hydra.searchpath="):
+            entries = arg.split("=", 1)[1].strip("[]").split(",")
+            return entries[0].strip().strip("'\"").removeprefix("file://") or None if entries else None
+    return None
+
+
 def project_root(args: list[str] = (), cwd: Path | None = None) -> Path | None:
     """The project the user runs: named by --config-dir/-cd or hydra.searchpath, else the working directory
     when its conf/ holds dltrain groups, else none. The root is the folder that holds that conf/."""
-    for i, arg in enumerate(args):
-        value = None
-        if arg in ("--config-dir", "-cd") and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(("--config-dir=", "-cd=")):
-            value = arg.split("=", 1)[1]
-        elif arg.startswith("hydra.searchpath="):
-            entries = arg.split("=", 1)[1].strip("[]").split(",")
-            value = entries[0].strip().strip("'\"").removeprefix("file://") if entries and entries[0] else None
-        if value:
-            return Path(value).expanduser().resolve().parent
+    config_dir, rest = config_dir_arg(list(args))
+    return root_of(config_dir[1] if config_dir else None, rest, cwd)
+
+
+def root_of(config_dir: str | None, rest: list[str], cwd: Path | None = None) -> Path | None:
+    """project_root from a command line already read: --config-dir's value and the other arguments."""
+    named = config_dir or searchpath_entry(rest)
+    if named:
+        return Path(named).expanduser().resolve().parent
     here = (cwd or Path.cwd()).resolve()
     return here if is_project_conf(here / "conf") and not is_builtin_conf(here / "conf") else None
 
@@ -142,9 +169,10 @@ def project_plugins(root: Path | None) -> list[str]:
     from hydra import compose, initialize_config_dir
 
     from dltrain.run.conf_dirs import config_dir
+    from dltrain.run.overrides import quoted
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=[f"hydra.searchpath=[file://{project_conf(root)}]"])
+        cfg = compose("config", overrides=[f"hydra.searchpath=[{quoted(f'file://{project_conf(root)}')}]"])
     return list(cfg.get("plugins") or [])
 
 

@@ -13,7 +13,6 @@ directory's, or one named with --config-dir). No torch import here: the command 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -126,9 +125,10 @@ def project_problem(run_dir: Path, trained_in: str | None, here: str | None, nam
             f"would change its config: resume it from another folder (e.g. cd {shlex.quote(str(where))})")
 
 
-def replay(args: list[str], run_dir: Path, hydra_args: list[str], named: bool) -> list[str]:
+def replay(args: list[str], run_dir: Path, hydra_args: list[str], named: bool, project: Path | None) -> list[str]:
     """The command line of a resume into `run_dir`: the run's recorded overrides with the given ones on top, then
-    Hydra's overrides (the given ones and `hydra_args`), then flags (`--cfg job`) with their values."""
+    Hydra's overrides (the given ones and `hydra_args`), then flags (`--cfg job`) with their values. `project`: the
+    project the command runs in, `named`: with --config-dir or hydra.searchpath."""
     found = read_record(run_dir)
     given = [a for a in args if is_task_override(a)]
     hydra_given = [a for a in args if not a.startswith("-") and ("=" in a or a.startswith("~")) and a not in given]
@@ -136,9 +136,7 @@ def replay(args: list[str], run_dir: Path, hydra_args: list[str], named: bool) -
     if found is None:
         return [*given, *hydra_given, *hydra_args, *flags]
     recorded, trained_in = found
-    from dltrain.run.plugins import PROJECT_ENV
-
-    problem = project_problem(run_dir, trained_in, os.environ.get(PROJECT_ENV) or None, named)
+    problem = project_problem(run_dir, trained_in, str(project) if project else None, named)
     check(problem is None, problem or "")
     code = [o.input_line for o in parsed(recorded) if o.key_or_group == "plugins"]
     if code and not any(o.key_or_group == "plugins" for o in parsed(given)):
@@ -188,8 +186,9 @@ def command(run_dir: Path) -> str:
     """The shell command that resumes `run_dir` as it is: its path quoted for Hydra's grammar where needed (a
     sweep job's folder, `optim.lr=0.05`) and for the shell; --config-dir when the run's project is not the
     working directory's (it was named with --config-dir)."""
+    from dltrain.core.env import project
     from dltrain.run.overrides import override_value, quoted
-    from dltrain.run.plugins import PROJECT_ENV, project_root
+    from dltrain.run.plugins import project_root
 
     value = str(run_dir)
     try:
@@ -197,8 +196,8 @@ def command(run_dir: Path) -> str:
     except Exception:  # noqa: BLE001  (Hydra's grammar refuses it unquoted)
         plain = False
     words = ["dltrain"]
-    project = os.environ.get(PROJECT_ENV) or None
-    if project and project_root([]) != Path(project):
-        words += ["--config-dir", str(Path(project) / "conf")]
+    here = project()  # the command's project: this process's, or the one the CLI handed its launcher's processes
+    if here and project_root([]) != here:
+        words += ["--config-dir", str(here / "conf")]
     words.append(f"trainer.resume={value if plain else quoted(value)}")
     return " ".join(shlex.quote(word) for word in words)

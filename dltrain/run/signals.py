@@ -104,7 +104,9 @@ def interrupted(err: BaseException, run_dir: Path, max_epochs: Any, sweep: bool)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     code = 128 + signal_number(err)
-    if os.environ.get("RANK", "0") != "0" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    from dltrain.core.env import is_rank0
+
+    if not is_rank0():
         sys.exit(code)
     try:
         from dltrain.core.checkpoint import load

@@ -11,7 +11,6 @@ The rule: one thread per FLOPS_PER_THREAD forward FLOPs per step, at least 1, at
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +19,7 @@ from torch.nn.utils.rnn import PackedSequence
 from torch.utils.flop_counter import FlopCounterMode
 
 from dltrain.core.dist import cores_per_process
+from dltrain.core.env import omp_threads
 
 # Forward FLOPs per optimizer step that earn a thread (2 FLOPs = 1 multiply-add). bench/threads.py on 2 shared
 # cores (bench/README.md, "threads"): under load a second thread made every case slower, 2.4-5x at 1.5 GFLOP
@@ -91,11 +91,6 @@ def recorded_threads(resume: str) -> int | None:
         return None
     threads = saved.get("threads") if isinstance(saved, dict) else None
     return threads if isinstance(threads, int) and threads > 0 else None
-
-
-def omp_threads() -> int | None:
-    value = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def settle(model: nn.Module, sample: torch.Tensor, batch_per_process: int, explicit: int | None,

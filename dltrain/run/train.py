@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import yaml
 
-from dltrain.core import checkpoint, dist, metrics_file
+from dltrain.core import checkpoint, dist, env, metrics_file
 from dltrain.core.engine import State
 from dltrain.core.files import write_text_atomic
 from dltrain.core.registry import ConfigError, check, first_line
@@ -29,7 +29,7 @@ def train(config: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict[s
     """Train one process's share of the run (all of it without DDP); rank 0 writes and returns the report."""
     trainer = config.trainer
     if trainer.deterministic:  # cuBLAS refuses deterministic mode without a fixed workspace
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        env.fixed_cublas_workspace()
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
              torch.backends.cudnn.benchmark, torch.get_num_threads())
     dist.share_cores(trainer.threads)
@@ -106,10 +106,10 @@ def run_job(config: RunConfig, run_dir: Path, overrides: list[str]) -> dict[str,
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = config.trainer
     if trainer.devices > 1 and cluster.slurm_group():
-        if dist.launch_rank() != 0:  # every task finds it; rank 0 says it
+        if not dist.is_rank0():  # every task finds it; rank 0 says it
             sys.exit(2)
         raise ConfigError(f"trainer.devices={trainer.devices} but SLURM started this process as one of "
-                          f"{os.environ.get('WORLD_SIZE')} tasks, each one DDP process: use trainer.devices=1 and "
+                          f"{env.world_size()} tasks, each one DDP process: use trainer.devices=1 and "
                           f"ask SLURM for the processes (srun --ntasks-per-node=N, submitit's tasks_per_node=N)")
     if trainer.devices > 1 and not dist.launched_externally():
         check_before_workers(config)
@@ -127,7 +127,7 @@ def run_job(config: RunConfig, run_dir: Path, overrides: list[str]) -> dict[str,
         except RuntimeError as err:
             lost_peer(err, run_dir)
             raise
-    if dist.launch_rank() == 0:
+    if dist.is_rank0():
         print(metrics_file.summary_text(report, run_dir), flush=True)
     return report
 

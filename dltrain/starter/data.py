@@ -14,7 +14,7 @@ from dltrain import DataBundle, check, register_data
 from dltrain.data import scaled_splits
 
 
-@register_data("points")
+@register_data("points", task="classification")  # the door and a sweep's columns know it without the data
 def build_points(*, seed: int, path: str = "data/points.csv", fractions: list[float] = (0.7, 0.15, 0.15)) -> DataBundle:
     file = Path(__file__).parent / path
     check(file.is_file(), f"data.path={path}: no such file in {Path(__file__).parent}")

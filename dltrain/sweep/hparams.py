@@ -7,7 +7,6 @@ by every job as it starts, and here into every job folder already there whenever
 writing itself, and the job's side, are dltrain/core/hparams.py's."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,34 +58,51 @@ class Monitored:
     warning: str | None = None  # an explicit mode that contradicts the task's direction
 
 
-def monitored(cfg: dict[str, Any] | None) -> Monitored:
-    """The monitored metric of a sweep's first point. The task's metric names need the data's task when `task` is
-    null: its registration declares it, or else the first point's data is built once here (not for its model)."""
+def monitored(cfg: dict[str, Any] | None, project: Path | None = None) -> Monitored:
+    """The monitored metric of a sweep's first point and the task's metric names, from the config and the
+    registries alone: the sweep's parent builds no data (data.task=auto: see `tasks_logging`)."""
     try:
         from dltrain.core.tasks import build_task, monitor_mode
         from dltrain.run.config import RunConfig
-        from dltrain.run.plugins import PROJECT_ENV
-
-        project = os.environ.get(PROJECT_ENV)
-        config = RunConfig.load(cfg, Path(project) if project else None)  # the project's plugins: its data sets
-        monitor = config.early_stopping.best.get("monitor", "val/loss")
         from dltrain.run.door import task_name as run_task
 
+        config = RunConfig.load(cfg, project)  # the project's plugins: its data sets and tasks
+        monitor = config.early_stopping.best.get("monitor", "val/loss")
         task_name = run_task(config.data, config.task)
         if task_name is None:
-            from dltrain.data import DATASETS
-
-            task_name = DATASETS.build(config.data.spec, seed=config.trainer.seed).task
-        task = build_task(task_name, loss=config.task.loss, label_smoothing=config.task.label_smoothing,
-                          denoise=config.task.denoise)
-        names = ("loss", *task.metric_names, *task.derived_names)
+            task, names = tasks_logging(monitor)
+        else:
+            task = build_task(task_name, loss=config.task.loss, label_smoothing=config.task.label_smoothing,
+                              denoise=config.task.denoise)
+            names = ("loss", *task.metric_names, *task.derived_names)
     except Exception:  # noqa: BLE001  (the job itself reports what is wrong; the columns fall back to the loss)
         return Monitored()
     try:
-        mode, warning = monitor_mode(config.early_stopping.best.get("mode", "auto"), monitor, task, task_name)
+        mode, warning = monitor_mode(config.early_stopping.best.get("mode", "auto"), monitor, task,
+                                     task_name or "auto")
     except ConfigError:  # auto on a metric of unknown direction: each job says so in one line
         return Monitored(monitor, names)
     return Monitored(monitor, names, mode, warning)
+
+
+def tasks_logging(monitor: str) -> tuple[Any, tuple[str, ...]]:
+    """For data that learns its task from its files (data.task=auto): the registered tasks that log the monitored
+    metric. One: it and its metric names; several: the loss and that metric, and one of them for the metric's
+    direction where they all agree on it (acc: higher is better for every task that logs it)."""
+    from dltrain.core.tasks import TASKS, build_task, metric_direction
+
+    metric, found = monitor.split("/", 1)[-1], []
+    for name in TASKS.names():
+        try:
+            task = build_task(name)
+        except Exception:  # noqa: BLE001  (a user's task that needs other options)
+            continue
+        if metric in ("loss", *task.metric_names, *task.derived_names):
+            found.append(task)
+    if len(found) == 1:
+        return found[0], ("loss", *found[0].metric_names, *found[0].derived_names)
+    agree = len({metric_direction(task, monitor) for task in found}) == 1
+    return found[0] if found and agree else None, tuple(dict.fromkeys(("loss", metric)))
 
 
 def metric_columns(watched: Monitored) -> list[list[str]]:

@@ -3,15 +3,31 @@ its failure record, or the one-line report of a signal that stopped it (dltrain/
 from __future__ import annotations
 
 import math
-import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dltrain.core.env import is_rank0
+from dltrain.sweep.command_line import CommandLine, JobContext
 
-def hydra_job(cfg: Any) -> Any:
-    """The function Hydra calls once per job (once per sweep point with -m). In a sweep the job's own output
-    goes to its dltrain.log and the terminal gets one line as it ends."""
+Job = tuple[Path, str, int, dict[str, Any]]  # a sweep's job: its folder, name, number, and the plan (for_jobs)
+
+
+def job_function(line: CommandLine) -> Callable[[Any], Any]:
+    """The function Hydra calls for each job, with what the job needs of the command line by closure (a launcher
+    pickles it, closure and all, into the processes it runs jobs in)."""
+    context = JobContext(line.project, line.sweep.for_jobs() if line.sweep else {})
+
+    def job(cfg: Any) -> Any:
+        return hydra_job(cfg, context)
+
+    return job
+
+
+def hydra_job(cfg: Any, context: JobContext) -> Any:
+    """One job (one sweep point with -m). In a sweep the job's own output goes to its dltrain.log and the terminal
+    gets one line as it ends."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -21,25 +37,25 @@ def hydra_job(cfg: Any) -> Any:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if multirun:
-        join_launcher_tasks(hydra_cfg)
-    rank0 = os.environ.get("RANK", "0") == "0"
+        join_launcher_tasks(hydra_cfg, context.sweep)
+    rank0 = is_rank0()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = given_overrides(hydra_cfg)
     worst = worst_value(hydra_cfg.sweeper, cfg)
-    job = (run_dir, job_name(hydra_cfg, run_dir), int(hydra_cfg.job.num)) if multirun else None
+    job = (run_dir, job_name(hydra_cfg, run_dir), int(hydra_cfg.job.num), context.sweep) if multirun else None
     skipped = skipped_job(job, rank0) if job else None
     if skipped is not None:
         return sweep_value(skipped, worst)
     try:
-        return trained_value(cfg, run_dir, overrides, job, multirun, worst)
+        return trained_value(cfg, run_dir, overrides, job, context.project, worst)
     finally:  # the job has ended, whichever way: its folder is free for a later run of the sweep
         from dltrain.sweep.ledger import release_job_lock
 
         release_job_lock(run_dir)
 
 
-def trained_value(cfg: Any, run_dir: Path, overrides: list[str], job: tuple[Path, str, int] | None,
-                  multirun: bool, worst: float) -> Any:
+def trained_value(cfg: Any, run_dir: Path, overrides: list[str], job: Job | None, project: Path | None,
+                  worst: float) -> Any:
     """Train the job and return its value for the sweeper; a failure is reported (one line, or the job's record
     in a sweep) and a signal stops it with the resume line."""
     import time
@@ -48,13 +64,13 @@ def trained_value(cfg: Any, run_dir: Path, overrides: list[str], job: tuple[Path
     from dltrain.run.signals import deferred, interrupted, received
     from dltrain.sweep.plan import job_ended
 
-    started = time.monotonic()
+    started, multirun = time.monotonic(), job is not None
     try:
         with deferred():  # torch's import: this process's one-off cost, not the job's wall time
             import dltrain.run.train  # noqa: F401
 
         started = time.monotonic()
-        report = with_wall_time(run_dir, train_job(cfg, run_dir, overrides, multirun), time.monotonic() - started)
+        report = with_wall_time(run_dir, train_job(cfg, run_dir, overrides, project, multirun), time.monotonic() - started)
         if job:
             job_ended(*job, report, report["wall_seconds"])
         return sweep_value(report, worst)
@@ -75,13 +91,14 @@ def trained_value(cfg: Any, run_dir: Path, overrides: list[str], job: tuple[Path
     return worst
 
 
-def join_launcher_tasks(hydra_cfg: Any) -> None:
-    """The job's tasks (submitit's tasks_per_node/nodes) form one DDP group; rank 0 reports for it."""
-    from dltrain.core.dist import PARALLEL_JOBS_ENV
+def join_launcher_tasks(hydra_cfg: Any, sweep: dict[str, Any]) -> None:
+    """The job's tasks (submitit's tasks_per_node/nodes) form one DDP group; rank 0 reports for it. The job and its
+    DDP workers learn how many jobs share this machine's cores."""
+    from dltrain.core.env import set_parallel_jobs
     from dltrain.run.cluster import adopt_launcher_tasks
 
     adopt_launcher_tasks()
-    os.environ[PARALLEL_JOBS_ENV] = str(parallel_jobs(hydra_cfg))
+    set_parallel_jobs(parallel_jobs(hydra_cfg, sweep))
 
 
 def given_overrides(hydra_cfg: Any) -> list[str]:
@@ -91,7 +108,7 @@ def given_overrides(hydra_cfg: Any) -> list[str]:
     return [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task)]
 
 
-def skipped_job(job: tuple[Path, str, int], rank0: bool) -> dict[str, Any] | None:
+def skipped_job(job: Job, rank0: bool) -> dict[str, Any] | None:
     """A re-run sweep skips a job that ran to its end (its report is returned), and one that another sweep into
     the same folder is training now (its rank 0 holds the job's lock; the other ranks of a job follow theirs)."""
     from dltrain.core.metrics_file import ENDED_OK, read, status_of
@@ -111,7 +128,7 @@ def skipped_job(job: tuple[Path, str, int], rank0: bool) -> dict[str, Any] | Non
     return None
 
 
-def train_job(cfg: Any, run_dir: Path, overrides: list[str], multirun: bool) -> dict[str, Any]:
+def train_job(cfg: Any, run_dir: Path, overrides: list[str], project: Path | None, multirun: bool) -> dict[str, Any]:
     """Train (or resume) the job's run; in a sweep its output goes to its dltrain.log."""
     from dltrain.run.config import RunConfig, to_plain
     from dltrain.run.train import run_job
@@ -121,7 +138,7 @@ def train_job(cfg: Any, run_dir: Path, overrides: list[str], multirun: bool) -> 
     if multirun and (run_dir / "last.pt").is_file() and not plain["trainer"].get("resume"):
         plain["trainer"]["resume"] = str(run_dir)  # a killed job of a re-run sweep goes on from its last epoch
     with job_output(run_dir, enabled=multirun):
-        return run_job(RunConfig.load(plain, project_from_env()), run_dir, overrides)
+        return run_job(RunConfig.load(plain, project), run_dir, overrides)
 
 
 def crash_line(err: Exception, run_dir: Path, multirun: bool) -> str:
@@ -158,17 +175,15 @@ def os_failure(err: OSError, run_dir: Path, max_epochs: Any) -> str:
             f"writable, then resume with: {command(run_dir)}")
 
 
-def parallel_jobs(hydra_cfg: Any) -> int:
+def parallel_jobs(hydra_cfg: Any, sweep: dict[str, Any]) -> int:
     """How many jobs of this sweep the launcher runs at once on this machine, each to get its share of the cores:
     submitit's local executor starts them all (2 jobs on 2 cores with 2 threads each ran 10x slower). joblib
     limits its workers' threads itself; SLURM gives each job its own cores; Hydra's basic launcher runs one."""
     from omegaconf import OmegaConf
 
-    from dltrain.sweep.plan import sweep_env
-
     if not str(OmegaConf.select(hydra_cfg, "launcher._target_", default="")).endswith(".LocalLauncher"):
         return 1
-    batch = sweep_env().get("jobs") or OmegaConf.select(hydra_cfg, "sweeper.n_jobs", default=1)  # Optuna: per batch
+    batch = sweep.get("jobs") or OmegaConf.select(hydra_cfg, "sweeper.n_jobs", default=1)  # Optuna: per batch
     return max(1, int(batch or 1))
 
 
@@ -206,18 +221,9 @@ def with_wall_time(run_dir: Path, report: dict[str, Any], seconds: float) -> dic
     from dltrain.core import metrics_file
 
     out = metrics_file.with_wall_seconds(report, seconds)
-    if os.environ.get("RANK", "0") == "0" and metrics_file.path(run_dir).is_file():
+    if is_rank0() and metrics_file.path(run_dir).is_file():
         metrics_file.write(run_dir, out)
     return out
-
-
-def project_from_env() -> Path | None:
-    """The project folder the CLI found for this command (inherited by launcher processes)."""
-    import os
-
-    from dltrain.run.plugins import PROJECT_ENV
-
-    return Path(os.environ[PROJECT_ENV]) if os.environ.get(PROJECT_ENV) else None
 
 
 def is_worker_failure(err: BaseException) -> bool:
@@ -226,32 +232,12 @@ def is_worker_failure(err: BaseException) -> bool:
 
 def one_line(err: BaseException, where: str = "above") -> str:
     if is_worker_failure(err):
+        from dltrain.core.dist import worker_failure
+
         return worker_failure(list(getattr(err, "failures", {}).values()), where)
     from dltrain.core.registry import first_line
 
     return f"{type(err).__name__}: {first_line(err)}"
-
-
-def worker_failure(failures: list[Any], where: str) -> str:
-    """The workers that failed first: not those that only lost their group because a peer died (dist.LOST_PEER). A
-    worker killed by a signal (SIGKILL: often the out-of-memory killer) printed nothing to point to."""
-    import signal
-
-    from dltrain.core.dist import LOST_PEER
-
-    causes = sorted([f for f in failures if f.exitcode != LOST_PEER] or failures, key=lambda f: f.local_rank)
-    named = []
-    for f in causes:
-        if f.exitcode == LOST_PEER:
-            named.append(f"rank {f.local_rank} lost its group")
-        elif f.exitcode < 0:
-            named.append(f"rank {f.local_rank} killed by {signal.Signals(-f.exitcode).name}"
-                         if -f.exitcode in signal.valid_signals() else f"rank {f.local_rank} signal {-f.exitcode}")
-        else:
-            named.append(f"rank {f.local_rank} exit code {f.exitcode}")
-    output = any(f.exitcode > 0 and f.exitcode != LOST_PEER for f in causes)
-    return (f"a DDP worker failed ({', '.join(named)}); the run was stopped"
-            + (f", see the worker's output {where}" if output else ""))
 
 
 def remove_if_empty(run_dir: Path) -> None:
@@ -266,7 +252,7 @@ def remove_if_empty(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def job_failed(messages: list[str], run_dir: Path, overrides: list[str], job: tuple[Path, str, int] | None,
+def job_failed(messages: list[str], run_dir: Path, overrides: list[str], job: Job | None,
                code: int, seconds: float) -> None:
     """A single run: one line per problem and exit `code`. A sweep job (`job`: folder, name, number): the failure
     recorded in its metrics.json, one line on the terminal, and the sweep carries on."""
@@ -280,7 +266,7 @@ def job_failed(messages: list[str], run_dir: Path, overrides: list[str], job: tu
 
     record = metrics_file.failure("; ".join(messages), seconds, overrides)
     try:  # on a full disk the record may not fit either: the terminal line and the sweep's table still say it
-        if os.environ.get("RANK", "0") == "0":  # rank 0 of a job's tasks writes for them all
+        if is_rank0():  # rank 0 of a job's tasks writes for them all
             run_dir.mkdir(parents=True, exist_ok=True)
             metrics_file.write(run_dir, record)
     except OSError:

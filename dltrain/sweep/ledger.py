@@ -20,8 +20,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-LEDGER_ENV = "DLTRAIN_JOBS"  # the folder where every job records how it ended
-PARENT_ENV = "DLTRAIN_SWEEP_PROCESS"  # host:pid of the sweep's own process: jobs in it print their line themselves
+from dltrain.core import env
+
 FOLDER = ".dltrain-jobs"  # inside the sweep folder, one sub-folder per run of the sweep; removed when it ends
 POLL_SECONDS = 0.5  # how often the sweep's process looks for jobs that ended elsewhere
 IN_PROCESS: dict[int, dict[str, Any]] = {}  # records of the jobs run in the sweep's own process, kept in memory too:
@@ -33,12 +33,12 @@ def this_process() -> str:
 
 
 def in_sweep_process() -> bool:
-    return os.environ.get(PARENT_ENV) == this_process()
+    return env.ledger()[1] == this_process()
 
 
 def record(num: int, entry: dict[str, Any]) -> None:
     """The job's record (its name, status, error, and the line the terminal shows), if a sweep is listening."""
-    folder = os.environ.get(LEDGER_ENV)
+    folder = env.ledger()[0]
     if not folder:
         return
     from dltrain.core.files import write_json_atomic
@@ -80,7 +80,7 @@ def listening(root: Path | None) -> Iterator[Path]:
         except OSError:  # not writable: the jobs on this machine still report through a temp folder
             pass
     folder = folder or Path(tempfile.mkdtemp(prefix="dltrain-jobs-"))  # also when only the jobs know the folder
-    os.environ[LEDGER_ENV], os.environ[PARENT_ENV] = str(folder), this_process()
+    env.set_ledger(folder, this_process())
     stop = threading.Event()
     printer = threading.Thread(target=print_others, args=(folder, stop), daemon=True)
     printer.start()

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dltrain.core.registry import ConfigError
-from dltrain.data import DATASETS, split_indices
+from dltrain.data import split_indices
 from dltrain.data.images import bundle
 from tests.conftest import REPO, cli, parse
 from tests.data.test_files import build, one_line, write_images, write_reviews
