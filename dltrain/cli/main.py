@@ -217,7 +217,7 @@ def finish(sweep: SweepPlan | None, records: list[dict[str, Any]]) -> None:
     root = sweep.root if sweep is not None and sweep.root is not None else (Path(roots.pop()) if len(roots) == 1 else None)
     if root is None or not root.is_dir():
         return
-    from dltrain.sweep.plan import ENDED_OK
+    from dltrain.core.metrics_file import ENDED_OK
     from dltrain.sweep.runs_table import runs_table, terminal_width
 
     ended = sum(r["status"] in ENDED_OK for r in records)

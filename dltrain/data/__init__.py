@@ -5,6 +5,7 @@ the engine moves to the training device once and batches by indexing (no DataLoa
 Adding a dataset is a new file here plus a YAML in conf/data/: every module here is imported automatically.
 This module also holds the helpers several sets share: split sizes and fractions, seeded splits (plain, or
 stratified by class with data.stratify=true) and the per-channel standardisation by train statistics.
+May import: dltrain.core and dltrain.data (not models, run, sweep, tools or cli).
 """
 from __future__ import annotations
 

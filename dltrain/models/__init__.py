@@ -14,6 +14,7 @@ What the rest of the runner needs to know about a family is declared at registra
 
 Adding a model is a new file here plus a YAML in conf/model/: every module in this package is imported
 automatically.
+May import: dltrain.core and dltrain.models (not data, run, sweep, tools or cli).
 """
 from __future__ import annotations
 
