@@ -87,9 +87,9 @@ def child(args: argparse.Namespace) -> None:
     import torch
     from hydra import compose, initialize_config_dir
 
+    from dltrain.core.conf_dirs import config_dir
     from dltrain.run import assemble as assembly  # its `build`, timed below (assemble calls it by that name)
     from dltrain.run import train as train_module
-    from dltrain.run.conf_dirs import config_dir
     from dltrain.run.config import RunConfig, to_plain
 
     torch.set_num_threads(args.threads)

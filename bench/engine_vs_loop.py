@@ -39,12 +39,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from dltrain.core.conf_dirs import config_dir
 from dltrain.core.engine import fit
 from dltrain.core.optim import ParamGroup, build_optimizer
 from dltrain.data import Split
 from dltrain.models import MODELS
 from dltrain.run.assemble import PRECISIONS, assemble
-from dltrain.run.conf_dirs import config_dir
 from dltrain.run.config import RunConfig, to_plain
 
 TARGETS = {"cpu": 1.10, "cuda": 1.05}

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from dltrain.core.conf_dirs import config_dir
 from dltrain.core.engine import State, train_epoch
 from dltrain.data import Split
 from dltrain.run.assemble import build, make_best, make_optimizer, make_settings, to_device, wrap_model
-from dltrain.run.conf_dirs import config_dir
 from dltrain.run.config import RunConfig, to_plain
 from dltrain.run.threads import auto_threads, forward_flops
 

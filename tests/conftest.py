@@ -18,7 +18,7 @@ def compose(overrides: list[str] = ()) -> dict[str, Any]:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from dltrain.run.conf_dirs import config_dir
+    from dltrain.core.conf_dirs import config_dir
     from dltrain.run.config import to_plain
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):

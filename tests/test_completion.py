@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dltrain.run.conf_dirs import groups
+from dltrain.core.conf_dirs import groups
 from tests.conftest import cli
 
 BIN = Path(sys.executable).parent  # where the installed `dltrain` command is

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from dltrain.core.conf_dirs import config_dir, groups
 from dltrain.core.registry import ConfigError
 from dltrain.data import DATASETS
 from dltrain.models import MODELS
 from dltrain.run.assemble import build
-from dltrain.run.conf_dirs import config_dir, groups
 from dltrain.run.config import RunConfig
 from tests.conftest import compose, parse
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from dltrain.core.conf_dirs import groups
 from dltrain.core.registry import ConfigError
-from dltrain.run.conf_dirs import groups
 from dltrain.run.config import RunConfig
 from tests.conftest import cli, compose
 

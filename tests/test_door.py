@@ -80,7 +80,7 @@ def test_a_value_rule_of_a_model_or_data_option_is_one_line_at_the_door(args: li
 
 
 def test_every_choice_is_still_valid_under_the_rules() -> None:
-    from dltrain.run.conf_dirs import groups
+    from dltrain.core.conf_dirs import groups
     from dltrain.run.config import RunConfig
 
     for group in ("model", "data"):

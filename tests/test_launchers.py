@@ -62,7 +62,7 @@ def test_an_optuna_study_goes_on_past_diverged_trials(tmp_path) -> None:
 def test_the_slurm_example_composes_onto_submitit(tmp_path) -> None:
     from hydra import compose, initialize_config_dir
 
-    from dltrain.run.conf_dirs import config_dir
+    from dltrain.core.conf_dirs import config_dir
 
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.tasks_per_node=4"],

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from dltrain.cli.completion import CommandsAndOverrides, use_line_completion_for_bash
-from dltrain.run.conf_dirs import groups
+from dltrain.core.conf_dirs import groups
 from dltrain.sweep.runs_table import runs_table, terminal_width
 
 

@@ -87,7 +87,7 @@ class CommandsAndOverrides(typer.core.TyperGroup):
         return super().resolve_command(ctx, args)
 
     def shell_complete(self, ctx: typer.Context, incomplete: str) -> list:
-        from dltrain.run.conf_dirs import groups
+        from dltrain.core.conf_dirs import groups
         from dltrain.run.plugins import project_conf, project_root
 
         choices = [f"{group}={choice}" for group, names in groups(project_conf(project_root([]))).items()

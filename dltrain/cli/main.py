@@ -119,7 +119,7 @@ def front_door(args: list[str]) -> tuple[CommandLine, str | None]:
 def run_hydra(args: list[str]) -> None:
     import hydra
 
-    from dltrain.run.conf_dirs import config_dir
+    from dltrain.core.conf_dirs import config_dir
 
     no_colour_off_terminal()
     line, problem = front_door(args)
@@ -193,7 +193,7 @@ def sweep_problem(line: CommandLine) -> str | None:
 
 def project_groups(project: Path | None) -> dict[str, list[str]]:
     """The config groups and their choices: dltrain's and the project's."""
-    from dltrain.run.conf_dirs import groups
+    from dltrain.core.conf_dirs import groups
     from dltrain.run.plugins import project_conf
 
     return groups(project_conf(project))

@@ -21,12 +21,12 @@ import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from dltrain.core.conf_dirs import config_dir
 from dltrain.core.registry import ConfigError, Problems, Registry, Spec, check, check_kwargs, first_line
 
 OPTIMIZERS = Registry("optim", runtime=("params",))
@@ -98,11 +98,8 @@ TABLE = {
 
 
 def preset(name: str) -> dict[str, Any]:
-    """Built-in `name`'s options and defaults: its YAML preset without `name` (dltrain/conf in a wheel, the
-    checkout's top-level conf/ otherwise, as run.conf_dirs.config_dir finds them)."""
-    package = Path(__file__).resolve().parents[1]
-    conf = next(c for c in (package / "conf", package.parent / "conf") if (c / "config.yaml").is_file())
-    node = yaml.safe_load((conf / "optim" / f"{name}.yaml").read_text())
+    """Built-in `name`'s options and defaults: its YAML preset (conf/optim/NAME.yaml) without `name`."""
+    node = yaml.safe_load((config_dir() / "optim" / f"{name}.yaml").read_text())
     return {k: v for k, v in node.items() if k != "name"}
 
 

@@ -235,7 +235,7 @@ def make_callbacks(parts: RunComponents, run_dir: Path, origin: dict[str, Any]) 
                "sample": lambda: parts.model.sample if parts.traits.generative else None,
                "extra": lambda: checkpoint_extra(parts, origin), "callbacks": lambda: list(callbacks)}  # those before it
     for spec in callback_specs(config):
-        if CALLBACKS.traits(spec.name).get("main_only") and not dist.is_main():
+        if CALLBACKS.traits(spec.name).get("main_only") and not dist.is_rank0():
             continue
         wanted = [key for key in CALLBACKS.builder_args(spec.name) if key in runtime]
         callbacks.append(CALLBACKS.build(spec, **{key: runtime[key]() for key in wanted}))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dltrain.core.callbacks import CALLBACKS, EarlyStopping
+from dltrain.core.conf_dirs import config_dir, groups  # noqa: F401  (re-exported: where the YAML lives)
 from dltrain.core.engine import Best
 from dltrain.core.optim import parse_optimizer
 from dltrain.core.registry import ConfigError, Problems, Spec, check, check_all, check_kwargs
@@ -24,7 +25,6 @@ from dltrain.core.tasks import build_task
 from dltrain.data import DATASETS
 from dltrain.data.augment import build_augment
 from dltrain.models import MODELS
-from dltrain.run.conf_dirs import config_dir, groups  # noqa: F401  (re-exported: where the YAML lives)
 from dltrain.run.config_types import (  # the groups' types (door.py reads them too)
     CheckpointConfig,
     DataConfig,

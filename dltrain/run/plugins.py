@@ -74,7 +74,7 @@ def root_of(config_dir: str | None, rest: list[str], cwd: Path | None = None) ->
 
 def is_builtin_conf(conf: Path) -> bool:
     """dltrain's own conf/ (in its source tree): its configs, not a user's project."""
-    from dltrain.run.conf_dirs import config_dir
+    from dltrain.core.conf_dirs import config_dir
 
     return conf.resolve() == config_dir().resolve()
 
@@ -168,7 +168,7 @@ def project_plugins(root: Path | None) -> list[str]:
         return []
     from hydra import compose, initialize_config_dir
 
-    from dltrain.run.conf_dirs import config_dir
+    from dltrain.core.conf_dirs import config_dir
     from dltrain.run.overrides import quoted
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):

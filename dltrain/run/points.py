@@ -30,7 +30,7 @@ def check_overrides(args: list[str]) -> str | None:
     """Compose once up front so an unknown choice or key is one line (Hydra's own report spans many)."""
     from hydra import initialize_config_dir
 
-    from dltrain.run.conf_dirs import config_dir
+    from dltrain.core.conf_dirs import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose_checked(task_only(args))[1]
@@ -113,8 +113,8 @@ def compose_points(args: list[str]) -> Points:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    from dltrain.core.conf_dirs import config_dir
     from dltrain.core.registry import first_line
-    from dltrain.run.conf_dirs import config_dir
 
     parser = OverridesParser.create()
     try:

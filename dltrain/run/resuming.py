@@ -81,7 +81,7 @@ def open_resumable(where: str | Path) -> tuple[dict[str, Any], Path, bool]:
     saved = load(path)
     validate(saved, path)
     finished = completed(path.parent)
-    if finished and dist.is_main():
+    if finished and dist.is_rank0():
         remove_orphans(path.parent)
     return saved, path, finished
 

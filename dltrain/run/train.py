@@ -52,14 +52,14 @@ def train(config: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict[s
 def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: list[str]) -> dict[str, Any]:
     """Assemble, resume if asked, fit; rank 0 writes config.yaml and metrics.json."""
     run = assemble(config, run_dir, device)
-    for warning in run.parts.warnings if dist.is_main() else []:
+    for warning in run.parts.warnings if dist.is_rank0() else []:
         print(f"dltrain: warning: {warning}", file=sys.stderr, flush=True)
     trainer = config.trainer
     changed = None
     if trainer.resume:
         saved_config = resuming.resume(run.state, run.callbacks, trainer.resume, trainer.max_epochs, config.resolved)
         changed = resume.changes(saved_config, config.resolved)
-    if dist.is_main():  # only now: a failed resume leaves the resumed run's files as they were
+    if dist.is_rank0():  # only now: a failed resume leaves the resumed run's files as they were
         resumed = [checkpoint.checkpoint_file(trainer.resume).parent] if trainer.resume else []
         for folder in {run_dir, *resumed}:  # temp files of writes that a kill interrupted
             checkpoint.remove_orphans(folder)
@@ -70,7 +70,7 @@ def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: 
     stop_if_signalled()  # a Ctrl-C that a library swallowed while the run was built (a bare `except:` on import)
     run.fit()
     report = make_report(run.state, run.parts, overrides, run.thread_choice, run.origin)
-    if dist.is_main():
+    if dist.is_rank0():
         metrics_file.write(run_dir, report)
     return report
 
