@@ -67,9 +67,10 @@ with ledger.listening(Path(sys.argv[1])) as folder:
 def test_a_sweep_ending_keeps_the_ledger_of_a_sweep_that_runs_now(tmp_path, monkeypatch) -> None:
     """Two sweeps into one folder: the one that ends removes its own ledger and the killed sweeps' ones, not the
     other's while that runs; once the other is gone (here: it ends without closing, as a killed one), the next goes."""
+    from dltrain.core import env
     from dltrain.sweep import ledger
 
-    for name in (ledger.LEDGER_ENV, ledger.PARENT_ENV):  # listening() points this process's jobs at its ledger
+    for name in (env.JOBS, env.SWEEP_PROCESS):  # listening() points this process's jobs at its ledger
         monkeypatch.delenv(name, raising=False)
 
     running = subprocess.Popen([sys.executable, "-c", LISTENING, str(tmp_path)], stdin=subprocess.PIPE,
