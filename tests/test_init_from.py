@@ -155,3 +155,23 @@ def test_cli_refuses_a_missing_source_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip() == (f"dltrain: error: trainer.init_from={tmp_path / 'nowhere'}: no such file or "
                                    "folder; give a run folder (its best.pt, else last.pt is used) or a checkpoint file")
+
+
+def test_cli_resume_of_a_fine_tuned_run_replays_init_from_without_reading_it(tmp_path: Path) -> None:
+    """`dltrain trainer.resume=DIR` replays the run's overrides, trainer.init_from among them: the source is not
+    read again (it is gone here), the frozen layers and their optimizer groups come back as they were."""
+    source, tuned = tmp_path / "source", tmp_path / "tuned"
+    base = ["model.hidden=[16]", "trainer.log_every_n_steps=0", "trainer.max_epochs=1"]
+    assert cli([*base, f"hydra.run.dir={source}"], tmp_path).returncode == 0
+    done = cli([*base, f"hydra.run.dir={tuned}", f"trainer.init_from={source}", "trainer.freeze=[1]"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"trainer.init_from={source} (best.pt, epoch 1): loaded 4 tensors; skipped 0; left fresh 0" in done.stdout
+    frozen = weights(tuned / "last.pt")["1.weight"]
+    shutil.rmtree(source)
+    done = cli([f"trainer.resume={tuned}", "trainer.max_epochs=2"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "loaded" not in done.stdout
+    report = json.loads((tuned / "metrics.json").read_text())
+    assert report["epochs"] == 2 and report["init_from"]["path"] == str((source / "best.pt").resolve())
+    assert report["init_from"]["frozen"] == ["1.weight", "1.bias"]
+    assert torch.equal(weights(tuned / "last.pt")["1.weight"], frozen)
