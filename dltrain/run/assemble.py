@@ -26,7 +26,7 @@ from dltrain.core.tasks import Direction, Task, build_task, monitor_mode
 from dltrain.data import DATASETS, DataBundle
 from dltrain.data.augment import Augment, build_augment
 from dltrain.models import MODELS, ModelTraits, model_traits, param_groups
-from dltrain.run import threads
+from dltrain.run import init_from, threads
 from dltrain.run.config import RunConfig
 from dltrain.run.config_types import TrainerConfig
 from dltrain.run.door import check_monitor
@@ -100,6 +100,7 @@ def assemble(config: RunConfig, run_dir: Path, device: torch.device) -> Assemble
     optimizer, settings and callbacks. `device` is this process's (train.train sets up DDP before)."""
     parts = build(config)
     origin = run_origin(Path(config.project) if config.project else None)  # git and versions: once per run
+    origin.update(init_from.start(parts.model, config.trainer))  # fine-tuning: weights, freeze (before DDP wraps)
     trainer = config.trainer
     chosen = threads.settle(parts.model, parts.data.train.x[:1], config.data.batch_size // dist.world_size(),
                             trainer.threads, trainer.resume)  # before the model can move to a GPU
@@ -188,7 +189,7 @@ def wrap_model(parts: RunComponents, device: torch.device) -> tuple[nn.Module, b
 
 def make_optimizer(parts: RunComponents) -> tuple[torch.optim.Optimizer, tuple[float, ...]]:
     """The optimizer over the model's parameter groups, and each torch group's learning-rate scale."""
-    groups = param_groups(parts.model, parts.traits)
+    groups = init_from.groups(parts.model, param_groups(parts.model, parts.traits), parts.config.trainer)
     optimizer = build_optimizer(parts.config.optim, groups)
     scale_of = {id(p): group.lr_scale for group in groups for p in group.params}  # a torch group may be a split
     return optimizer, tuple(scale_of[id(g["params"][0])] if g["params"] else 1.0 for g in optimizer.param_groups)

@@ -25,6 +25,7 @@ from dltrain.core.tasks import build_task
 from dltrain.data import DATASETS
 from dltrain.data.augment import build_augment
 from dltrain.models import MODELS
+from dltrain.run import init_from
 from dltrain.run.config_types import (  # the groups' types (door.py reads them too)
     CheckpointConfig,
     DataConfig,
@@ -133,7 +134,10 @@ def parse_trainer(cfg: dict[str, Any]) -> TrainerConfig:
                f"trainer.log_every_n_steps={trainer.log_every_n_steps} must be >= 0"),
               (0 <= trainer.seed < 2**63, f"trainer.seed={trainer.seed} must be in [0, 2**63)"),
               (trainer.resume is None or trainer.resume.strip() != "",
-               "trainer.resume is empty; give a run directory or checkpoint, or null for a new run"))
+               "trainer.resume is empty; give a run directory or checkpoint, or null for a new run"),
+              (trainer.init_from is None or trainer.init_from.strip() != "",
+               "trainer.init_from is empty; give a run directory or checkpoint to start from, or null"),
+              *((False, problem) for problem in init_from.check_patterns(trainer)))
     return trainer
 
 

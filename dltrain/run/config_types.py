@@ -32,6 +32,10 @@ class TrainerConfig:
     log_every_n_steps: int = 50
     resume: str | None = None
     ckpt: dict = field(default_factory=dict)  # parsed into RunConfig.checkpoints
+    init_from: str | None = None  # a run folder (its best.pt, else last.pt) or checkpoint to start from (init_from.py)
+    init_mode: Literal["strict", "partial"] = "strict"  # strict: every tensor fits; partial: those that match
+    freeze: list[str | int] = field(default_factory=list)  # parameter names/prefixes/fnmatch patterns kept fixed
+    lr_scales: dict[str, float] | None = None  # pattern -> factor of the schedule's learning rate
 
 
 @dataclass(frozen=True)

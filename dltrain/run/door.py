@@ -2,7 +2,8 @@
 into the types of config_types.py; config.py calls this module, never the other way): what they decide
 together without building anything. The task (the configured one, else the data's own as its registration
 declares it) gives the metrics the monitor must be one of, and takes the top-level loss options; the data's
-files (exist, a CSV's header) are checked by its registration's `inputs`. When only the data can tell its task
+files (exist, a CSV's header) are checked by its registration's `inputs`, and trainer.init_from's checkpoint (exists,
+loads safely, a model of its kind: init_from.check_at_door). When only the data can tell its task
 (`data.task: auto`, a user's builder that declares none) the monitor must be a metric of some task here, and the
 build checks it again against the real one.
 """
@@ -13,6 +14,7 @@ from typing import Any
 from dltrain.core.registry import ConfigError, Problems, check
 from dltrain.core.tasks import TASKS, Task, build_task
 from dltrain.data import DATASETS
+from dltrain.run import init_from
 from dltrain.run.config_types import DataConfig, TaskConfig
 
 
@@ -50,6 +52,9 @@ def check_across(cfg: dict[str, Any], parsed: dict[str, Any], inputs: bool) -> N
     """Every cross-group problem, one line each, among the groups that parsed (one ConfigError). The monitor is read
     from the raw `cfg`: a bad patience beside it must not hide it."""
     problems = Problems()
+    if inputs and "trainer" in parsed and "model" in parsed:  # the source file of trainer.init_from
+        with problems.collect():
+            init_from.check_at_door(parsed["trainer"], parsed["model"].name)
     data: DataConfig | None = parsed.get("data")
     if data is not None and inputs:
         with problems.collect():
