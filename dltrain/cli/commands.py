@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dltrain.cli.completion import CommandsAndOverrides, use_line_completion_for_bash
+from dltrain.cli.completion import CommandsAndOverrides, override_choices, use_line_completion_for_bash
 from dltrain.core.conf_dirs import groups
 from dltrain.sweep.runs_table import runs_table, terminal_width
 
@@ -237,7 +237,8 @@ PLAN_HELP = ("overrides exactly as for a run (GROUP=CHOICE, KEY=VALUE), -m and c
 
 @app.command("plan", cls=PlainArguments,
              context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def plan_command(overrides: list[str] = typer.Argument(None, metavar="OVERRIDES", help=PLAN_HELP)) -> None:
+def plan_command(overrides: list[str] = typer.Argument(None, metavar="OVERRIDES", help=PLAN_HELP,
+                                                      autocompletion=override_choices)) -> None:
     """What `dltrain [-m] OVERRIDES` would do, without training it or writing a file: parameters and memory, steps
     per epoch and in all, the learning rate over the whole run, what early stopping watches, device, threads,
     precision, and an estimate of the time per epoch from a few timed steps. With -m: each job of the sweep, how a

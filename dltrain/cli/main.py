@@ -166,8 +166,9 @@ def run_plan(args: list[str]) -> int:
     if problem:
         exit_with(problem)
     if not line.overrides_only:
-        exit_with(f"dltrain plan takes overrides and -m, not Hydra's flags ({' '.join(a for a in line.rest if a.startswith('-'))}); "
-                  "e.g. dltrain plan model=cnn, or dltrain plan -m optim.lr=0.01,0.1")
+        flags = " ".join(a for a in line.rest if a.startswith("-"))
+        exit_with(f"dltrain plan takes overrides and -m, not Hydra's flags ({flags}); e.g. dltrain plan model=cnn, "
+                  "or dltrain plan -m optim.lr=0.01,0.1")
     from dltrain.sweep.preview import show
 
     return show(line, plan_sweep(line) if line.multirun else None)

@@ -104,7 +104,8 @@ def describe(lr_at: Schedule, spec: ScheduleSpec, total: int, per_step: bool, st
     warm = f", warm-up {spec.warmup}" if spec.warmup else ""
     lo, hi = min(curve.lrs), max(curve.lrs)
     span = lr_text(lo) if lo == hi else f"{lr_text(lo)} .. {lr_text(hi)}"
-    head = f"{spec.name} per {'step' if per_step else 'epoch'}{warm}, {total:,} {unit}: {sparkline(curve, width)}  {span}"
+    every = "step" if per_step else "epoch"
+    head = f"{spec.name} per {every}{warm}, {total:,} {unit}: {sparkline(curve, width)}  {span}"
     turns = turning_points(lr_at, curve, spec)
     shown = turns if len(turns) <= 8 else [*turns[:6], turns[-1]]  # a long step list: the first ones and the end
     more = f" (+{len(turns) - len(shown)} more)" if len(shown) < len(turns) else ""

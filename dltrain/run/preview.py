@@ -248,7 +248,8 @@ def stopping_line(plan: RunPlan) -> str:
 def device_line(plan: RunPlan) -> str:
     trainer, chosen = plan.parts.config.trainer, plan.thread_choice
     name = f"cuda ({torch.cuda.get_device_name(plan.device)})" if plan.device.type == "cuda" else plan.device.type
-    why = f"rule: {chosen.flops_per_step / 1e6:,.1f} MFLOP forward per step" if chosen.source == "rule" else chosen.source
+    flops = chosen.flops_per_step / 1e6
+    why = chosen.source if chosen.source != "rule" else f"rule: {flops:,.1f} MFLOP forward per step"
     workers = f" × {plan.world} DDP processes" if plan.world > 1 else ""
     return (f"{name}{workers} · {chosen.threads} thread{'s' if chosen.threads > 1 else ''} ({why}) · precision "
             f"{trainer.precision} · compile {'on' if trainer.compile else 'off'}")

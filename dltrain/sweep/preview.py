@@ -125,7 +125,8 @@ def show_sweep(line: CommandLine, sweep: SweepPlan | None) -> int:
             continue
         seconds = plan.run_seconds(configs[num].trainer.max_epochs)
         total += seconds
-        print(f"  [{num + 1}/{len(jobs)}] {name.ljust(width)}  {job_text(plan, configs[num])}  ~{seconds_text(seconds)}")
+        columns = job_text(plan, configs[num])
+        print(f"  [{num + 1}/{len(jobs)}] {name.ljust(width)}  {columns}  ~{seconds_text(seconds)}")
     print(groups_text(groups, [name for name, _ in jobs], plans))
     failed = sum(isinstance(plans.get(i, configs[i]), ConfigError) for i in range(len(jobs)))
     print(f"total ~{seconds_text(total)} for {len(jobs) - failed} job(s), {launcher_text(line)}: an ESTIMATE from "
@@ -153,8 +154,10 @@ def job_text(plan: Any, config: Any) -> str:
     epochs = config.trainer.max_epochs
     curve = sample(settings.lr_at, epochs * (plan.steps if settings.lr_per_step else 1), settings.lr_per_step)
     train, val = plan.epoch_seconds
+    first, last = lr_text(curve.lrs[0]), lr_text(curve.lrs[-1])
+    lr = first if first == last else f"{first}→{last}"
     return (f"{plan.params:>10,} params  {plan.steps:,} steps × {epochs} epochs  lr {sparkline(curve, 12)} "
-            f"{lr_text(curve.lrs[0])}..{lr_text(curve.lrs[-1])}  ~{seconds_text(train + val)}/epoch")
+            f"{lr:<15} ~{seconds_text(train + val)}/epoch")
 
 
 def groups_text(groups: list[list[int]], names: list[str], plans: dict[int, Any]) -> str:
