@@ -125,3 +125,16 @@ def test_a_bad_override_is_the_runs_one_line_and_a_failing_job_is_shown(tmp_path
     sweep = cli(["plan", "-m", "optim.lr=0.1,-1", *SMALL], cwd=tmp_path, timeout=60)
     assert sweep.returncode == 2 and "optim.lr=-1  would fail: optim.lr=-1 must be >= 0" in sweep.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_projects_plan_uses_its_own_configs_and_plugins(tmp_path: Path) -> None:
+    assert cli(["init", "myproj"], cwd=tmp_path).returncode == 0
+    project = tmp_path / "myproj"
+
+    def files() -> list[Path]:  # Python's own bytecode cache of the imported plugins aside
+        return sorted(p.relative_to(project) for p in project.rglob("*") if "__pycache__" not in p.parts)
+
+    before = files()
+    result = cli(["plan", "model.width=8"], cwd=project, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "model      mynet: " in result.stdout and files() == before

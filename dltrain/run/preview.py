@@ -170,7 +170,8 @@ def activation_bytes(model: torch.nn.Module, parts: RunComponents, train: Split,
             seen[storage.data_ptr()] = storage.nbytes()
         return tensor
 
-    x, y = train.x[:settings.batch_size], train.y[:settings.batch_size]
+    idx = torch.arange(min(settings.batch_size, len(train)), device=train.x.device)
+    x, y = train.x[idx], train.y[idx]  # a batch of its own, as the engine's indexing makes it (not a view)
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         with autocast(x.device, settings.autocast_dtype):
