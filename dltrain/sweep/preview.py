@@ -6,7 +6,8 @@ plugins and checked at the door (RunConfig.load), then planned by run/preview.py
 own: its basic sweeper's product of the overrides (BasicSweeper.split_arguments), each named as Hydra names the
 job's folder (get_overrides_dirname, with the single-valued keys excluded as sweep/plan.py excludes them); each
 is composed and checked alike, grouped by what a vectorised launcher could stack (run/stacking.py), and each
-group's first job is measured once (its steps take the same work in every job of the group).
+group's first job is measured once: a group's jobs share the model, data, batch and optimizer, so a step takes
+about the same time in each (a penalty or a dropout rate that differs changes it a little).
 """
 from __future__ import annotations
 
@@ -78,14 +79,14 @@ def sweep_jobs(line: CommandLine, sweep: SweepPlan) -> list[tuple[str, list[str]
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
+    from dltrain.run.overrides import override_value
+
     points = line.points
     assert points is not None and points.hydra is not None
     task = [o for key, o in points.overrides.items() if not is_hydra_key(key)]
     jobs = BasicSweeper.split_arguments(task, None)[0]
     named = OmegaConf.select(points.hydra, "job.config.override_dirname")
     exclude = list(named.exclude_keys)
-    from dltrain.run.overrides import override_value
-
     for arg in sweep.hydra_args:  # the plan's own exclusion of single-valued keys
         if arg.startswith("hydra.job.config.override_dirname.exclude_keys="):
             exclude = list(override_value(arg))
