@@ -73,12 +73,13 @@ class RunPlan:
         return (self.measured.step_seconds * self.steps,
                 self.measured.val_seconds_per_sample * len(self.parts.data.val))
 
-    def run_seconds(self, epochs: int | None = None) -> float:
-        """Build, `epochs` epochs (all of them by default) and the test: an estimate (early stopping may end sooner)."""
+    def run_seconds(self, epochs: int | None = None, built: bool = True) -> float:
+        """`epochs` epochs (all of them by default) and the test, and the build when `built` (as measured here, this
+        process's first imports included): an estimate (early stopping may end the run sooner)."""
         train, val = self.epoch_seconds
         epochs = self.parts.config.trainer.max_epochs if epochs is None else epochs
         test = self.measured.val_seconds_per_sample * len(self.parts.data.test)
-        return self.build_seconds + epochs * (train + val) + test
+        return (self.build_seconds if built else 0.0) + epochs * (train + val) + test
 
 
 def plan_run(config: RunConfig) -> RunPlan:
@@ -216,8 +217,7 @@ def memory_line(plan: RunPlan) -> str:
     return f"~{size_text(total)} + data: {' · '.join(parts)}{peak}"
 
 
-MEMORY_HOW = ("(activations: the tensors autograd saves for backward in one batch, counted with its hooks; "
-              "optimizer: its state after the timed steps)")
+MEMORY_HOW = "(activations: what autograd saves for backward in one batch; optimizer: its state after the timed steps)"
 
 
 def steps_line(plan: RunPlan) -> str:
@@ -256,13 +256,14 @@ def device_line(plan: RunPlan) -> str:
             f"{trainer.precision} · compile {'on' if trainer.compile else 'off'}")
 
 
-def time_line(plan: RunPlan) -> str:
+def time_lines(plan: RunPlan) -> list[str]:
     train, val = plan.epoch_seconds
     epochs = plan.parts.config.trainer.max_epochs
-    one = ", one process's share" if plan.world > 1 else ""
-    return (f"~{seconds_text(train + val)}/epoch (train {seconds_text(train)} + val {seconds_text(val)}), "
-            f"~{seconds_text(plan.run_seconds())} for the run (build, {epochs} epochs, test): ESTIMATE from "
-            f"{plan.measured.steps_timed} timed steps{one}; early stopping may end sooner")
+    one = ", one process's share of the batch" if plan.world > 1 else ""
+    return [f"~{seconds_text(train + val)}/epoch (train {seconds_text(train)} + val {seconds_text(val)}) · "
+            f"~{seconds_text(plan.run_seconds())} for the run (build, {epochs} epochs, test)",
+            f"ESTIMATE from {plan.measured.steps_timed} timed steps{one}; not counted: checkpoint and TensorBoard "
+            "writes; early stopping may end it sooner"]
 
 
 def describe(plan: RunPlan) -> list[str]:
@@ -283,7 +284,8 @@ def describe(plan: RunPlan) -> list[str]:
     settings = plan.settings
     total = config.trainer.max_epochs * (plan.steps if settings.lr_per_step else 1)
     rows += [("lr", line) for line in lr_lines(settings.lr_at, config.sched, total, settings.lr_per_step, plan.steps)]
-    rows += [("early stop", stopping_line(plan)), ("device", device_line(plan)), ("time", time_line(plan))]
+    rows += [("early stop", stopping_line(plan)), ("device", device_line(plan))]
+    rows += [("time", line) for line in time_lines(plan)]
     out, last = [], None
     for label, text in rows:
         out.append(f"{'' if label == last else label:<11}{text}")

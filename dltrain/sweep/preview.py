@@ -99,7 +99,7 @@ def sweep_jobs(line: CommandLine, sweep: SweepPlan) -> list[tuple[str, list[str]
 
 def show_sweep(line: CommandLine, sweep: SweepPlan | None) -> int:
     """The jobs with a per-job estimate, how they would stack, and the total."""
-    from dltrain.run.preview import plan_run, seconds_text
+    from dltrain.run.preview import TIMED_STEPS, plan_run, seconds_text
     from dltrain.run.stacking import stack_groups
 
     if sweep is None or sweep.jobs is None or line.points is None or line.points.hydra is None:
@@ -124,14 +124,15 @@ def show_sweep(line: CommandLine, sweep: SweepPlan | None) -> int:
         if isinstance(plan, ConfigError):
             print(f"  [{num + 1}/{len(jobs)}] {name.ljust(width)}  would fail: {'; '.join(plan.problems)}")
             continue
-        seconds = plan.run_seconds(configs[num].trainer.max_epochs)
+        seconds = plan.run_seconds(configs[num].trainer.max_epochs, built=False)
         total += seconds
         columns = job_text(plan, configs[num])
         print(f"  [{num + 1}/{len(jobs)}] {name.ljust(width)}  {columns}  ~{seconds_text(seconds)}")
-    print(groups_text(groups, [name for name, _ in jobs], plans))
+    print(groups_text(groups, plans))
     failed = sum(isinstance(plans.get(i, configs[i]), ConfigError) for i in range(len(jobs)))
-    print(f"total ~{seconds_text(total)} for {len(jobs) - failed} job(s), {launcher_text(line)}: an ESTIMATE from "
-          f"timed steps of each group's first job; early stopping may end jobs sooner")
+    print(f"total ~{seconds_text(total)} for {len(jobs) - failed} job(s) (epochs and test), {launcher_text(line)}\n"
+          f"  ESTIMATE from {TIMED_STEPS} timed steps of each group's first job; not counted: building each job's data and model, "
+          "checkpoint and TensorBoard writes; early stopping may end jobs sooner")
     print(f"one job in full: dltrain plan {' '.join(a for a in jobs[0][1] if not a.startswith('hydra.'))}")
     return 2 if failed else 0
 
@@ -161,17 +162,17 @@ def job_text(plan: Any, config: Any) -> str:
             f"{lr:<15} ~{seconds_text(train + val)}/epoch")
 
 
-def groups_text(groups: list[list[int]], names: list[str], plans: dict[int, Any]) -> str:
-    """'would stack: N groups', each group's jobs, and the note that the launcher does not exist yet."""
+def groups_text(groups: list[list[int]], plans: dict[int, Any]) -> str:
+    """'would stack: N groups', each group's jobs by number, and the note that the launcher does not exist yet."""
     from dltrain.run.preview import memory_line
 
-    lines = [f"would stack: {len(groups)} group(s) (a group's jobs differ only in keys a stack holds per member: "
-             "the optimizer's numbers, sched, reg, seed, dropout, max_epochs)"]
+    lines = [f"would stack: {len(groups)} group(s) (a group's jobs differ only in per-member keys: the optimizer's "
+             "numbers, sched, reg, seed, dropout, max_epochs)"]
     for k, group in enumerate(groups, 1):
         plan = plans.get(group[0])
-        memory = f"  (each ~{memory_line(plan).split(':')[0].lstrip('~')})" if plan is not None and \
+        memory = f", each ~{memory_line(plan).split(':')[0].lstrip('~')}" if plan is not None and \
             not isinstance(plan, ConfigError) else ""
-        lines.append(f"  {k}: {'  '.join(names[i] for i in group)}{memory}")
+        lines.append(f"  group {k}: job{'s' if len(group) > 1 else ''} {', '.join(str(i + 1) for i in group)}{memory}")
     lines.append(f"  ({NOT_STACKED_YET})")
     return "\n".join(lines)
 
