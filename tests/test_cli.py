@@ -31,7 +31,8 @@ def test_help_in_dltrains_own_clone_says_its_conf_is_dltrains_not_a_project() ->
     assert f"(dltrain's own configs, from {REPO / 'conf'}; a project of your own: dltrain init DIR)" in result.stdout
 
 
-@pytest.mark.parametrize("command, arguments", [("predict", "RUN FILE..."), ("runs", "[DIRECTORY]")])
+@pytest.mark.parametrize("command, arguments", [("predict", "RUN FILE..."), ("runs", "[DIRECTORY]"),
+                                                ("plan", "[OVERRIDES...]")])
 def test_sub_command_help_names_its_arguments_as_a_user_writes_them(tmp_path, command, arguments) -> None:
     result = cli([command, "--help"], cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr

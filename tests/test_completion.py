@@ -116,6 +116,7 @@ MODELS = set(groups()["model"])
     ('dltrain "model=c\t', '$ dltrain "model=cnn" '),  # in quotes, where '=' breaks no word
     ("dltrain ru\t", "$ dltrain runs "),  # a sub-command
     ("dltrain eval --la\t", "$ dltrain eval --last "),  # a sub-command's option
+    ("dltrain plan model=c\t", "$ dltrain plan model=cnn "),  # the plan of a run takes a run's overrides
     ("dltrain trainer.resume=out\t", "$ dltrain trainer.resume=outputs/"),  # after '=', what no choice names: files
 ])
 def test_tab_completes_the_word_in_place(bash: Bash, keys: str, line: str) -> None:

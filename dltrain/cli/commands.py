@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dltrain.cli.completion import CommandsAndOverrides, use_line_completion_for_bash
+from dltrain.cli.completion import CommandsAndOverrides, override_choices, use_line_completion_for_bash
 from dltrain.core.conf_dirs import groups
 from dltrain.sweep.runs_table import runs_table, terminal_width
 
@@ -15,6 +15,7 @@ def help_text() -> str:
     """The top-level help; '\\b' keeps click from re-wrapping a paragraph."""
     usage = ["\b", "Train: dltrain [GROUP=CHOICE | KEY=VALUE ...]    e.g. dltrain model=cnn optim=adam optim.lr=0.01",
              "Sweep: dltrain -m optim=sgd,adam sched=step,exponential",
+             "Plan, without training: dltrain plan model=cnn    dltrain plan -m optim.lr=0.01,0.1",
              "Show the composed config: dltrain --cfg job [OVERRIDES]    Hydra's own flags: dltrain --hydra-help"]
     listing = ["\b", "Config groups and their choices:"]
     from dltrain.run.plugins import is_builtin_conf, project_conf, project_root
@@ -228,3 +229,20 @@ def generate_command(run: Path = typer.Argument(..., metavar="RUN",
     loaded = user_errors(lambda: load_run(run, project=project_of(project)))
     text = user_errors(lambda: generate(loaded, prompt, length, temperature, seed))
     typer.echo(text if text.endswith("\n") else text + "\n", nl=False)  # the output ends with one newline
+
+
+PLAN_HELP = ("overrides exactly as for a run (GROUP=CHOICE, KEY=VALUE), -m and comma lists for a sweep; none: the "
+             "default run")
+
+
+@app.command("plan", cls=PlainArguments,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def plan_command(overrides: list[str] = typer.Argument(None, metavar="OVERRIDES", help=PLAN_HELP,
+                                                      autocompletion=override_choices)) -> None:
+    """What `dltrain [-m] OVERRIDES` would do, without training it or writing a file: parameters and memory, steps
+    per epoch and in all, the learning rate over the whole run, what early stopping watches, device, threads,
+    precision, and an estimate of the time per epoch from a few timed steps. With -m: each job of the sweep, how a
+    vectorised launcher would stack them, and the total."""
+    # `dltrain plan ...` is run by cli/main.py (it reads the command line as a run does); typer gives its --help
+    typer.echo("dltrain: error: run it as: dltrain plan [-m] OVERRIDES", err=True)
+    raise typer.Exit(2)

@@ -87,10 +87,16 @@ class CommandsAndOverrides(typer.core.TyperGroup):
         return super().resolve_command(ctx, args)
 
     def shell_complete(self, ctx: typer.Context, incomplete: str) -> list:
-        from dltrain.core.conf_dirs import groups
-        from dltrain.run.plugins import project_conf, project_root
-
-        choices = [f"{group}={choice}" for group, names in groups(project_conf(project_root([]))).items()
-                   if group != "project" for choice in names]
-        overrides = [CompletionItem(item) for item in choices if item.startswith(incomplete)]
+        overrides = [CompletionItem(item) for item in override_choices(incomplete)]
         return overrides if ctx.args else super().shell_complete(ctx, incomplete) + overrides
+
+
+def override_choices(incomplete: str) -> list[str]:
+    """Each `group=choice` (the project's own ones included) that starts with `incomplete`: what a training
+    command line, or `dltrain plan`'s, completes to."""
+    from dltrain.core.conf_dirs import groups
+    from dltrain.run.plugins import project_conf, project_root
+
+    choices = [f"{group}={choice}" for group, names in groups(project_conf(project_root([]))).items()
+               if group != "project" for choice in names]
+    return [item for item in choices if item.startswith(incomplete)]

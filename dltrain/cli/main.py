@@ -42,6 +42,8 @@ def main() -> None:
     args = sys.argv[1:]
     completing = env.completing()  # the shell asks typer's completion (dltrain --install-completion)
     try:
+        if args[:1] == ["plan"] and not completing and not any(a in HELP_FLAGS for a in args[1:]):
+            sys.exit(run_plan(args[1:]))  # its --help is typer's, with the other sub-commands'
         if completing or (args and (args[0] in SUBCOMMANDS or args[0] in HELP_FLAGS or args[0] in COMPLETION_FLAGS)):
             from dltrain.cli.commands import app
 
@@ -154,6 +156,22 @@ def run_hydra(args: list[str]) -> None:
         listed = "; ".join(f"{job['name']} ({job['error']})" for job in failed)
         print(f"dltrain: {len(failed)} job(s) failed: {listed}", file=sys.stderr)
         sys.exit(1)
+
+
+def run_plan(args: list[str]) -> int:
+    """`dltrain plan [-m] OVERRIDES`: the plan of the run (or sweep) that `dltrain [-m] OVERRIDES` would start, read
+    by the same front door (a bad override: the same one line, exit 2); nothing trains, no file is written."""
+    no_colour_off_terminal()
+    line, problem = front_door(args)
+    if problem:
+        exit_with(problem)
+    if not line.overrides_only:
+        flags = " ".join(a for a in line.rest if a.startswith("-"))
+        exit_with(f"dltrain plan takes overrides and -m, not Hydra's flags ({flags}); e.g. dltrain plan model=cnn, "
+                  "or dltrain plan -m optim.lr=0.01,0.1")
+    from dltrain.sweep.preview import show
+
+    return show(line, plan_sweep(line) if line.multirun else None)
 
 
 def plan_sweep(line: CommandLine) -> SweepPlan:
