@@ -49,6 +49,15 @@ def test_profile_across_epochs_and_a_run_too_short(tmp_path: Path, capsys: pytes
     assert json.loads((tmp_path / "short" / TRACE).read_text())["traceEvents"]
 
 
+def test_adam_reads_its_step_counters(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """torch's Adam (foreach) reads each parameter's step counter twice per step with .item() (its two bias
+    corrections, optimizer._get_value): model.hidden=[32] has 2 Linear layers, 4 tensors, so 8 reads per step.
+    The counters live on the CPU (not capturable, not fused): on a GPU they wait for nothing."""
+    run([*FAST, "optim=adam", "trainer.profile=4"], tmp_path)
+    reads = re.search(r"device-to-host reads per step: (\S+)", capsys.readouterr().out)
+    assert reads and float(reads.group(1)) == 2 * 4
+
+
 @pytest.mark.parametrize("value, words", [("-1", "trainer.profile=-1 must be >= 0"), ("abc", "trainer.profile")])
 def test_a_bad_value_is_one_line(value: str, words: str) -> None:
     from dltrain.core.registry import ConfigError

@@ -5,9 +5,11 @@ self time per step and the device-to-host reads per step. Then it stops: the run
 
 A step here is what the engine does between two optimizer steps' ends (`on_train_step`): slicing the batch, the
 forward and backward pass, the optimizer, the loop's Python (the `ProfilerStep` rows' self time). The reads are
-the `aten::_local_scalar_dense` events: one per `.item()`, `float()` or `bool()` of a tensor; on a GPU each waits
-for the device (a sync), on a CPU they are counted alike. On a GPU the device-to-host copies (`Memcpy DtoH`, such
-as the `.tolist()` of the logged sums) are counted too. When the steps profiled cross an epoch's end they include
+the `aten::_local_scalar_dense` events on a CPU: one per `.item()`, `float()` or `bool()` of a tensor, each of which
+waits for the device when the tensor is on a GPU. On a GPU they are the device-to-host copies (`Memcpy DtoH`: an
+`.item()` of a device tensor, the `.tolist()` of the logged sums), and the `.item()` count is shown beside them:
+it includes reads of CPU tensors, such as torch's Adam reading its step counters (2 per parameter tensor per step
+with foreach, kept on the CPU unless `capturable`/`fused`), which wait for nothing. When the steps profiled cross an epoch's end they include
 its validation pass and callbacks: one line says so.
 """
 from __future__ import annotations
@@ -116,7 +118,8 @@ def summary(events: Any, steps: int, cuda: bool) -> dict[str, Any]:
     copies = sum(row[1] for name, row in rows.items() if name.startswith("Memcpy DtoH"))
     return {"top": [(name, cpu * MS / steps, cpu / total, calls / steps, device * MS / steps)
                     for name, (cpu, calls, device) in top],
-            "reads_per_step": reads / steps, "copies_per_step": copies / steps if cuda else None,
+            "items_per_step": reads / steps, "copies_per_step": copies / steps if cuda else None,
+            "reads_per_step": (copies if cuda else reads) / steps,
             "self_cpu_ms_per_step": total * MS / steps, "steps": steps}
 
 
@@ -131,8 +134,12 @@ def report_lines(report: dict[str, Any], steps: int, trace: Path, epoch: int, cr
     for name, ms, share, calls, device_ms in report["top"]:
         name = name if len(name) <= 44 else name[:41] + "..."
         lines.append(f"  {name:44s} {ms:9.3f} {share:6.1%} {calls:10.1f}" + (f" {device_ms:14.3f}" if device else ""))
-    reads = f"device-to-host reads per step: {report['reads_per_step']:g} ({READ}: .item(), float(), bool())"
-    lines.append(reads + (f"; DtoH copies per step: {report['copies_per_step']:g}" if device else ""))
+    if device:  # the copies are the reads; .item() of a CPU tensor (Adam's step counters) is none
+        lines.append(f"device-to-host reads per step: {report['reads_per_step']:g} (Memcpy DtoH); .item() etc. "
+                     f"per step: {report['items_per_step']:g} (CPU tensors too)")
+    else:
+        lines.append(f"device-to-host reads per step: {report['reads_per_step']:g} ({READ}: .item(), float(), "
+                     "bool() of a tensor)")
     if crossed:
         lines.append("note: the profiled steps cross an epoch's end: they include its validation pass and callbacks")
     return lines

@@ -155,7 +155,8 @@ def config_section(a: RunRecord, b: RunRecord) -> list[str]:
 def origin_of(report: dict[str, Any]) -> dict[str, Any]:
     """git commits, project and versions: metrics.json's `git_commit` and `provenance`."""
     found = {"git_commit": report.get("git_commit"), **(report.get("provenance") or {})}
-    return {key: found.get(key) for key in ORIGIN}
+    short = {key: found[key][:12] for key in ("git_commit", "project_git_commit") if isinstance(found.get(key), str)}
+    return {key: short.get(key, found.get(key)) for key in ORIGIN}
 
 
 def origin_section(a: RunRecord, b: RunRecord) -> list[str]:
