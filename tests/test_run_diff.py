@@ -102,3 +102,23 @@ def test_bad_input_is_one_line(runs: dict[str, Path], tmp_path: Path) -> None:
         assert code == 2, (folder, out, err)
         assert err.count("\n") == 1 and err.startswith("dltrain: error: ") and words in err, err
         assert out == ""
+
+
+def test_first_difference_is_bitwise_and_counts_a_missing_epoch() -> None:
+    """Equal means the same float32 bits: a NaN equals itself, 0.0 differs from -0.0, a value one float32 ulp
+    away differs; an epoch one run lacks is a difference; wall-clock tags are not compared."""
+    import numpy as np
+
+    from dltrain.tools.run_diff import RunRecord, first_difference
+
+    def record(history: dict[str, dict[int, float]]) -> RunRecord:
+        return RunRecord(Path("x"), {}, {}, history)
+
+    one = 0.1
+    next_up = float(np.nextafter(np.float32(one), np.float32(1)))
+    nan = float("nan")
+    base = {"val/loss": {1: one, 2: nan, 3: 0.0}, "z_more/time/epoch_sec": {1: 1.0, 2: 2.0, 3: 3.0}}
+    assert first_difference(record(base), record({**base, "z_more/time/epoch_sec": {1: 9.0}})) is None
+    assert first_difference(record(base), record({"val/loss": {1: next_up, 2: nan, 3: 0.0}}))[0] == 1
+    assert first_difference(record(base), record({"val/loss": {1: one, 2: nan, 3: -0.0}}))[0] == 3
+    assert first_difference(record(base), record({"val/loss": {1: one, 2: nan}})) == (3, [("val/loss", 0.0, None)])

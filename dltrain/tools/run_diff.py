@@ -123,11 +123,15 @@ def first_difference(a: RunRecord, b: RunRecord) -> tuple[int, list[tuple[str, A
 def shown(value: Any) -> str:
     """A value as a user reads it; floats in the fewest digits that tell float32s apart."""
     if value is ABSENT or value is None:
-        return "(none)" if value is None else "(absent)"
+        return "null" if value is None else "(absent)"
     if isinstance(value, float):
         import numpy as np
 
-        return str(np.float32(value)) if struct.unpack("<f", struct.pack("<f", value))[0] == value else repr(value)
+        try:
+            is_float32 = struct.unpack("<f", struct.pack("<f", value))[0] == value
+        except OverflowError:  # beyond float32's range: a config value, not a stored one
+            is_float32 = False
+        return str(np.float32(value)) if is_float32 else repr(value)
     return str(value) if not isinstance(value, (list, dict)) else yaml.safe_dump(value, default_flow_style=True).strip()
 
 
@@ -208,7 +212,8 @@ def history_section(a: RunRecord, b: RunRecord) -> tuple[list[str], bool]:
     before = f"epochs 1-{epoch - 1} bitwise equal" if epoch > 2 else "epoch 1 bitwise equal" if epoch == 2 else \
         "from the first epoch"
     lines = [f"history: first differs at epoch {epoch} ({before}; {ran})", header("  tag at that epoch")]
-    lines += [row(tag, shown(x), shown(y)) for tag, x, y in differing[:SHOWN_TAGS]]
+    logged = [(tag, *("(not logged)" if v is None else shown(v) for v in (x, y))) for tag, x, y in differing]
+    lines += [row(tag, x, y) for tag, x, y in logged[:SHOWN_TAGS]]
     if len(differing) > SHOWN_TAGS:
         lines.append(f"  (and {len(differing) - SHOWN_TAGS} more tags at epoch {epoch})")
     return lines, False
