@@ -9,8 +9,8 @@ the `aten::_local_scalar_dense` events on a CPU: one per `.item()`, `float()` or
 waits for the device when the tensor is on a GPU. On a GPU they are the device-to-host copies (`Memcpy DtoH`: an
 `.item()` of a device tensor, the `.tolist()` of the logged sums), and the `.item()` count is shown beside them:
 it includes reads of CPU tensors, such as torch's Adam reading its step counters (2 per parameter tensor per step
-with foreach, kept on the CPU unless `capturable`/`fused`), which wait for nothing. When the steps profiled cross an epoch's end they include
-its validation pass and callbacks: one line says so.
+with foreach, kept on the CPU unless `capturable`/`fused`), which wait for nothing. When the steps profiled cross
+an epoch's end they include its validation pass and callbacks: one line says so.
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ WARMUP = 3  # steps under the profiler before it records (not counted)
 TRACE = "profile.json"  # in the run folder
 TOP = 10  # operations shown, by self CPU time
 READ = "aten::_local_scalar_dense"  # the op behind .item()/float()/bool() of a tensor: a host read
-STEP_MARK = "ProfilerStep"  # torch.profiler's per-step range: its self time is the Python between the ops
+STEP_MARK = "ProfilerStep"  # torch.profiler's per-step range: its self time is the Python between the ops (the
+# loop's, and the profiler's own overhead)
 MS = 1e-3  # the profiler's times are microseconds
 
 
@@ -49,7 +50,8 @@ class Profiler(Callback):
         if self.profiler is not None or self.report:  # profiled already (fit called again)
             return
         self.cuda = next(state.raw_model.parameters()).device.type == "cuda"
-        activities = [torch.profiler.ProfilerActivity.CPU, *([torch.profiler.ProfilerActivity.CUDA] if self.cuda else [])]
+        activity = torch.profiler.ProfilerActivity
+        activities = [activity.CPU, *([activity.CUDA] if self.cuda else [])]
         self.profiler = torch.profiler.profile(
             activities=activities, on_trace_ready=self.ready,
             schedule=torch.profiler.schedule(wait=0, warmup=WARMUP, active=self.steps, repeat=1))

@@ -172,7 +172,8 @@ def origin_section(a: RunRecord, b: RunRecord) -> list[str]:
     keys = [key for key in ORIGIN if oa[key] is not None or ob[key] is not None]
     differ = sum(oa[key] != ob[key] for key in keys)
     head = f"origin: {'the same' if not differ else f'{differ} of {len(keys)} differ (*)'}"
-    return [header(head), *(row(key, shown(oa[key]), shown(ob[key]), "*" if oa[key] != ob[key] else " ") for key in keys)]
+    marks = {key: "*" if oa[key] != ob[key] else " " for key in keys}
+    return [header(head), *(row(key, shown(oa[key]), shown(ob[key]), marks[key]) for key in keys)]
 
 
 def metric_rows(report: dict[str, Any]) -> dict[str, Any]:
