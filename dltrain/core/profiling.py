@@ -8,8 +8,8 @@ forward and backward pass, the optimizer, the loop's Python (the `ProfilerStep` 
 the `aten::_local_scalar_dense` events on a CPU: one per `.item()`, `float()` or `bool()` of a tensor, each of which
 waits for the device when the tensor is on a GPU. On a GPU they are the device-to-host copies (`Memcpy DtoH`: an
 `.item()` of a device tensor, the `.tolist()` of the logged sums), and the `.item()` count is shown beside them:
-it includes reads of CPU tensors, such as torch's Adam reading its step counters (2 per parameter tensor per step
-with foreach, kept on the CPU unless `capturable`/`fused`), which wait for nothing. When the steps profiled cross
+it includes reads of CPU tensors, such as torch's Adam reading its step counters (kept on the CPU unless
+`capturable`/`fused`: 1 per parameter tensor per step on a CPU, 2 with foreach on a GPU), which wait for nothing. When the steps profiled cross
 an epoch's end they include its validation pass and callbacks: one line says so.
 """
 from __future__ import annotations
