@@ -123,6 +123,19 @@ def user_errors(action):  # noqa: ANN001, ANN201
         raise typer.Exit(2) from None
 
 
+@app.command("diff", cls=PlainArguments)
+def diff_command(run_a: Path = typer.Argument(..., metavar="RUN_A", help="a run's folder (or a checkpoint in it)"),
+                 run_b: Path = typer.Argument(..., metavar="RUN_B", help="the run to compare it with")) -> None:
+    """What differs between two runs: the config keys that differ (only those), git commits and versions, the
+    metrics side by side, and the first epoch at which their per-epoch TensorBoard values differ, compared bitwise
+    (or "identical"). Exit status as diff(1): 0 same config and identical histories, 1 they differ, 2 bad input."""
+    from dltrain.tools.run_diff import diff_runs
+
+    lines, same = user_errors(lambda: diff_runs(run_a, run_b))
+    typer.echo("\n".join(lines))
+    raise typer.Exit(0 if same else 1)
+
+
 @app.command("init", cls=PlainArguments)
 def init_command(directory: Path = typer.Argument(..., metavar="DIRECTORY", help="new folder for the project")) -> None:
     """Write a starter project: your own model and data (Python), their YAMLs, a sweep, a README."""

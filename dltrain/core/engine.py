@@ -115,6 +115,8 @@ class Callback(Protocol):
     def on_epoch_end(self, state: State) -> None: ...  # state.metrics and state.best hold this epoch's
     def on_train_end(self, state: State) -> None: ...  # best weights restored, before the test split
     def on_fit_end(self, state: State) -> None: ...  # state.test_metrics hold the test metrics
+    # on_train_step(state), after each optimizer step, is called only on callbacks that define it (Python per
+    # step: the built-in profiler's, on while trainer.profile > 0); it is not part of this protocol's no-ops.
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -201,6 +203,7 @@ def train_epoch(state: State, task: Task, train: Split, settings: LoopSettings,
     sums = torch.zeros(len(names), device=device)  # float32 metric sums of the epoch, in `names` order
     grad_seeds: dict[int, torch.Tensor] = {}  # batch size -> d(loss)/d(loss_sum), made once on the device
     seen = 0
+    step_hooks = [cb.on_train_step for cb in callbacks if hasattr(cb, "on_train_step")]  # optional: the profiler's
     model.train()
     for start in range(0, n, settings.batch_size):
         global_idx = perm[start:start + settings.batch_size]
@@ -232,6 +235,8 @@ def train_epoch(state: State, task: Task, train: Split, settings: LoopSettings,
             running = all_reduce_means_to_host(sums, names, seen, "train")  # on every rank: a collective
             for cb in callbacks:
                 cb.on_train_log(state, running)
+        for hook in step_hooks:  # none unless a callback defines on_train_step: no op, no sync added per step
+            hook(state)
     state.samples_seen += seen
     return all_reduce_means_to_host(sums, names, seen, "train")
 

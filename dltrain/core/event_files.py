@@ -66,3 +66,22 @@ def stays(value: Any, at: int, epoch: int, step: int) -> bool:
     if value.tag.startswith(END_PREFIXES):
         return at < epoch
     return at <= (step if value.tag in STEP_TAGS else epoch)
+
+
+def epoch_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
+    """Every scalar a run logged per epoch, {tag: {epoch: value}}, read from its own event files as stored: each
+    value is the float32 the file holds (widened to a Python float exactly, so two compare bitwise as float32s).
+    Step tags, the end-of-run test values and HParams records are left out. A later file's value replaces an
+    earlier one's at the same (tag, epoch), as TensorBoard shows it; `keep_until` leaves none such anyway."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    history: dict[str, dict[int, float]] = {}
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for record in RawEventFileLoader(str(path)).Load():
+            event = Event.FromString(record)
+            for value in event.summary.value if event.HasField("summary") else ():
+                if (value.WhichOneof("value") == "simple_value" and value.tag not in STEP_TAGS
+                        and not value.tag.startswith(END_PREFIXES)):
+                    history.setdefault(value.tag, {})[event.step] = value.simple_value
+    return history

@@ -17,6 +17,7 @@ import yaml
 from torch import nn
 
 from dltrain.core import dist
+from dltrain.core import profiling  # noqa: F401  (registers the "profiler" callback: trainer.profile)
 from dltrain.core.callbacks import CALLBACKS
 from dltrain.core.engine import Best, Callback, LoopSettings, Split, State, fit, min_share, steps_per_epoch
 from dltrain.core.optim import build_optimizer
@@ -221,8 +222,9 @@ def callback_specs(config: RunConfig) -> list[Spec]:
         return Spec(CALLBACKS.kind, name, options)
 
     ckpt = config.checkpoints
+    profiler = [own("profiler", steps=config.trainer.profile)] if config.trainer.profile else []  # 0: not built
     return [own("early_stopping", **config.early_stopping.stopping), *config.callbacks, own("tensorboard"),
-            own("progress"), own("checkpoints", save_last=ckpt.save_last, save_best=ckpt.save_best)]
+            own("progress"), own("checkpoints", save_last=ckpt.save_last, save_best=ckpt.save_best), *profiler]
 
 
 def make_callbacks(parts: RunComponents, run_dir: Path, origin: dict[str, Any]) -> list[Callback]:

@@ -133,6 +133,8 @@ def parse_trainer(cfg: dict[str, Any]) -> TrainerConfig:
               (trainer.log_every_n_steps >= 0,
                f"trainer.log_every_n_steps={trainer.log_every_n_steps} must be >= 0"),
               (0 <= trainer.seed < 2**63, f"trainer.seed={trainer.seed} must be in [0, 2**63)"),
+              (trainer.profile >= 0, f"trainer.profile={trainer.profile} must be >= 0 (training steps to profile "
+                                     "after 3 warm-up steps; 0 = off)"),
               (trainer.resume is None or trainer.resume.strip() != "",
                "trainer.resume is empty; give a run directory or checkpoint, or null for a new run"),
               (trainer.init_from is None or trainer.init_from.strip() != "",

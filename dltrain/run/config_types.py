@@ -31,6 +31,7 @@ class TrainerConfig:
     deterministic: bool = False
     log_every_n_steps: int = 50
     resume: str | None = None
+    profile: int = 0  # training steps to profile after core/profiling.py's warm-up; 0 = off
     ckpt: dict = field(default_factory=dict)  # parsed into RunConfig.checkpoints
     init_from: str | None = None  # a run folder (its best.pt, else last.pt) or checkpoint to start from (init_from.py)
     init_mode: Literal["strict", "partial"] = "strict"  # strict: every tensor fits; partial: those that match
