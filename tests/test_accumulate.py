@@ -18,7 +18,7 @@ from dltrain.core.tasks import Classification
 from dltrain.data import Split
 from dltrain.run.assemble import build, make_optimizer, make_settings
 from dltrain.run.config import RunConfig
-from tests.conftest import compose, parse, run
+from tests.conftest import compose, load_scalars, parse, run
 
 GEN = torch.Generator().manual_seed(3)
 DATA = {n: Split(torch.randn(n, 5, generator=GEN), torch.randint(0, 3, (n,), generator=GEN)) for n in (20, 22)}
@@ -90,15 +90,17 @@ def test_a_run_with_accumulate_equals_a_run_with_the_larger_batch(tmp_path) -> N
 
 
 def test_interval_step_counts_optimizer_steps(tmp_path) -> None:
-    """After one epoch of 22 batches with k=4 the run has taken ceil(22/4) = 6 steps: the last step's lr is
-    lr_at(5), the next epoch starts at lr_at(6), and the cosine reaches min_lr exactly at 2 * 6 steps."""
-    overrides = [*REAL, "data.batch_size=50", "trainer.accumulate=4", "sched.min_lr=0.01", "trainer.max_epochs=1"]
+    """Each epoch of 22 batches with k=4 takes ceil(22/4) = 6 steps: epoch 2 starts at lr_at(6) (its logged lr),
+    the last step's lr is lr_at(11), and the cosine after a warm-up of 3 steps reaches min_lr exactly at 2 * 6."""
+    overrides = [*REAL, "data.batch_size=50", "trainer.accumulate=4", "sched.min_lr=0.01"]
     run(overrides, tmp_path)
     saved = checkpoint.load(tmp_path / "last.pt")
-    parts = build(parse([*overrides[:-1], "trainer.max_epochs=2"]))
+    parts = build(parse(overrides))
     lr_at = make_settings(parts, len(parts.data.train), make_optimizer(parts)[1]).lr_at
-    assert saved["step"] == 6
-    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(lr_at(5))
+    logged = next(values for tag, values in load_scalars(tmp_path).items() if tag.split("/")[-1] == "lr")
+    assert saved["step"] == 12
+    assert [lr for _, lr in logged] == pytest.approx([lr_at(0), lr_at(6)])  # per epoch, at its start
+    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(lr_at(11))
     assert lr_at(12) == pytest.approx(0.01) and lr_at(11) > 0.01 + 1e-4 and lr_at(2) < lr_at(3) == pytest.approx(0.1)
 
 
