@@ -57,7 +57,7 @@ def test_k_batches_of_b_are_one_batch_of_k_times_b(optimizer: str, case: tuple[i
     accumulated = mlp_after(3, n, batch, k, optimizer, extras)
     large = mlp_after(3, n, batch * k, 1, optimizer, extras)
     for a, b in zip(accumulated.parameters(), large.parameters()):
-        torch.testing.assert_close(a, b, rtol=0, atol=2e-6)  # measured: <= 6e-8 (float32 summation order)
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-6)  # measured: <= 9e-8 (float32 summation order)
 
 
 def test_the_plan_groups_kept_batches_and_never_spans_an_epoch() -> None:
