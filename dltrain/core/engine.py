@@ -1,10 +1,10 @@
 """The training engine: one loop for every task and model.
 
-`fit` runs epochs of `train_epoch` (shuffle by a device permutation, slice batches, one optimizer step each)
-and `evaluate`, judges the epoch against the monitored metric (`state.best`), hands it to the callbacks
-(which may set `state.should_stop`), then tests. Data already sits on the device; losses and metrics
-accumulate there as one vector and reach the host (one sync) only every `log_every_n_steps` steps and at the
-end of an epoch.
+`fit` runs epochs of `train_epoch` (shuffle by a device permutation, slice batches, one optimizer step each, or
+one per `accumulate` batches whose gradients it sums: core/accumulate.py) and `evaluate`, judges the epoch against
+the monitored metric (`state.best`), hands it to the callbacks (which may set `state.should_stop`), then tests.
+Data already sits on the device; losses and metrics accumulate there as one vector and reach the host (one sync)
+only every `log_every_n_steps` optimizer steps and at the end of an epoch.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from dltrain.core import dist
+from dltrain.core.accumulate import micro_batches, sync_unless
 from dltrain.core.reg import penalized_weights, penalty
 from dltrain.core.sched import Schedule
 from dltrain.core.tasks import Task, metric_direction
@@ -141,6 +142,7 @@ class LoopSettings:
     l2: float = 0.0
     log_every_n_steps: int = 50
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    accumulate: int = 1  # batches whose gradients one optimizer step sums (the last group of an epoch may be fewer)
 
 
 def rng_state() -> dict[str, torch.Tensor]:
@@ -184,10 +186,12 @@ def min_share(model: nn.Module) -> int:
     return 2 if any(isinstance(m, NORM_LAYERS) for m in model.modules()) else 1
 
 
-def steps_per_epoch(train_size: int, batch_size: int, world: int, share: int) -> int:
-    """Optimizer steps in one epoch: the global batches, less a last one too small to share (see min_share)."""
+def steps_per_epoch(train_size: int, batch_size: int, world: int, share: int, accumulate: int = 1) -> int:
+    """Optimizer steps in one epoch: the global batches, less a last one too small to share (see min_share), one
+    step per `accumulate` of them (the epoch's last group may be shorter: ceil(batches / accumulate))."""
     full, last = divmod(train_size, batch_size)
-    return full + (1 if last and last // world >= share else 0) if batch_size // world >= share else 0
+    batches = full + (1 if last and last // world >= share else 0) if batch_size // world >= share else 0
+    return -(-batches // accumulate)
 
 
 def train_epoch(state: State, task: Task, train: Split, settings: LoopSettings,
@@ -201,35 +205,37 @@ def train_epoch(state: State, task: Task, train: Split, settings: LoopSettings,
     weights = penalized_weights(state.raw_model) if (settings.l1 or settings.l2) else []
     share = min_share(state.raw_model)
     sums = torch.zeros(len(names), device=device)  # float32 metric sums of the epoch, in `names` order
-    grad_seeds: dict[int, torch.Tensor] = {}  # batch size -> d(loss)/d(loss_sum), made once on the device
+    grad_seeds: dict[int, torch.Tensor] = {}  # group's samples -> d(loss)/d(loss_sum), made once on the device
     seen = 0
     step_hooks = [cb.on_train_step for cb in callbacks if hasattr(cb, "on_train_step")]  # optional: the profiler's
     model.train()
-    for start in range(0, n, settings.batch_size):
-        global_idx = perm[start:start + settings.batch_size]
-        batch_count = len(global_idx)
-        if batch_count // world < share:  # too small to give each process its share: dropped
-            continue
+    for micro in micro_batches(n, settings.batch_size, world, share, settings.accumulate):  # less a too small last
+        global_idx = perm[micro.start:micro.start + micro.count]
+        batch_count, group_count = micro.count, micro.group_count  # equal when accumulate=1
         x, y = local_batch(train, global_idx, settings.augment, gen)
-        if settings.lr_per_step:
+        if settings.lr_per_step and micro.first:
             set_lr(optimizer, settings.lr_at(state.step), settings.lr_scales)
-        with autocast(device, settings.autocast_dtype):
+        with autocast(device, settings.autocast_dtype), sync_unless(model, micro.last):
             loss_sum, batch_sums = task.step(model, x, y)
-        # The loss is loss_sum * world / batch_count: with DDP's gradient average that is the global batch mean,
-        # exactly. The factor seeds the backward pass instead of multiplying the loss (two kernels fewer a step).
-        if batch_count not in grad_seeds:
-            grad_seeds[batch_count] = torch.full((), world / batch_count, device=device)
-        if weights:  # skipped entirely without a penalty: no extra kernel per step
-            loss_sum = loss_sum + penalty(weights, settings.l1, settings.l2) * (batch_count / world)
-        optimizer.zero_grad(set_to_none=True)
-        loss_sum.backward(scaler.scale(grad_seeds[batch_count]))  # fp16: times the GradScaler's loss scale
-        if settings.grad_clip:
+        # The loss is loss_sum * world / group_count: with DDP's gradient average, summed over the group's batches,
+        # that is the mean over the group's samples, exactly (the global batch mean when accumulate=1). The factor
+        # seeds the backward pass instead of multiplying the loss (two kernels fewer a step).
+        if group_count not in grad_seeds:
+            grad_seeds[group_count] = torch.full((), world / group_count, device=device)
+        if weights and micro.last:  # once per optimizer step; skipped entirely without a penalty: no extra kernel
+            loss_sum = loss_sum + penalty(weights, settings.l1, settings.l2) * (group_count / world)
+        if micro.first:
+            optimizer.zero_grad(set_to_none=True)
+        loss_sum.backward(scaler.scale(grad_seeds[group_count]))  # fp16: times the GradScaler's loss scale
+        sums.add_(batch_sums)  # one kernel, no sync
+        seen += batch_count
+        if not micro.last:  # the next batch of the group adds its gradient to .grad
+            continue
+        if settings.grad_clip:  # on the group's summed gradient, once per optimizer step
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(state.raw_model.parameters(), settings.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        sums.add_(batch_sums)  # one kernel, no sync
-        seen += batch_count
         state.step += 1
         if settings.log_every_n_steps and state.step % settings.log_every_n_steps == 0:
             running = all_reduce_means_to_host(sums, names, seen, "train")  # on every rank: a collective

@@ -69,6 +69,7 @@ def build(config: RunConfig) -> RunComponents:
                       **data_args)
     traits = model_traits(model_name)
     check_fits(model, task, data, model_name, task_name, traits)
+    check_accumulate(config, len(data.train), min_share(model))
     monitor = config.early_stopping.best.get("monitor", Best.monitor)
     check_monitor(monitor, task, task_name)  # again: the door knew only some task's metrics if the data decides
     check(len(data.val) > 0 or not monitor.startswith("val/"), f"the validation split is empty, so "
@@ -158,6 +159,17 @@ def check_fits(model: nn.Module, task: Task, data: DataBundle, name: str, task_n
         model.train(was_training)
 
 
+def check_accumulate(config: RunConfig, train_size: int, share: int) -> None:
+    """trainer.accumulate at most the batches of an epoch: an optimizer step never spans two epochs, so a larger one
+    would step once per epoch on fewer samples than data.batch_size * accumulate (refused, as a batch larger than
+    the training split is)."""
+    accumulate, batch_size = config.trainer.accumulate, config.data.batch_size
+    batches = steps_per_epoch(train_size, batch_size, max(dist.world_size(), config.trainer.devices), share)
+    check(accumulate == 1 or accumulate <= batches, f"trainer.accumulate={accumulate} exceeds the {batches} batches "
+          f"of an epoch ({train_size} training samples at data.batch_size={batch_size}) and a step never spans two "
+          f"epochs; use trainer.accumulate={max(batches, 1)} or less, or a smaller data.batch_size")
+
+
 def pick_device(trainer: TrainerConfig) -> torch.device:
     if trainer.device == "cuda" or (trainer.device == "auto" and torch.cuda.is_available()):
         check(torch.cuda.is_available(), "trainer.device=cuda but no CUDA GPU is visible; use trainer.device=cpu or auto")
@@ -201,14 +213,15 @@ def make_settings(parts: RunComponents, train_size: int, lr_scales: tuple[float,
     config = parts.config
     trainer, sched, reg = config.trainer, config.sched, config.reg
     per_step = sched.interval == "step"
+    # the optimizer steps the engine will take: a dropped last batch excluded, one per `accumulate` batches (ceil)
     steps = steps_per_epoch(train_size, config.data.batch_size, max(dist.world_size(), trainer.devices),
-                            min_share(parts.model))  # the steps the engine will take, a dropped last batch excluded
+                            min_share(parts.model), trainer.accumulate)
     total = trainer.max_epochs * (steps if per_step else 1)
     return LoopSettings(max_epochs=trainer.max_epochs, batch_size=config.data.batch_size,
                         lr_at=build_schedule(sched, config.optim.kwargs["lr"], total), lr_per_step=per_step,
                         lr_scales=lr_scales, seed=trainer.seed, autocast_dtype=PRECISIONS[str(trainer.precision)],
                         grad_clip=reg.grad_clip, l1=reg.l1, l2=reg.l2, log_every_n_steps=trainer.log_every_n_steps,
-                        augment=parts.augment)
+                        augment=parts.augment, accumulate=trainer.accumulate)
 
 
 def make_best(parts: RunComponents) -> Best:

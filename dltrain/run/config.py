@@ -132,6 +132,8 @@ def parse_trainer(cfg: dict[str, Any]) -> TrainerConfig:
                f"trainer.threads={trainer.threads} must be >= 1 (CPU threads per process), or null for automatic"),
               (trainer.log_every_n_steps >= 0,
                f"trainer.log_every_n_steps={trainer.log_every_n_steps} must be >= 0"),
+              (trainer.accumulate >= 1, f"trainer.accumulate={trainer.accumulate} must be an integer >= 1 (batches "
+               "whose gradients one optimizer step sums; 1 = a step per batch)"),
               (0 <= trainer.seed < 2**63, f"trainer.seed={trainer.seed} must be in [0, 2**63)"),
               (trainer.profile >= 0, f"trainer.profile={trainer.profile} must be >= 0 (training steps to profile "
                                      "after 3 warm-up steps; 0 = off)"),

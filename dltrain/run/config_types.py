@@ -30,6 +30,7 @@ class TrainerConfig:
     seed: int = 0
     deterministic: bool = False
     log_every_n_steps: int = 50
+    accumulate: int = 1  # batches whose summed gradients make one optimizer step (effective batch: batch_size * it)
     resume: str | None = None
     profile: int = 0  # training steps to profile after core/profiling.py's warm-up; 0 = off
     ckpt: dict = field(default_factory=dict)  # parsed into RunConfig.checkpoints
