@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from dltrain.core import dist
+from dltrain.core.ema import Ema, served
 from dltrain.core.reg import penalized_weights, penalty
 from dltrain.core.sched import Schedule
 from dltrain.core.tasks import Task, metric_direction
@@ -104,6 +105,7 @@ class State:
     train_seconds: float = 0.0  # wall time spent in training epochs (s)
     samples_seen: int = 0
     rng: list[dict[str, torch.Tensor]] = field(default_factory=list)  # every rank's RNG state at the epoch's end
+    ema: Ema | None = None  # trainer.ema: the averaged weights that are validated, judged, tested and served
 
 
 class Callback(Protocol):
@@ -225,6 +227,8 @@ def train_epoch(state: State, task: Task, train: Split, settings: LoopSettings,
             nn.utils.clip_grad_norm_(state.raw_model.parameters(), settings.grad_clip)
         scaler.step(optimizer)
         scaler.update()
+        if state.ema is not None:  # once per optimizer step, on the device (core/ema.py)
+            state.ema.update()
         sums.add_(batch_sums)  # one kernel, no sync
         seen += batch_count
         state.step += 1
@@ -260,6 +264,7 @@ def fit(state: State, task: Task, train: Split, val: Split, test: Split, setting
     """Train until max_epochs or a callback stops the run, then evaluate the test split."""
     for cb in callbacks:
         cb.on_fit_start(state)
+    shown = served(state.ema, state.model)  # validated and tested: trainer.ema's averaged copy, or the model
     while state.epoch < settings.max_epochs and not state.should_stop:
         lr = settings.lr_at(state.step if settings.lr_per_step else state.epoch)
         if not settings.lr_per_step:
@@ -268,19 +273,19 @@ def fit(state: State, task: Task, train: Split, val: Split, test: Split, setting
         metrics = train_epoch(state, task, train, settings, callbacks)
         seconds = time.perf_counter() - started  # the host read above synced the device
         state.train_seconds += seconds
-        metrics.update(evaluate(state.model, task, val, settings.batch_size, "val", settings.autocast_dtype))
+        metrics.update(evaluate(shown, task, val, settings.batch_size, "val", settings.autocast_dtype))
         metrics.update(task.derived(metrics))
         metrics.update({"lr": lr, "throughput/samples_per_sec": len(train) / seconds, "time/epoch_sec": seconds})
         state.epoch += 1
         state.metrics = metrics
-        state.best.update(metrics, state.epoch, state.raw_model)
+        state.best.update(metrics, state.epoch, served(state.ema, state.raw_model))
         state.rng = dist.all_gather_object(rng_state())  # so a resume gives each rank its own stream back
         for cb in callbacks:
             cb.on_epoch_end(state)
     restore_best_weights(state)
     for cb in callbacks:
         cb.on_train_end(state)
-    state.test_metrics = evaluate(state.model, task, test, settings.batch_size, "test", settings.autocast_dtype)
+    state.test_metrics = evaluate(shown, task, test, settings.batch_size, "test", settings.autocast_dtype)
     state.test_metrics.update(task.derived(state.test_metrics))
     for cb in callbacks:
         cb.on_fit_end(state)
@@ -288,7 +293,7 @@ def fit(state: State, task: Task, train: Split, val: Split, test: Split, setting
 
 
 def restore_best_weights(state: State) -> None:
-    """With restore_best, test (and keep) the best epoch's weights rather than the last epoch's."""
+    """With restore_best, test (and keep) the best epoch's weights rather than the last epoch's (the EMA's, with one)."""
     best = state.best
     if best.restore_best and best.weights is not None and best.epoch != state.epoch:
-        state.raw_model.load_state_dict(best.weights)
+        served(state.ema, state.raw_model).load_state_dict(best.weights)

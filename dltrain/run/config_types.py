@@ -5,9 +5,10 @@ Each of those two modules imports these; neither imports the other's types (conf
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from dltrain.core.registry import Spec
+from dltrain.core.rules import Fraction
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,15 @@ class TrainerConfig:
     log_every_n_steps: int = 50
     resume: str | None = None
     ckpt: dict = field(default_factory=dict)  # parsed into RunConfig.checkpoints
+    ema: dict = field(default_factory=dict)  # parsed into RunConfig.ema
+
+
+@dataclass(frozen=True)
+class EmaConfig:
+    """trainer.ema: an exponential moving average of the weights (core/ema.py), validated, tested and served."""
+
+    decay: Annotated[float | None, Fraction] = None  # share of the old average kept per optimizer step; None = off
+    warmup: bool = True  # decay after step k: min(decay, (1 + k) / (10 + k)); false: decay from the first step
 
 
 @dataclass(frozen=True)
