@@ -83,6 +83,31 @@ def test_an_update_is_one_fused_average_and_one_copy_without_a_host_sync() -> No
     assert ops.names == ["_foreach_lerp_.Scalar", "_foreach_copy_.default"], ops.names  # no item/_local_scalar_dense
 
 
+def step_ops(tmp_path, extra: list[str]) -> tuple[list[str], int]:
+    """The aten ops of one training epoch of the engine (assembled as a run is), and its optimizer steps."""
+    from dltrain.core.engine import train_epoch
+    from dltrain.run.assemble import assemble
+
+    threads = torch.get_num_threads()
+    config = parse(["data=synthetic", "data.train_size=256", "data.batch_size=32", "trainer.device=cpu",
+                    "trainer.threads=1", *extra])
+    try:
+        built = assemble(config, tmp_path, torch.device("cpu"))
+        with Ops() as ops:
+            train_epoch(built.state, built.parts.task, built.splits[0], built.settings, [])
+    finally:
+        torch.set_num_threads(threads)
+    return ops.names, built.state.step
+
+
+def test_the_engine_step_gains_exactly_the_fused_average_and_nothing_when_off(tmp_path) -> None:
+    off, steps = step_ops(tmp_path, [])
+    on, same = step_ops(tmp_path, ["trainer.ema.decay=0.99"])
+    assert steps == same == 8 and on.count("_foreach_lerp_.Scalar") == steps
+    assert [name for name in on if name != "_foreach_lerp_.Scalar"] == off  # the step is otherwise the same
+    assert not [name for name in on if name.startswith(("_local_scalar_dense", "item"))]  # no host sync
+
+
 def test_validation_the_best_epoch_the_test_and_eval_predict_use_the_ema_weights(tmp_path) -> None:
     from dltrain.tools.evaluation import evaluate_run, load_run
     from dltrain.tools.predict import load_predictor
