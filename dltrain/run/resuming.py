@@ -117,12 +117,12 @@ def check_ema(state: State, saved: dict[str, Any]) -> None:
     """trainer.ema cannot be switched on or off by a resume: the best epoch was judged on one kind of weights (the
     averaged or the trained) and must go on so. A changed decay continues (like a changed learning rate)."""
     theirs = saved.get("ema")
-    if state.ema is not None:
-        check(theirs is not None, f"the checkpoint has no EMA weights (its run had trainer.ema.decay=null), so it "
-              f"cannot continue with trainer.ema.decay={state.ema.decay}; resume with trainer.ema.decay=null")
-    else:
-        check(theirs is None, f"the checkpoint keeps EMA weights (its run had trainer.ema.decay={theirs.get('decay')}) "
-              f"and its best epoch was judged on them; resume with trainer.ema.decay={theirs.get('decay')}")
+    if state.ema is not None and theirs is None:
+        raise ConfigError(f"the checkpoint has no EMA weights (its run had trainer.ema.decay=null), so it cannot "
+                          f"continue with trainer.ema.decay={state.ema.decay}; resume with trainer.ema.decay=null")
+    if state.ema is None and theirs is not None:
+        raise ConfigError(f"the checkpoint keeps EMA weights (its run had trainer.ema.decay={theirs.get('decay')}) and "
+                          f"its best epoch was judged on them; resume with trainer.ema.decay={theirs.get('decay')}")
 
 
 def resume(state: State, callbacks: Sequence[Callback], where: str, max_epochs: int,
