@@ -293,7 +293,7 @@ def fit(state: State, task: Task, train: Split, val: Split, test: Split, setting
 
 
 def restore_best_weights(state: State) -> None:
-    """With restore_best, test (and keep) the best epoch's weights rather than the last epoch's (the EMA's, with one)."""
+    """With restore_best, test (and keep) the best epoch's weights rather than the last's (trainer.ema: the EMA's)."""
     best = state.best
     if best.restore_best and best.weights is not None and best.epoch != state.epoch:
         served(state.ema, state.raw_model).load_state_dict(best.weights)
