@@ -70,6 +70,7 @@ def payload(state: State, callbacks: Sequence[Callback], extra: dict[str, Any]) 
         "callbacks": {callback_key(cb): cb.state_dict() for cb in callbacks},
         "rng": state.rng or [rng_state()],  # one entry per rank
         "threads": torch.get_num_threads(),  # what the run trains with: a resume keeps it (threads.py)
+        **({"ema": state.ema.state_dict()} if state.ema is not None else {}),  # trainer.ema: weights, updates
         **extra,
     }
 
@@ -122,6 +123,7 @@ def validate(saved: dict[str, Any], path: Path) -> dict[str, Any]:
     check(bad is None, f"{path} holds non-finite weights (NaN or inf in {bad}); use a checkpoint of an earlier "
           "epoch or train again with a smaller optim.lr")
     validate_counters(saved, path, damaged)
+    validate_ema(saved, path, damaged)
     rng = saved.get("rng")
     size = torch.get_rng_state().numel()
     check(isinstance(rng, list) and len(rng) > 0 and all(rng_ok(entry, size) for entry in rng),
@@ -148,6 +150,32 @@ def validate_counters(saved: dict[str, Any], path: Path, damaged: str) -> None:
           and (best.get("value") is None or isinstance(best["value"], (int, float))),
           f"{path}: its best-epoch record {best!r} is malformed (want monitor, mode min|max, value, and an epoch "
           f"between 0 and epoch={saved['epoch']}){damaged}")
+
+
+def validate_ema(saved: dict[str, Any], path: Path, damaged: str) -> None:
+    """A run with trainer.ema keeps its averaged weights beside the trained ones: the same names and shapes, finite,
+    and the count of updates (optimizer steps) averaged in."""
+    ema = saved.get("ema")
+    if ema is None:  # trained without EMA, or by an older dltrain
+        return
+    weights = ema.get("weights") if isinstance(ema, dict) else None
+    check(isinstance(weights, dict) and type(ema.get("updates")) is int and ema["updates"] >= 0,
+          f"{path}: its EMA state is malformed (want weights and a count of updates){damaged}")
+    model = saved["model"]
+    check(set(weights) == set(model) and all(isinstance(weights[k], torch.Tensor) and weights[k].shape == v.shape
+                                             for k, v in model.items()),
+          f"{path}: its EMA weights do not match its model's names and shapes{damaged}")
+    bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    check(bad is None, f"{path} holds non-finite EMA weights (NaN or inf in {bad}); use a checkpoint of an earlier "
+          "epoch or train again with a smaller optim.lr")
+
+
+def served_weights(saved: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint's run is used with (its best epoch, eval, export, predict): the EMA's averaged ones
+    when the run kept them (trainer.ema), else the trained ones. `model` always holds the trained weights, from which
+    a resume continues; a checkpoint without `ema` (no EMA, an older dltrain) serves `model`, as before."""
+    ema = saved.get("ema")
+    return ema["weights"] if isinstance(ema, dict) else saved["model"]
 
 
 def rng_ok(entry: Any, size: int) -> bool:

@@ -9,20 +9,21 @@ only every `log_every_n_steps` optimizer steps and at the end of an epoch.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from dltrain.core import dist
 from dltrain.core.accumulate import micro_batches, sync_unless
+from dltrain.core.best import Best  # noqa: F401  (re-exported: engine.Best is its old home)
+from dltrain.core.ema import Ema, served
 from dltrain.core.reg import penalized_weights, penalty
 from dltrain.core.sched import Schedule
-from dltrain.core.tasks import Task, metric_direction
+from dltrain.core.tasks import Task
 
 NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # need 2+ samples in training
 
@@ -37,54 +38,6 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.x)
-
-
-@dataclass
-class Best:
-    """The monitored metric and its best epoch so far. The engine updates it after each epoch, before any
-    callback runs, so every callback (early stopping, checkpoints, TensorBoard) sees the same judgement
-    whatever their order. Its options are the early_stopping group's keys of the same names."""
-
-    monitor: str = "val/loss"  # metric that judges the epochs
-    mode: Literal["auto", "min", "max"] = "auto"  # auto: the task's direction for the monitor (assemble.make_best)
-    min_delta: float = 0.0  # an improvement must exceed this (metric units)
-    start_from_epoch: int = 0  # epochs up to this one are not judged (warm-up)
-    restore_best: bool = True  # keep the best weights and load them before testing
-    value: float | None = field(default=None, init=False)
-    epoch: int = field(default=0, init=False)  # 0: none yet
-    improved: bool = field(default=False, init=False)  # the epoch just ended is the best so far
-    nonfinite: bool = field(default=False, init=False)  # the epoch just ended has a NaN/inf loss or monitored value
-    weights: dict[str, torch.Tensor] | None = field(default=None, init=False, repr=False)  # on the device
-
-    def __post_init__(self) -> None:
-        if self.mode == "auto" and metric_direction(None, self.monitor) is not None:  # the loss: every task's
-            self.mode = metric_direction(None, self.monitor)  # type: ignore[assignment]
-
-    def better(self, value: float, reference: float) -> bool:
-        if self.mode not in ("min", "max"):
-            raise ValueError(f"Best.mode={self.mode!r}: resolve auto with dltrain.core.tasks.monitor_mode first")
-        delta = abs(self.min_delta)
-        return value < reference - delta if self.mode == "min" else value > reference + delta
-
-    def update(self, metrics: dict[str, float], epoch: int, model: nn.Module) -> None:
-        """Judge epoch `epoch` (1-based) by its metrics; copy the model's weights when it is the best."""
-        value = metrics.get(self.monitor, math.nan)
-        self.nonfinite = not all(math.isfinite(v) for v in (value, metrics.get("train/loss", 0.0)))
-        self.improved = (not self.nonfinite and epoch > self.start_from_epoch
-                         and (self.value is None or self.better(value, self.value)))
-        if self.improved:
-            self.value, self.epoch = value, epoch
-            if self.restore_best:  # a copy on the device: no host transfer per improvement
-                self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"monitor": self.monitor, "mode": self.mode, "value": self.value, "epoch": self.epoch}
-
-    def load_state_dict(self, saved: dict[str, Any], weights: dict[str, torch.Tensor] | None) -> None:
-        if (saved.get("monitor"), saved.get("mode")) != (self.monitor, self.mode):
-            return  # another monitored metric: its best starts afresh
-        self.value, self.epoch = saved["value"], saved["epoch"]
-        self.weights = weights if self.restore_best else None
 
 
 @dataclass
@@ -105,6 +58,7 @@ class State:
     train_seconds: float = 0.0  # wall time spent in training epochs (s)
     samples_seen: int = 0
     rng: list[dict[str, torch.Tensor]] = field(default_factory=list)  # every rank's RNG state at the epoch's end
+    ema: Ema | None = None  # trainer.ema: the averaged weights that are validated, judged, tested and served
 
 
 class Callback(Protocol):
@@ -231,12 +185,7 @@ def train_epoch(state: State, task: Task, train: Split, settings: LoopSettings,
         seen += batch_count
         if not micro.last:  # the next batch of the group adds its gradient to .grad
             continue
-        if settings.grad_clip:  # on the group's summed gradient, once per optimizer step
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(state.raw_model.parameters(), settings.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        state.step += 1
+        optimizer_step(state, settings.grad_clip)
         if settings.log_every_n_steps and state.step % settings.log_every_n_steps == 0:
             running = all_reduce_means_to_host(sums, names, seen, "train")  # on every rank: a collective
             for cb in callbacks:
@@ -245,6 +194,18 @@ def train_epoch(state: State, task: Task, train: Split, settings: LoopSettings,
             hook(state)
     state.samples_seen += seen
     return all_reduce_means_to_host(sums, names, seen, "train")
+
+
+def optimizer_step(state: State, grad_clip: float) -> None:
+    """Once per optimizer step, on the group's summed gradient: clip, step (through the GradScaler), the EMA."""
+    if grad_clip:
+        state.scaler.unscale_(state.optimizer)
+        nn.utils.clip_grad_norm_(state.raw_model.parameters(), grad_clip)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    if state.ema is not None:  # on the device (core/ema.py)
+        state.ema.update()
+    state.step += 1
 
 
 @torch.no_grad()
@@ -271,6 +232,7 @@ def fit(state: State, task: Task, train: Split, val: Split, test: Split, setting
     """Train until max_epochs or a callback stops the run, then evaluate the test split."""
     for cb in callbacks:
         cb.on_fit_start(state)
+    shown = served(state.ema, state.model)  # validated and tested: trainer.ema's averaged copy, or the model
     while state.epoch < settings.max_epochs and not state.should_stop:
         lr = settings.lr_at(state.step if settings.lr_per_step else state.epoch)
         if not settings.lr_per_step:
@@ -279,19 +241,19 @@ def fit(state: State, task: Task, train: Split, val: Split, test: Split, setting
         metrics = train_epoch(state, task, train, settings, callbacks)
         seconds = time.perf_counter() - started  # the host read above synced the device
         state.train_seconds += seconds
-        metrics.update(evaluate(state.model, task, val, settings.batch_size, "val", settings.autocast_dtype))
+        metrics.update(evaluate(shown, task, val, settings.batch_size, "val", settings.autocast_dtype))
         metrics.update(task.derived(metrics))
         metrics.update({"lr": lr, "throughput/samples_per_sec": len(train) / seconds, "time/epoch_sec": seconds})
         state.epoch += 1
         state.metrics = metrics
-        state.best.update(metrics, state.epoch, state.raw_model)
+        state.best.update(metrics, state.epoch, served(state.ema, state.raw_model))
         state.rng = dist.all_gather_object(rng_state())  # so a resume gives each rank its own stream back
         for cb in callbacks:
             cb.on_epoch_end(state)
     restore_best_weights(state)
     for cb in callbacks:
         cb.on_train_end(state)
-    state.test_metrics = evaluate(state.model, task, test, settings.batch_size, "test", settings.autocast_dtype)
+    state.test_metrics = evaluate(shown, task, test, settings.batch_size, "test", settings.autocast_dtype)
     state.test_metrics.update(task.derived(state.test_metrics))
     for cb in callbacks:
         cb.on_fit_end(state)
@@ -299,7 +261,7 @@ def fit(state: State, task: Task, train: Split, val: Split, test: Split, setting
 
 
 def restore_best_weights(state: State) -> None:
-    """With restore_best, test (and keep) the best epoch's weights rather than the last epoch's."""
+    """With restore_best, test (and keep) the best epoch's weights rather than the last's (trainer.ema: the EMA's)."""
     best = state.best
     if best.restore_best and best.weights is not None and best.epoch != state.epoch:
-        state.raw_model.load_state_dict(best.weights)
+        served(state.ema, state.raw_model).load_state_dict(best.weights)

@@ -19,6 +19,7 @@ from torch import nn
 from dltrain.core import dist
 from dltrain.core import profiling  # noqa: F401  (registers the "profiler" callback: trainer.profile)
 from dltrain.core.callbacks import CALLBACKS
+from dltrain.core.ema import Ema
 from dltrain.core.engine import Best, Callback, LoopSettings, Split, State, fit, min_share, steps_per_epoch
 from dltrain.core.optim import build_optimizer
 from dltrain.core.registry import ConfigError, Registry, Spec, check, first_line
@@ -116,7 +117,7 @@ def assemble(config: RunConfig, run_dir: Path, device: torch.device) -> Assemble
     train, val, test = (to_device(split, device, channels_last) for split in (data.train, data.val, data.test))
     optimizer, lr_scales = make_optimizer(parts)
     state = State(model=model, raw_model=parts.model, optimizer=optimizer, best=make_best(parts),
-                  scaler=torch.amp.GradScaler(device.type, enabled=str(trainer.precision) == "16"))
+                  scaler=torch.amp.GradScaler(device.type, enabled=str(trainer.precision) == "16"), ema=make_ema(parts))
     callbacks = make_callbacks(parts, run_dir, origin)
     return Assembled(parts, state, make_settings(parts, len(train), lr_scales), callbacks, (train, val, test),
                      channels_last, chosen, origin)
@@ -222,6 +223,13 @@ def make_settings(parts: RunComponents, train_size: int, lr_scales: tuple[float,
                         lr_scales=lr_scales, seed=trainer.seed, autocast_dtype=PRECISIONS[str(trainer.precision)],
                         grad_clip=reg.grad_clip, l1=reg.l1, l2=reg.l2, log_every_n_steps=trainer.log_every_n_steps,
                         augment=parts.augment, accumulate=trainer.accumulate)
+
+
+def make_ema(parts: RunComponents) -> Ema | None:
+    """trainer.ema's averaged copy of the model, made once the model is on its device (and DDP has given every rank
+    rank 0's initial weights): it starts from them."""
+    ema = parts.config.ema
+    return Ema(parts.model, ema.decay, ema.warmup) if ema.decay is not None else None
 
 
 def make_best(parts: RunComponents) -> Best:

@@ -24,12 +24,13 @@ from dltrain.core.sched import ScheduleSpec, parse_schedule
 from dltrain.core.tasks import build_task
 from dltrain.data import DATASETS
 from dltrain.data.augment import build_augment
-from dltrain.models import MODELS
+from dltrain.models import MODELS, model_traits
 from dltrain.run import init_from
 from dltrain.run.config_types import (  # the groups' types (door.py reads them too)
     CheckpointConfig,
     DataConfig,
     EarlyStoppingConfig,
+    EmaConfig,
     RegConfig,
     TaskConfig,
     TrainerConfig,
@@ -55,6 +56,7 @@ class RunConfig:
     resolved: dict[str, Any]  # the composed config as plain data: saved and shown, never read for settings
     plugins: tuple[str, ...] = ()  # plugin files/modules already imported (so DDP workers import them too)
     project: str | None = None  # the user's project folder, if any
+    ema: EmaConfig = EmaConfig()  # trainer.ema
 
     @classmethod
     def load(cls, cfg: Any, project: Path | None) -> RunConfig:
@@ -229,6 +231,18 @@ def parse_checkpoints(cfg: dict[str, Any]) -> CheckpointConfig:
     return checked_dataclass("trainer.ckpt", CheckpointConfig, cfg["trainer"].get("ckpt") or {})
 
 
+def parse_ema(cfg: dict[str, Any]) -> EmaConfig:
+    """trainer.ema: its keys and range (rules on EmaConfig); a GAN's two networks, trained against each other, are
+    not averaged (refused rather than half supported)."""
+    ema = checked_dataclass("trainer.ema", EmaConfig, cfg["trainer"].get("ema") or {})
+    model = cfg["model"].get("name")
+    generative = model in MODELS.names() and model_traits(model).generative
+    check(ema.decay is None or not (generative or cfg.get("task") == "adversarial"), f"trainer.ema.decay={ema.decay} "
+          f"is not supported with model={model} (task=adversarial: a generator and a discriminator trained against "
+          "each other); use trainer.ema.decay=null")
+    return ema
+
+
 def parse_callbacks(cfg: dict[str, Any]) -> tuple[Spec, ...]:
     """`callbacks: {name: {options}}`: each a registered callback whose options fit its signature."""
     node = cfg.get("callbacks") or {}
@@ -257,7 +271,8 @@ def check_user_callback(name: str) -> None:
 
 PARSERS = {"model": lambda cfg: MODELS.parse(cfg["model"]), "data": parse_data, "optim": parse_optim,
            "sched": parse_sched, "reg": parse_reg, "early_stopping": parse_early_stopping,
-           "trainer": parse_trainer, "checkpoints": parse_checkpoints, "task": parse_task, "callbacks": parse_callbacks}
+           "trainer": parse_trainer, "checkpoints": parse_checkpoints, "ema": parse_ema, "task": parse_task,
+           "callbacks": parse_callbacks}
 
 
 def to_plain(cfg: Any) -> dict:

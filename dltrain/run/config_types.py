@@ -5,9 +5,10 @@ Each of those two modules imports these; neither imports the other's types (conf
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from dltrain.core.registry import Spec
+from dltrain.core.rules import Fraction
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,15 @@ class TrainerConfig:
     init_mode: Literal["strict", "partial"] = "strict"  # strict: every tensor fits; partial: those that match
     freeze: list[str | int] = field(default_factory=list)  # parameter names/prefixes/fnmatch patterns kept fixed
     lr_scales: dict[str, float] | None = None  # pattern -> factor of the schedule's learning rate
+    ema: dict = field(default_factory=dict)  # parsed into RunConfig.ema
+
+
+@dataclass(frozen=True)
+class EmaConfig:
+    """trainer.ema: an exponential moving average of the weights (core/ema.py), validated, tested and served."""
+
+    decay: Annotated[float | None, Fraction] = None  # share of the old average kept per optimizer step; None = off
+    warmup: bool = True  # decay after step k: min(decay, (1 + k) / (10 + k)); false: decay from the first step
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,15 @@ import yaml
 from torch import nn
 
 from dltrain.core import dist, metrics_file
-from dltrain.core.checkpoint import callback_key, check_weights_fit, checkpoint_file, load, remove_orphans, validate
+from dltrain.core.checkpoint import (
+    callback_key,
+    check_weights_fit,
+    checkpoint_file,
+    load,
+    remove_orphans,
+    served_weights,
+    validate,
+)
 from dltrain.core.engine import Callback, State
 from dltrain.core.optim import optimizer_class
 from dltrain.core.registry import ConfigError, check, first_line
@@ -28,6 +36,8 @@ from dltrain.run.resume import settings_advice
 def restore(state: State, saved: dict[str, Any]) -> None:
     """Continue from `saved`: weights, optimizer, scaler, progress counters and RNG states."""
     state.raw_model.load_state_dict(saved["model"])
+    if state.ema is not None:  # its weights and its count of updates (the warm-up's step): check_ema said it has one
+        state.ema.load_state_dict(saved["ema"])
     try:  # the parameter groups can differ with the same optimizer class (exclude_bias_and_norm, a GAN's nets)
         state.optimizer.load_state_dict(saved["optimizer"])
     except (ValueError, KeyError, RuntimeError) as err:
@@ -91,7 +101,7 @@ def best_weights(saved: dict[str, Any], path: Path, device: torch.device) -> dic
     missing then: a kill between the writes of last.pt and best.pt), else best.pt's, which must hold that epoch."""
     epoch = saved["best"]["epoch"]
     if epoch == saved["epoch"]:
-        return {key: value.to(device) for key, value in saved["model"].items()}
+        return {key: value.to(device) for key, value in served_weights(saved).items()}
     best_file = path.parent / "best.pt"
     if epoch == 0 or not best_file.is_file():  # no best yet, or a run with checkpoints.save_best=false
         return None
@@ -100,7 +110,19 @@ def best_weights(saved: dict[str, Any], path: Path, device: torch.device) -> dic
     check(best["epoch"] == epoch, f"{best_file} holds epoch {best['epoch']} but {path} names epoch {epoch} as the "
           f"best; the pair was not written by one run (resume from {best_file} itself, or delete it to resume "
           "without the best weights)")
-    return best["model"]
+    return served_weights(best)  # the EMA's, in a run that keeps one: what the best epoch was judged on
+
+
+def check_ema(state: State, saved: dict[str, Any]) -> None:
+    """trainer.ema cannot be switched on or off by a resume: the best epoch was judged on one kind of weights (the
+    averaged or the trained) and must go on so. A changed decay continues (like a changed learning rate)."""
+    theirs = saved.get("ema")
+    if state.ema is not None and theirs is None:
+        raise ConfigError(f"the checkpoint has no EMA weights (its run had trainer.ema.decay=null), so it cannot "
+                          f"continue with trainer.ema.decay={state.ema.decay}; resume with trainer.ema.decay=null")
+    if state.ema is None and theirs is not None:
+        raise ConfigError(f"the checkpoint keeps EMA weights (its run had trainer.ema.decay={theirs.get('decay')}) and "
+                          f"its best epoch was judged on them; resume with trainer.ema.decay={theirs.get('decay')}")
 
 
 def resume(state: State, callbacks: Sequence[Callback], where: str, max_epochs: int,
@@ -111,6 +133,7 @@ def resume(state: State, callbacks: Sequence[Callback], where: str, max_epochs: 
     where they are, and Adam & co. read a CUDA `step` with .item() every step (a host sync)."""
     saved, path, finished = open_resumable(where)
     check_resumable(state.raw_model, saved, type(state.optimizer), max_epochs, finished, config)
+    check_ema(state, saved)
     device = next(state.raw_model.parameters()).device
     same_monitor = (saved["best"]["monitor"], saved["best"]["mode"]) == (state.best.monitor, state.best.mode)
     weights = best_weights(saved, path, device) if same_monitor else None  # before restore: it may refuse

@@ -64,9 +64,10 @@ def load_run(where: str | Path, prefer_best: bool = True, project: Path | None =
         if data:
             same_classes(parts.data, description, data)
         preprocess.conform(parts.data, description, path, warn=not data)
-    checkpoint.check_weights_fit(parts.model, saved["model"], f"{path} does not fit the model its own config builds",
+    weights = checkpoint.served_weights(saved)  # the EMA's averaged weights when the run kept them
+    checkpoint.check_weights_fit(parts.model, weights, f"{path} does not fit the model its own config builds",
                                  "the file is damaged or was edited: use another checkpoint of the run")
-    parts.model.load_state_dict(saved["model"])
+    parts.model.load_state_dict(weights)
     parts.model.eval()
     return Loaded(path, parts, description)
 

@@ -45,9 +45,10 @@ def load_predictor(where: str | Path, project: Path | None = None, prefer_best: 
     model, task = with_config(cfg, saved, path, project, lambda config: bare_model(config, desc))
     check(task in TASKS, f"{path} is a {task} run; predict takes classification and regression runs "
           "(a language model: dltrain generate)")
-    checkpoint.check_weights_fit(model, saved["model"], f"{path} does not fit the model its own config builds",
+    weights = checkpoint.served_weights(saved)  # the EMA's averaged weights when the run kept them
+    checkpoint.check_weights_fit(model, weights, f"{path} does not fit the model its own config builds",
                                  "the file is damaged or was edited: use another checkpoint of the run")
-    model.load_state_dict(saved["model"])
+    model.load_state_dict(weights)
     return Predictor(path, deployed(model.eval(), desc), desc, task)
 
 
