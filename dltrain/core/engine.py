@@ -143,9 +143,7 @@ def min_share(model: nn.Module) -> int:
 def steps_per_epoch(train_size: int, batch_size: int, world: int, share: int, accumulate: int = 1) -> int:
     """Optimizer steps in one epoch: the global batches, less a last one too small to share (see min_share), one
     step per `accumulate` of them (the epoch's last group may be shorter: ceil(batches / accumulate))."""
-    full, last = divmod(train_size, batch_size)
-    batches = full + (1 if last and last // world >= share else 0) if batch_size // world >= share else 0
-    return -(-batches // accumulate)
+    return sum(micro.last for micro in micro_batches(train_size, batch_size, world, share, accumulate))
 
 
 def train_epoch(state: State, task: Task, train: Split, settings: LoopSettings,
