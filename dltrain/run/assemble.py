@@ -93,6 +93,7 @@ class Assembled:
     channels_last: bool  # the model and 4-d inputs are in channels_last memory format
     thread_choice: threads.ThreadChoice  # this process's intra-op threads and why
     origin: dict[str, Any]  # where the run came from (plugins.run_origin), for metrics.json and each checkpoint
+    run_dir: Path = Path(".")  # the run's folder (its files: config.yaml, metrics.json, checkpoints, events)
 
     def fit(self) -> State:
         return fit(self.state, self.parts.task, *self.splits, self.settings, self.callbacks)
@@ -120,7 +121,7 @@ def assemble(config: RunConfig, run_dir: Path, device: torch.device) -> Assemble
                   scaler=torch.amp.GradScaler(device.type, enabled=str(trainer.precision) == "16"), ema=make_ema(parts))
     callbacks = make_callbacks(parts, run_dir, origin)
     return Assembled(parts, state, make_settings(parts, len(train), lr_scales), callbacks, (train, val, test),
-                     channels_last, chosen, origin)
+                     channels_last, chosen, origin, run_dir)
 
 
 def user_code(registry: Registry, spec: Spec, returns: type, **runtime: Any) -> Any:

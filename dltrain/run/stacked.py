@@ -1,20 +1,42 @@
 """Training a group of sweep points as one stack (the vectorised launcher's trainer, issue 21).
 
-`train_stack(members, on_end)` trains the members of one group (configs that run/stacking.py lets share a stack)
-and leaves in each member's folder what an ordinary run leaves there. `why_alone(config)` says why a point
-cannot join a stack (it then runs alone through the ordinary engine).
+`train_stack(members, on_end)` opens each member as an ordinary run (run/train.py open_run: assemble, resume,
+config.yaml), trains the group as one stacked model (core/stack_engine.py), and after every epoch hands each member
+its own slice (its weights, its optimizer state, its metrics) so that its ordinary callbacks judge it, stop it early
+and write its last.pt/best.pt, event file and dltrain.log as in a run of its own; a member that ends (early
+stopping, its max_epochs, a NaN) is tested alone with the ordinary engine and reported (metrics.json with
+`launcher: vectorized`). When half the stack has ended, the survivors are restacked (a smaller stack steps faster).
+A killed stack leaves each member's last complete epoch: the re-run resumes each from its own last.pt.
 
-PLACEHOLDER (being replaced in this session): `train_stack` still trains the members one after another with the
-ordinary engine, so that the launcher can be built and tested against this interface.
+`why_alone(config)` says why a point cannot join a stack (it then runs alone through the ordinary engine).
 """
 from __future__ import annotations
 
+import contextlib
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from dltrain.core import dist, metrics_file
+from dltrain.core.callbacks import Progress
+from dltrain.core.engine import evaluate, restore_best_weights, rng_state, served
+from dltrain.core.registry import ConfigError
+from dltrain.core.stack_engine import evaluate as evaluate_stack
+from dltrain.core.stack_engine import train_epoch
+from dltrain.core.stack_model import why_not_stackable
+from dltrain.core.stack_optim import stackable_optimizer
+from dltrain.run.assemble import Assembled, pick_device
 from dltrain.run.config import RunConfig
+from dltrain.run.stack_build import Stack, build_stack, epoch_lrs, log_steps, means
+from dltrain.run.train import close_run, open_run
+
+STACKABLE_MODELS = ("mlp", "cnn")  # dltrain's own families a stack can batch (without batch_norm)
+LAUNCHER = {"launcher": "vectorized"}  # the one field that tells a stacked member's metrics.json apart
 
 
 @dataclass
@@ -27,10 +49,25 @@ class Member:
 
 
 def why_alone(config: RunConfig) -> str | None:
-    """Why this point cannot be trained in a stack (one short clause), or None when it can."""
-    if config.trainer.devices > 1:
-        return "trainer.devices > 1 (DDP) trains alone"
-    return None
+    """Why this point cannot be trained in a stack (one short clause), or None when it may be (a user's model is
+    judged once built: `train_stack` trains one it cannot batch alone, and says why)."""
+    trainer, model = config.trainer, config.model
+    own_model = model.name in ("mlp", "cnn", "rnn", "lstm", "gru", "resnet", "autoencoder", "gan")
+    reasons = [
+        (trainer.devices > 1, "trainer.devices > 1 (DDP)"),
+        (own_model and model.name not in STACKABLE_MODELS, f"model={model.name} is not stackable (only mlp and cnn)"),
+        (bool(model.kwargs.get("batch_norm")), "model.batch_norm=true (normalisation statistics are not stacked)"),
+        (not stackable_optimizer(config.optim.name), f"optim={config.optim.name} is not one of the built-ins"),
+        (trainer.accumulate > 1, "trainer.accumulate > 1"),
+        (config.ema.decay is not None, "trainer.ema"),
+        (str(trainer.precision) != "32", f"trainer.precision={trainer.precision}"),
+        (bool(trainer.compile), "trainer.compile"),
+        (bool(trainer.profile), "trainer.profile"),
+        (bool(config.data.augment), "data.augment"),
+        (bool(trainer.init_from) and bool(trainer.freeze or trainer.lr_scales), "trainer.freeze/lr_scales"),
+        (config.task.name == "adversarial" or config.task.denoise > 0, "an adversarial or denoising task"),
+    ]
+    return next((f"{why} trains alone" for stop, why in reasons if stop), None)
 
 
 def train_stack(members: list[Member], on_end: Callable[[int, dict[str, Any]], None]) -> list[dict[str, Any]]:
@@ -38,11 +75,151 @@ def train_stack(members: list[Member], on_end: Callable[[int, dict[str, Any]], N
     vectorized`), its event file and checkpoints, as an ordinary run's. `on_end(i, report)` is called as member i
     ends (members may end at different epochs); returns every member's report (metrics.json's content).
     A member that fails raises nothing here: its report has status "failed" and an "error" line."""
-    from dltrain.run.train import run_job
+    device = pick_device(members[0].config.trainer)
+    reports: dict[int, dict[str, Any]] = {}
+    runs: dict[int, Assembled] = {}
+    saved_threads = torch.get_num_threads()
+    try:
+        for i, member in enumerate(members):
+            run, failed = open_member(member, device)
+            if failed is not None:
+                reports[i] = failed
+                on_end(i, failed)
+            else:
+                runs[i] = run
+        for i in [i for i, run in runs.items() if why_not_stackable(run.parts.model)]:
+            reports[i] = alone(runs.pop(i), members[i])
+            on_end(i, reports[i])
+        train_together(runs, members, reports, on_end)
+    finally:
+        torch.set_num_threads(saved_threads)
+    return [reports[i] for i in range(len(members))]
 
-    reports = []
-    for i, member in enumerate(members):
-        report = run_job(member.config, member.run_dir, member.overrides)
-        reports.append(report)
-        on_end(i, report)
-    return reports
+
+def open_member(member: Member, device: torch.device) -> tuple[Assembled | None, dict[str, Any] | None]:
+    """The member opened as an ordinary run, its output into its dltrain.log; or its failure report."""
+    started = time.monotonic()
+    try:
+        with member_output(member.run_dir):
+            run = open_run(member.config, member.run_dir, device, member.overrides)
+    except ConfigError as err:
+        return None, failure("; ".join(err.problems), started, member)
+    except (OSError, RuntimeError, ValueError) as err:
+        return None, failure(f"{type(err).__name__}: {err}", started, member)
+    for cb in run.callbacks:
+        if isinstance(cb, Progress):  # each member's epoch lines go to its own dltrain.log
+            cb.stream, cb.tty = open(member.run_dir / "dltrain.log", "a"), False  # noqa: SIM115 (closed at end)
+    return run, None
+
+
+def failure(message: str, started: float, member: Member) -> dict[str, Any]:
+    record = metrics_file.failure(message, time.monotonic() - started, member.overrides)
+    with contextlib.suppress(OSError):
+        metrics_file.write(member.run_dir, record)
+    return record
+
+
+@contextlib.contextmanager
+def member_output(run_dir: Path):  # noqa: ANN201
+    """What a member prints while it is opened goes to its dltrain.log, as a sweep job's output does."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "dltrain.log", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        yield
+
+
+def alone(run: Assembled, member: Member) -> dict[str, Any]:
+    """A member whose model the stack cannot batch: its ordinary fit, with the reason on the terminal."""
+    print(f"vectorized: {member.run_dir.name} trains alone: {why_not_stackable(run.parts.model)}", flush=True)
+    with member_output(member.run_dir):
+        run.fit()
+    return close_run(run, member.overrides)
+
+
+def train_together(runs: dict[int, Assembled], members: list[Member], reports: dict[int, dict[str, Any]],
+                   on_end: Callable[[int, dict[str, Any]], None]) -> None:
+    """The stack's epochs until every member has ended; restacked when half of it has."""
+    for run in runs.values():
+        for cb in run.callbacks:
+            cb.on_fit_start(run.state)
+    live = [i for i, run in runs.items() if not finished(run)]
+    for i in [i for i in runs if i not in live]:
+        reports[i] = end_member(runs[i], members[i])
+        on_end(i, reports[i])
+    stack: Stack | None = None
+    while live:
+        if stack is None or len(live) <= len(stack.runs) // 2:  # restack the survivors: a smaller stack is faster
+            stack = build_stack([runs[i] for i in live])
+        ended = {id(run) for run in stack_ended(stack, [runs[i] for i in live])}
+        for i in [i for i in live if id(runs[i]) in ended]:
+            reports[i] = end_member(runs[i], members[i])
+            on_end(i, reports[i])
+        live = [i for i in live if not finished(runs[i])]
+
+
+def finished(run: Assembled) -> bool:
+    return run.state.should_stop or run.state.epoch >= run.settings.max_epochs
+
+
+def stack_ended(stack: Stack, live: list[Assembled]) -> list[Assembled]:
+    """One epoch of the stack; each live member judged and called back as after its own epoch. Returns the
+    members that ended (they stay in the stack, frozen: `stack.active`, until it is rebuilt)."""
+    runs = stack.runs
+    epochs = [run.state.epoch for run in runs]
+    lrs = epoch_lrs(runs, stack.steps_per_epoch, stack.device)
+    started = time.perf_counter()
+    log_at = log_steps(runs, stack.steps_per_epoch)
+    sums, seen = train_epoch(stack.model, stack.optimizer, stack.task, stack.train, stack.settings, epochs, lrs,
+                             stack.active, lambda step, s, n: stack.log(step, s, n) if step in log_at else None)
+    train_means = means(sums, seen, stack.names, "train")
+    seconds = time.perf_counter() - started
+    val_means = means(evaluate_stack(stack.model, stack.task, stack.val, stack.settings.batch_size,
+                                     stack.settings.smoothing), len(stack.val), stack.names, "val") \
+        if len(stack.val) else [{} for _ in runs]
+    ended, live_ids = [], {id(run) for run in live}
+    for m, run in enumerate(runs):
+        if id(run) not in live_ids:
+            continue
+        metrics = {**train_means[m], **val_means[m]}
+        metrics.update(run.parts.task.derived(metrics))
+        per_step = run.settings.lr_per_step
+        metrics.update({"lr": run.settings.lr_at(run.state.step if per_step else run.state.epoch),
+                        "throughput/samples_per_sec": len(stack.train) / seconds, "time/epoch_sec": seconds})
+        member_epoch_end(stack, m, run, metrics, seen, seconds)
+        if finished(run):
+            ended.append(run)
+            stack.active[m] = False  # frozen from the next step on: its updates are masked, its slice kept
+    return ended
+
+
+def member_epoch_end(stack: Stack, m: int, run: Assembled, metrics: dict[str, float], seen: int,
+                     seconds: float) -> None:
+    """Member m's slice back into its own model and optimizer, then its epoch judged and called back."""
+    state = run.state
+    stack.model.store_member(m, run.parts.model)
+    stack.optimizer.export_member(m, state.optimizer, list(run.parts.model.parameters()))
+    state.step += stack.steps_per_epoch
+    state.epoch += 1
+    state.samples_seen += seen
+    state.train_seconds += seconds
+    state.metrics = metrics
+    state.best.update(metrics, state.epoch, served(state.ema, run.parts.model))
+    state.rng = [rng_state()]
+    for cb in run.callbacks:
+        cb.on_epoch_end(state)
+
+
+def end_member(run: Assembled, member: Member) -> dict[str, Any]:
+    """A member's end, as `engine.fit`'s: best weights restored, tested alone, its callbacks' last events, report."""
+    state, settings = run.state, run.settings
+    restore_best_weights(state)
+    for cb in run.callbacks:
+        cb.on_train_end(state)
+    shown = served(state.ema, state.model)
+    state.test_metrics = evaluate(shown, run.parts.task, run.splits[2], settings.batch_size, "test",
+                                  settings.autocast_dtype)
+    state.test_metrics.update(run.parts.task.derived(state.test_metrics))
+    for cb in run.callbacks:
+        cb.on_fit_end(state)
+        if isinstance(cb, Progress) and cb.stream not in (sys.stdout, sys.stderr):
+            cb.stream.close()
+    return close_run(run, member.overrides, **LAUNCHER) if dist.is_rank0() else {}

@@ -20,7 +20,7 @@ from dltrain.core.engine import State
 from dltrain.core.files import write_text_atomic
 from dltrain.core.registry import ConfigError, check, first_line
 from dltrain.run import cluster, resume, resuming, threads
-from dltrain.run.assemble import RunComponents, assemble, pick_device
+from dltrain.run.assemble import Assembled, RunComponents, assemble, pick_device
 from dltrain.run.config import RunConfig
 from dltrain.run.signals import stop_if_signalled
 
@@ -51,6 +51,14 @@ def train(config: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict[s
 
 def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: list[str]) -> dict[str, Any]:
     """Assemble, resume if asked, fit; rank 0 writes config.yaml and metrics.json."""
+    run = open_run(config, run_dir, device, overrides)
+    run.fit()
+    return close_run(run, overrides)
+
+
+def open_run(config: RunConfig, run_dir: Path, device: torch.device, overrides: list[str]) -> Assembled:
+    """Everything before fitting: assemble, resume if asked, write config.yaml (rank 0). The vectorised launcher
+    opens each member of a stack with it (run/stacked.py)."""
     run = assemble(config, run_dir, device)
     for warning in run.parts.warnings if dist.is_rank0() else []:
         print(f"dltrain: warning: {warning}", file=sys.stderr, flush=True)
@@ -68,10 +76,14 @@ def train_on(config: RunConfig, run_dir: Path, device: torch.device, overrides: 
         if changed:
             print(changed, flush=True)
     stop_if_signalled()  # a Ctrl-C that a library swallowed while the run was built (a bare `except:` on import)
-    run.fit()
-    report = make_report(run.state, run.parts, overrides, run.thread_choice, run.origin)
+    return run
+
+
+def close_run(run: Assembled, overrides: list[str], **fields: Any) -> dict[str, Any]:
+    """After fitting: the report, written as metrics.json by rank 0 (with `fields` added, e.g. the launcher)."""
+    report = {**make_report(run.state, run.parts, overrides, run.thread_choice, run.origin), **fields}
     if dist.is_rank0():
-        metrics_file.write(run_dir, report)
+        metrics_file.write(run.run_dir, report)
     return report
 
 
