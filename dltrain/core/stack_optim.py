@@ -97,14 +97,23 @@ def adadelta(p: Tensor, g: Tensor, st: dict[str, Tensor], c: Col, f: Flags) -> t
     return torch.addcmul(p, delta, c("neg_lr")), {"square_avg": sq, "acc_delta": acc}
 
 
-def sgd_scalars(h: dict[str, Tensor], lr: Tensor, steps: Tensor) -> dict[str, Tensor]:
+def lr_scalars(h: dict[str, Tensor], lr: Tensor, steps: Tensor) -> dict[str, Tensor]:
     return {"neg_lr": -lr}
+
+
+def sgd_scalars(h: dict[str, Tensor], lr: Tensor, steps: Tensor) -> dict[str, Tensor]:
+    """`first`: an active member's first step (torch's momentum buffer is None); inactive ones are not written."""
+    return {"neg_lr": -lr, "first": steps == 1}
 
 
 def adam_scalars(h: dict[str, Tensor], lr: Tensor, steps: Tensor) -> dict[str, Tensor]:
     """As torch computes them in Python floats from the step count (after its increment)."""
-    return {"neg_step_size": -(lr / (1 - h["beta1"] ** steps)), "bc2_sqrt": (1 - h["beta2"] ** steps).sqrt(),
-            "decoupled": 1 - lr * h["weight_decay"]}
+    return {"neg_step_size": -(lr / (1 - h["beta1"] ** steps)), "bc2_sqrt": (1 - h["beta2"] ** steps).sqrt()}
+
+
+def adamw_scalars(h: dict[str, Tensor], lr: Tensor, steps: Tensor) -> dict[str, Tensor]:
+    """Adam's, and the factor of the decoupled decay (torch's `param.mul_(1 - lr * weight_decay)`)."""
+    return {**adam_scalars(h, lr, steps), "decoupled": 1 - lr * h["weight_decay"]}
 
 
 def adagrad_scalars(h: dict[str, Tensor], lr: Tensor, steps: Tensor) -> dict[str, Tensor]:
@@ -125,10 +134,10 @@ KINDS = {
     "sgd": Kind(sgd, sgd_scalars, ("momentum_buffer",), has_step=False),
     "momentum": Kind(sgd, sgd_scalars, ("momentum_buffer",), has_step=False),
     "adam": Kind(adam, adam_scalars, ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")),
-    "adamw": Kind(adam, adam_scalars, ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")),
-    "rmsprop": Kind(rmsprop, sgd_scalars, ("square_avg", "momentum_buffer", "grad_avg")),
+    "adamw": Kind(adam, adamw_scalars, ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")),
+    "rmsprop": Kind(rmsprop, lr_scalars, ("square_avg", "momentum_buffer", "grad_avg")),
     "adagrad": Kind(adagrad, adagrad_scalars, ("sum",)),
-    "adadelta": Kind(adadelta, sgd_scalars, ("square_avg", "acc_delta")),
+    "adadelta": Kind(adadelta, lr_scalars, ("square_avg", "acc_delta")),
 }
 
 
@@ -213,7 +222,7 @@ class StackedOptimizer:
         active (N,) bool. Inactive members keep params, state and step count exactly."""
         lr = lr.to(self.steps.device, torch.float64)
         steps = self.steps + active
-        scalars = {**self.kind.scalars(self.h, lr, steps), "first": self.steps == 0, "active": active}
+        scalars = {**self.kind.scalars(self.h, lr, steps), "active": active}
         step_cache: dict[tuple[str, int, torch.dtype], Tensor] = {}
         for i, p in enumerate(self.params):
             if p.grad is not None:
@@ -222,6 +231,8 @@ class StackedOptimizer:
 
     def step_param(self, i: int, p: Tensor, scalars: dict[str, Tensor],
                    step_cache: dict[tuple[str, int, torch.dtype], Tensor]) -> None:
+        """Param i's update, written where its member is active; `c(key)`: a per-member scalar as a column over p
+        (this step's from `scalars`, constants from the options), each made once per step or once ever."""
         def c(key: str) -> Tensor:
             cache, source = (step_cache, scalars) if key in scalars else (self.cache, self.h)
             tag = (key, p.ndim, p.dtype)

@@ -35,6 +35,7 @@ CASES: dict[str, tuple[str, list[dict[str, Any]]]] = {
                                         nesterov=[True] * N, weight_decay=WD)),
     "adam": ("adam", per_member(lr=LRS[0], betas=BETAS, eps=EPS, weight_decay=WD)),
     "adam_amsgrad": ("adam", per_member(lr=LRS[0], betas=BETAS, eps=EPS, weight_decay=WD, amsgrad=[True] * N)),
+    "adam_maximize": ("adam", per_member(lr=LRS[0], betas=BETAS, eps=EPS, weight_decay=WD, maximize=[True] * N)),
     "adamw": ("adamw", per_member(lr=LRS[0], betas=BETAS, eps=EPS, weight_decay=[0.01, 0.0, 0.3, 1e-4])),
     "adamw_amsgrad": ("adamw", per_member(lr=LRS[0], betas=BETAS, eps=EPS, weight_decay=[0.01, 0.0, 0.3, 1e-4],
                                           amsgrad=[True] * N)),
