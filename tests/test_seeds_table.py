@@ -28,10 +28,11 @@ def config() -> dict[str, Any]:
 
 
 def fake_run(root: Path, config: dict[str, Any], lr: str, seed: int, best: float | None, acc: float | None = None,
-             status: str = "completed", epochs: int = 2, with_config: bool = True, **changed: Any) -> Path:
+             status: str = "completed", epochs: int = 2, with_config: bool = True, more: tuple[str, ...] = (),
+             **changed: Any) -> Path:
     """A run folder `optim.lr=LR,trainer.seed=SEED` with a metrics.json and (unless with_config=False) a config.yaml
-    whose values are the default run's with these overrides (`changed`: more config values, `section__key`)."""
-    overrides = [f"optim.lr={lr}", f"trainer.seed={seed}", f"trainer.max_epochs={epochs}"]
+    whose values are the default run's with these overrides and `more` (`changed`: config values, `section__key`)."""
+    overrides = [f"optim.lr={lr}", f"trainer.seed={seed}", f"trainer.max_epochs={epochs}", *more]
     folder = root / f"optim.lr={lr},trainer.seed={seed}"
     folder.mkdir(parents=True)
     report = {"status": status, "stop_reason": "non-finite val/loss at epoch 2" if status == "diverged"
@@ -112,8 +113,9 @@ def test_one_run_is_said_so_failed_runs_join_by_their_overrides_and_no_seeds_no_
 
 
 def test_configurations_are_told_apart_by_their_config_not_by_their_swept_values(tmp_path, config) -> None:
-    """A re-run of the sweep into the same folder with another trainer.max_epochs: not the same configuration.
-    A resumed run, and a key only some configs have (a later release's), do not split one."""
+    """A re-run of the sweep into the same folder with another trainer.max_epochs, a `+key` given to some runs, an
+    edited conf file: not the same configuration. A resumed run, and a key only some configs have that no
+    override set (a later release's), do not split one."""
     plan = {"swept": {"optim.lr": ["0.1"], "trainer.seed": ["0", "1", "2", "3"]}}  # the sweep's sweep.json
     (tmp_path / "sweep.json").write_text(json.dumps(plan))
     fake_run(tmp_path / "first", config, "0.1", 0, 0.5, 0.9)
@@ -121,9 +123,19 @@ def test_configurations_are_told_apart_by_their_config_not_by_their_swept_values
     fake_run(tmp_path / "later", config, "0.1", 2, 0.3, 0.95, epochs=5, trainer__new_key=1)
     fake_run(tmp_path / "later", config, "0.1", 3, 0.4, 0.96, epochs=5, trainer__new_key=1)
     header, rows = body(seeds_table(tmp_path))
-    assert header[:2] == ["optim.lr", "also"] and " ".join(header[1:4]) == "also differs in"
-    assert [row[:3] for row in rows] == [["0.1", "trainer.max_epochs=5", "2"], ["0.1", "trainer.max_epochs=2", "2"]]
+    assert header[:3] == ["optim.lr", "trainer.max_epochs", "n"]  # the unswept key they differ in: a column
+    assert [row[:3] for row in rows] == [["0.1", "5", "2"], ["0.1", "2", "2"]]
     assert rows[1][3] == f"{numbers([0.6])[0]} ± {numbers([statistics.stdev([0.5, 0.7])])[0]}"
+    for seed in (4, 5):  # a key that only these runs have, set on their command line: another configuration
+        fake_run(tmp_path / "plus", config, "0.1", seed, 0.2, 0.97, more=("+reg.extra=1",), reg__extra=1)
+    header, rows = body(seeds_table(tmp_path))
+    assert header[:4] == ["optim.lr", "reg.extra", "trainer.max_epochs", "n"]
+    assert [row[:4] for row in rows] == [["0.1", "1", "2", "2"], ["0.1", "-", "5", "2"], ["0.1", "-", "2", "2"]]
+    for seed in (6, 7):  # the same command line after an edit of conf/model/mlp.yaml: the overrides cannot tell
+        fake_run(tmp_path / "edited", config, "0.1", seed, 0.25, 0.9, model__hidden=[32])
+    header, rows = body(seeds_table(tmp_path))
+    assert header[:4] == ["optim.lr", "model.hidden", "reg.extra", "trainer.max_epochs"] and len(rows) == 4
+    assert [row[:5] for row in rows][1] == ["0.1", "[32]", "-", "2", "2"]
 
 
 def test_the_summary_fits_the_width_and_spreads_format_one_column_one_way(tmp_path, config) -> None:

@@ -12,8 +12,8 @@ configs have (a key a later dltrain release added: its default changes nothing).
 config.yaml (a job refused at the door) joins the configuration whose runs had the same overrides but the seed.
 
 Only completed runs are averaged; diverged and failed ones are counted beside n (`3 (1 diverged)`). A
-configuration is named by the swept keys other than the seed, as the runs table names runs; configurations that
-those keys do not tell apart are also named by the config keys they differ in.
+configuration is named by the swept keys other than the seed, as the runs table names runs; where those do not
+tell configurations apart, the config keys they differ in are columns too (`-`: a config without the key).
 """
 from __future__ import annotations
 
@@ -54,23 +54,31 @@ def read_config(run_dir: Path) -> dict[str, str] | None:
     return flat(found) if isinstance(found, dict) else None
 
 
+def given(report: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The run's overrides but the seed and the other keys not compared, in one order."""
+    return tuple(sorted((k, v) for k, v in override_values(report).items() if k not in NOT_COMPARED))
+
+
+def compared(config: dict[str, str], shared: set[str], setting: dict[str, str]) -> dict[str, str]:
+    """The config values that tell configurations apart: the keys every run's config has, and those the run's own
+    overrides set (`+key=...`, a group's keys), but not the keys of NOT_COMPARED."""
+    return {k: v for k, v in config.items() if k not in NOT_COMPARED
+            and (k in shared or any(k == o or k.startswith(f"{o}.") for o in setting))}
+
+
 def group_runs(runs: list[tuple[Path, dict[str, Any]]], keys: list[str]) -> list[Group]:
     """The runs grouped by configuration without the seed (the module's rule), in the order first met."""
     configs = [read_config(folder) for folder, _ in runs]
-    known = [c for c in configs if c is not None]
-    shared = set.intersection(*(set(c) for c in known)) - set(NOT_COMPARED) if known else set()
-    settings = [override_values(report) for _, report in runs]
+    known = [set(c) for c in configs if c is not None]
+    shared = set.intersection(*known) if known else set()
     groups: dict[Any, Group] = {}
-    for (_, report), config, setting in zip(runs, configs, settings):
-        given = tuple(sorted((k, v) for k, v in setting.items() if k not in NOT_COMPARED))
-        if config is not None:
-            key: Any = tuple(sorted((k, v) for k, v in config.items() if k in shared))
-        else:  # the configuration of a run with the same overrides, else one of its own
-            key = next((k for k, g in groups.items() if g.config is not None and any(
-                given == tuple(sorted((o, v) for o, v in override_values(r).items() if o not in NOT_COMPARED))
-                for r in g.reports)), ("overrides", given))
-        name = tuple(setting.get(k, "-") for k in keys)
-        group = groups.setdefault(key, Group(name, {k: config[k] for k in shared} if config else None))
+    for (_, report), config in zip(runs, configs):
+        setting = override_values(report)
+        values = compared(config, shared, setting) if config is not None else None
+        key: Any = tuple(sorted(values.items())) if values is not None else next(
+            (k for k, g in groups.items() if g.config is not None and any(given(r) == given(report) for r in g.reports)),
+            ("overrides", given(report)))  # a run's configuration with the same overrides, else one of its own
+        group = groups.setdefault(key, Group(tuple(setting.get(k, "-") for k in keys), values))
         group.reports.append(report)
         seed = (config or {}).get(SEED, setting.get(SEED))
         if seed is not None:
@@ -78,15 +86,14 @@ def group_runs(runs: list[tuple[Path, dict[str, Any]]], keys: list[str]) -> list
     return list(groups.values())
 
 
-def differing(groups: list[Group]) -> list[str]:
-    """Per group, `key=value` of the config keys in which it differs from the groups of the same name ('' where
-    its name alone tells it apart)."""
-    out = []
-    for group in groups:
-        twins = [g for g in groups if g.name == group.name and g is not group and g.config and group.config]
-        keys = sorted({k for g in twins for k in group.config if g.config.get(k) != group.config[k]})
-        out.append(", ".join(f"{k}={group.config[k]}" for k in keys))
-    return out
+def unswept_keys(groups: list[Group]) -> list[str]:
+    """The config keys, not swept, in which groups of one name differ: more columns that tell them apart."""
+    found: set[str] = set()
+    for i, group in enumerate(groups):
+        for other in groups[i + 1:]:
+            if other.name == group.name and group.config is not None and other.config is not None:
+                found |= {k for k in {*group.config, *other.config} if group.config.get(k) != other.config.get(k)}
+    return sorted(found)
 
 
 def mean_std(values: list[Any]) -> tuple[float | None, float | None]:
@@ -122,11 +129,12 @@ def seeds_table(root: Path, width: int | None = None) -> list[str]:
     stats = {"best": [mean_std([r.get("best") for r in rs]) for rs in done]}
     stats.update({k: [mean_std([section(r, "test").get(k) for r in rs]) for rs in done] for k in tests})
     order = sorted(range(len(groups)), key=lambda i: (ranking(stats["best"][i][0], mode), groups[i].name))
-    extra = differing(groups)
+    extra = unswept_keys(groups)
     marked = stats["best"][order[0]][0] is not None  # the best configuration, as the runs table marks its run
     columns: list[Column] = [("", ["*" if marked and i == 0 else "" for i in range(len(groups))], False)]
     columns += [(k, [groups[i].name[j] for i in order], False) for j, k in enumerate(keys)]
-    columns += [("also differs in", [extra[i] for i in order], False)] if any(extra) else []
+    columns += [(k, [(groups[i].config or {}).get(k, "-" if groups[i].config else "?") for i in order], False)
+                for k in extra]  # `?`: no config.yaml
     columns.append(("n", [count_text(groups[i]) for i in order], True))
     for header, values in stats.items():
         cells = spreads([values[i][0] for i in order], [values[i][1] for i in order])
