@@ -55,6 +55,7 @@ def test_a_sweep_prints_one_line_per_job_then_its_table(six) -> None:
     assert header[:4] == ["optim", "sched", "status", "best"] and "wall_s" in header
     assert rows[0].startswith("*") and not any(row.startswith("*") for row in rows[1:])
     assert out.rstrip().endswith(f"open it: dltrain board {root.name}")
+    assert "over trainer.seed" not in out  # no seeds swept: no seed summary (tests/test_seeds_table.py)
     for name in NAMES:
         log = (root / name / "dltrain.log").read_text()
         assert "epoch 1/2" in log and "epoch 2/2" in log and "best val/loss" in log

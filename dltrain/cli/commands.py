@@ -9,6 +9,7 @@ import typer
 from dltrain.cli.completion import CommandsAndOverrides, override_choices, use_line_completion_for_bash
 from dltrain.core.conf_dirs import groups
 from dltrain.sweep.runs_table import runs_table, terminal_width
+from dltrain.sweep.seeds_table import seeds_table
 
 
 def help_text() -> str:
@@ -86,9 +87,10 @@ def picked(directory: Path | None, command: str) -> tuple[Path, str]:
 
 @app.command(cls=PlainArguments)
 def runs(directory: Path = typer.Argument(None, metavar="DIRECTORY", help=f"run or sweep directory; {PICKED}")) -> None:
-    """A table of the runs under DIRECTORY, best monitored metric first (marked *), as wide as the terminal."""
+    """A table of the runs under DIRECTORY, best monitored metric first (marked *), as wide as the terminal; below
+    it, where runs differ in trainer.seed, each configuration's mean ± std over its seeds."""
     root, note = picked(directory, "runs")
-    lines = runs_table(root, terminal_width())
+    lines = runs_table(root, terminal_width()) + seeds_table(root, terminal_width())
     if not lines:
         typer.echo(f"dltrain: error: no metrics.json under {root}; give a run or sweep directory", err=True)
         raise typer.Exit(2)

@@ -230,16 +230,18 @@ def with_project(line: CommandLine) -> list[str]:
 
 
 def finish(sweep: SweepPlan | None, records: list[dict[str, Any]]) -> None:
-    """After the last job: the runs table of the sweep (best marked) and the command that opens it."""
+    """After the last job: the runs table of the sweep (best marked), the seed summary when it ran seeds, and the
+    command that opens it."""
     roots = {r.get("root") for r in records if r.get("root")}
     root = sweep.root if sweep is not None and sweep.root is not None else (Path(roots.pop()) if len(roots) == 1 else None)
     if root is None or not root.is_dir():
         return
     from dltrain.core.metrics_file import ENDED_OK
     from dltrain.sweep.runs_table import runs_table, terminal_width
+    from dltrain.sweep.seeds_table import seeds_table
 
     ended = sum(r["status"] in ENDED_OK for r in records)
     print(f"\nsweep done: {len(records)} job(s), {ended} ran to their end, {len(records) - ended} failed", flush=True)
-    lines = runs_table(root, terminal_width())
+    lines = runs_table(root, terminal_width()) + seeds_table(root, terminal_width())
     print("\n".join(lines))
     print(f"open it: dltrain board {root}", flush=True)

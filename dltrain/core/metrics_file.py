@@ -122,3 +122,14 @@ def numbers(values: list[Any], decimals: int = 4) -> list[str]:
     fixed = all(v == 0 or 1e-3 <= abs(v) < 1e5 for v in real)
     return [("-" if not is_number(v) else f"{v:.{decimals}f}" if fixed else f"{v:.{max(decimals - 1, 1)}e}")
             for v in values]
+
+
+def spreads(means: list[Any], stds: list[Any], decimals: int = 4) -> list[str]:
+    """`mean ± std` per row of one column, the means in one format and the standard deviations in one (numbers),
+    aligned on the ±; `mean (1 run)` where there is no std, '-' where there is no mean."""
+    mean_texts, std_texts = numbers(means, decimals), numbers(stds, decimals)
+    std_w = max((len(s) for s, d in zip(std_texts, stds) if is_number(d)), default=0)
+    tails = [f"± {s.rjust(std_w)}" if is_number(d) else "(1 run)" for s, d in zip(std_texts, stds)]
+    shown = [(m, t) for m, t, v in zip(mean_texts, tails, means) if is_number(v)]
+    mean_w, tail_w = max((len(m) for m, _ in shown), default=0), max((len(t) for _, t in shown), default=0)
+    return [f"{m.rjust(mean_w)} {t.ljust(tail_w)}" if is_number(v) else "-" for m, t, v in zip(mean_texts, tails, means)]
