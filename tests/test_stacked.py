@@ -173,16 +173,18 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_a_stack_is_one_set_of_kernels_whatever_its_size(tmp_path: Path) -> None:
+@pytest.mark.parametrize("seeds", [1, 2], ids=["one split", "a split per seed"])
+def test_a_stack_is_one_set_of_kernels_whatever_its_size(tmp_path: Path, seeds: int) -> None:
+    """The aten ops of a training step at N = 1 (or 2 seeds: N = 2) and N = 16: the same count."""
     from dltrain.core.stack_engine import permutations, train_epoch
     from dltrain.run.stack_build import build_stack, epoch_lrs
     from dltrain.run.train import open_run
 
     counts = []
-    for n in (1, 16):
+    for n in (seeds, 16):
         for i in range(n):
             (tmp_path / f"{n}-{i}").mkdir()
-        runs = [open_run(parse([*SMALL, f"optim.lr={0.01 * (i + 1)}", f"trainer.seed={i % 3}", "reg.l2=1e-4",
+        runs = [open_run(parse([*SMALL, f"optim.lr={0.01 * (i + 1)}", f"trainer.seed={i % seeds}", "reg.l2=1e-4",
                                 "reg.grad_clip=1", "optim=adam"]), tmp_path / f"{n}-{i}", torch.device("cpu"), [])
                 for i in range(n)]
         stack = build_stack(runs)

@@ -36,6 +36,8 @@ class StackData:
 
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples `idx` (N, B) of each member's own split: (N, B, ...) inputs and targets, one gather each."""
+        if self.x.shape[0] == 1:  # one split for all (the members share a seed): a plain gather, 2x faster
+            return self.x[0][idx], self.y[0][idx]
         rows = self.member_data.unsqueeze(1)
         return self.x[rows, idx], self.y[rows, idx]
 
@@ -53,15 +55,28 @@ class StackSettings:
     log_every_n_steps: int = 50
 
 
-def member_sums(task: Task, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+def member_sums(task: Task, model: StackedModel, x: torch.Tensor, y: torch.Tensor,
                 smoothing: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each member's (loss summed over its batch, metric sums): the task's own step, applied member by member by
-    torch.func.vmap to the stacked output (one set of kernels for all members)."""
+    """Each member's (loss summed over its batch, metric sums) on the batch x: written out for classification with
+    cross entropy (the default task: 3x faster than through vmap, whose log_softmax on (N*B, 10) took 180 us), else
+    the task's own step, applied member by member by torch.func.vmap (one set of kernels for all members)."""
     if smoothing is not None:
-        return smoothed_classification(out, y, smoothing)
+        return smoothed_classification(model(x), y, smoothing)
+    if isinstance(task, Classification) and task.loss == "cross_entropy":
+        return classification(model(x, classes_first=True), y, task.label_smoothing)
     def one(o: torch.Tensor, xm: torch.Tensor, ym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return task.step(lambda _inputs: o, xm, ym)  # the task's model call returns this member's output
-    return torch.func.vmap(one)(out, x, y)
+    return torch.func.vmap(one)(model(x), x, y)
+
+
+def classification(logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classification.step for (N, C, B) logits against (N, B) classes: each member's summed cross entropy and
+    number correct."""
+    logits = logits.float()
+    loss = F.cross_entropy(logits, y, reduction="none", label_smoothing=smoothing).sum(1)
+    predicted = logits.detach().transpose(1, 2).contiguous().argmax(-1)  # a row per sample: 10x faster than dim 1
+    correct = (predicted == y).sum(1, dtype=torch.float32)
+    return loss, torch.stack([loss.detach(), correct], dim=1)
 
 
 def smoothed_classification(logits: torch.Tensor, y: torch.Tensor,
@@ -114,11 +129,12 @@ def train_epoch(model: StackedModel, optimizer: StackedOptimizer, task: Task, tr
     perms = permutations(n, settings.seeds, epochs, device)
     use_l1, use_l2 = bool((settings.l1 > 0).any()), bool((settings.l2 > 0).any())  # once per epoch
     use_clip = bool((settings.grad_clip > 0).any())
+    all_active = bool(active.all())  # once per epoch: a member ends only at an epoch's end
     sums, seen, step = None, 0, 0
     model.train()
     for micro in micro_batches(n, settings.batch_size, 1, 1, 1):  # a last batch smaller than 1 sample: none
         x, y = train.take(perms[:, micro.start:micro.start + micro.count])
-        loss, batch_sums = member_sums(task, model(x), x, y, settings.smoothing)
+        loss, batch_sums = member_sums(task, model, x, y, settings.smoothing)
         if use_l1 or use_l2:
             loss = loss + penalty(model, settings.l1, settings.l2, use_l1, use_l2) * micro.count
         for p in model.params:
@@ -126,7 +142,7 @@ def train_epoch(model: StackedModel, optimizer: StackedOptimizer, task: Task, tr
         loss.backward(torch.full_like(loss, 1.0 / micro.count))  # each member's mean over its batch
         if use_clip:
             clip_gradients(model, settings.grad_clip)
-        optimizer.step(lrs[:, step], active)
+        optimizer.step(lrs[:, step], active, all_active)
         sums = batch_sums.detach() if sums is None else sums.add_(batch_sums.detach())
         seen += micro.count
         step += 1
@@ -144,7 +160,7 @@ def evaluate(model: StackedModel, task: Task, split: StackData, batch_size: int,
     for start in range(0, len(split), batch_size):
         x = split.x[split.member_data, start:start + batch_size]
         y = split.y[split.member_data, start:start + batch_size]
-        _, batch_sums = member_sums(task, model(x), x, y, smoothing)
+        _, batch_sums = member_sums(task, model, x, y, smoothing)
         sums = batch_sums if sums is None else sums.add_(batch_sums)
     return sums
 

@@ -217,12 +217,13 @@ class StackedOptimizer:
         return x.view(-1, *([1] * (p.ndim - 1)))
 
     @torch.no_grad()
-    def step(self, lr: Tensor, active: Tensor) -> None:
+    def step(self, lr: Tensor, active: Tensor, all_active: bool = False) -> None:
         """One step from each param's .grad; lr (N,) is this step's rate per member (float64 for torch's rounding),
-        active (N,) bool. Inactive members keep params, state and step count exactly."""
+        active (N,) bool. Inactive members keep params, state and step count exactly. `all_active` (the caller
+        knows it on the host: no sync) skips the masks: the same values, ~12% of a digits MLP step fewer."""
         lr = lr.to(self.steps.device, torch.float64)
         steps = self.steps + active
-        scalars = {**self.kind.scalars(self.h, lr, steps), "active": active}
+        scalars = {**self.kind.scalars(self.h, lr, steps), "active": None if all_active else active}
         step_cache: dict[tuple[str, int, torch.dtype], Tensor] = {}
         for i, p in enumerate(self.params):
             if p.grad is not None:
@@ -247,8 +248,16 @@ class StackedOptimizer:
                 work = p * c("decoupled")
             else:
                 g = torch.addcmul(g, p, c("weight_decay"))
+        if scalars["active"] is None and self.kind.update is sgd and not self.flags.any_momentum:
+            p.addcmul_(g, c("neg_lr"))  # plain SGD, every member stepping: in place, no new tensor to copy back
+            return
         st = {k: v[i] for k, v in self.state.items()}
         new_p, new = self.kind.update(work, g, st, c, self.flags)
+        if scalars["active"] is None:
+            p.copy_(new_p)
+            for k, v in new.items():
+                self.state[k][i] = v
+            return
         on = c("active")
         p.copy_(torch.where(on, new_p, p))
         for k, v in new.items():

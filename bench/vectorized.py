@@ -1,0 +1,192 @@
+"""The vectorised launcher against Hydra's basic one (issue 21), measured in one run on one machine.
+
+Two parts, each a ratio against a reference measured in the same run:
+
+`loop`: the training loop alone. N members of the default digits run (or another case), opened as the launcher
+opens them (run/train.py open_run), trained E epochs as one stack (core/stack_engine.py train_epoch + evaluate on
+the val split) against the same N runs trained one after another in this process by the ordinary engine
+(core/engine.py train_epoch + evaluate), no callbacks, no files. Reported: member-epochs per second of each, and
+their ratio (the issue's gate: >= 4 at N = 16 on the digits MLP).
+
+`sweep`: end to end, the `dltrain -m ...` command a user types, once with the basic launcher and once with
+`hydra/launcher=vectorized`, each in a fresh folder; wall time from the command's start to its exit, and where it
+went: training (the runs' train_seconds; for a stack, its epochs' time, shared by its members), the rest of the
+jobs' own time (set-up, evaluation, test, checkpoints, logging: wall_seconds - train_seconds), and outside the
+jobs (interpreter start-up, planning, the end table: wall - the jobs' wall_seconds).
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/vectorized.py loop --members 1 4 16 64
+    OMP_NUM_THREADS=1 .venv/bin/python bench/vectorized.py sweep --members 1 4 16 64
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CASES = {  # name -> (overrides of the default run, epochs for the end-to-end sweep)
+    "digits_mlp": ([], 20),
+    "mnist_mlp": (["data=mnist", "model.hidden=[512,256]", "data.batch_size=128"], 3),
+    "digits_lenet": (["model=cnn"], 5),
+}
+
+
+def configs(case: str, n: int, epochs: int, decays: tuple[float, ...] = (0, 1e-4)) -> list[list[str]]:
+    """N points of an lr x weight-decay grid (the issue's sweeps): log-spaced lrs from 0.003 to 0.3, each with
+    every weight decay in `decays` (one value: an lr sweep)."""
+    count = max(n // len(decays), 1)
+    lrs = [0.003 * (100 ** (i / max(count - 1, 1))) for i in range(count)]
+    points = [[f"optim.lr={lr:.4g}", f"optim.weight_decay={wd}"] for lr in lrs for wd in decays][:n]
+    return [[*CASES[case][0], f"trainer.max_epochs={epochs}", "trainer.log_every_n_steps=0", *p] for p in points]
+
+
+def compose(overrides: list[str]) -> dict[str, Any]:
+    """The resolved config of `dltrain OVERRIDES`, as plain data (Hydra's compose over dltrain's conf/)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from dltrain.core.conf_dirs import config_dir
+    from dltrain.run.config import to_plain
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return to_plain(hydra_compose("config", overrides=list(overrides)))
+
+
+def open_runs(case: str, n: int, epochs: int, root: Path) -> list[Any]:
+    """N members opened as the launcher opens them (assembled, config.yaml written), on the CPU."""
+    from dltrain.run.config import RunConfig
+    from dltrain.run.train import open_run
+
+    runs = []
+    for i, overrides in enumerate(configs(case, n, epochs, decays=(0,))):  # the loop: an lr sweep
+        folder = root / f"{n}-{i}"
+        folder.mkdir(parents=True)
+        with contextlib.redirect_stdout(io.StringIO()):
+            runs.append(open_run(RunConfig.parse(compose(overrides)), folder, torch.device("cpu"), overrides))
+    return runs
+
+
+def loop_side(case: str, n: int, epochs: int, root: Path) -> dict[str, float]:
+    """Seconds of `epochs` epochs of N members, training and validation timed apart: stacked, and one after
+    another with the ordinary engine."""
+    from dltrain.core import engine
+    from dltrain.core.stack_engine import evaluate as stack_evaluate
+    from dltrain.core.stack_engine import train_epoch as stack_epoch
+    from dltrain.run.stack_build import build_stack, epoch_lrs
+
+    runs = open_runs(case, n, epochs + 1, root / "stacked")
+    stack = build_stack(runs)
+    alone = open_runs(case, n, epochs + 1, root / "alone")
+    torch.set_num_threads(1)
+
+    def stacked_train(e: int) -> None:
+        lrs = epoch_lrs(runs, stack.steps_per_epoch, stack.device)
+        sums, _ = stack_epoch(stack.model, stack.optimizer, stack.task, stack.train, stack.settings, [e] * n, lrs,
+                              stack.active)
+        sums.tolist()  # the epoch's one host read, as the launcher's
+
+    def stacked_val(e: int) -> None:
+        stack_evaluate(stack.model, stack.task, stack.val, stack.settings.batch_size, None).tolist()
+
+    def alone_train(e: int) -> None:
+        for run in alone:
+            engine.set_lr(run.state.optimizer, run.settings.lr_at(e), run.settings.lr_scales)
+            engine.train_epoch(run.state, run.parts.task, run.splits[0], run.settings, [])
+
+    def alone_val(e: int) -> None:
+        for run in alone:
+            engine.evaluate(run.state.model, run.parts.task, run.splits[1], run.settings.batch_size, "val")
+
+    sides = {"stacked_train": stacked_train, "stacked_val": stacked_val, "alone_train": alone_train,
+             "alone_val": alone_val}
+    times = dict.fromkeys(sides, 0.0)
+    for fn in sides.values():  # warm-up epoch, not timed
+        fn(0)
+    for e in range(1, epochs + 1):  # alternate who goes first, so drift cancels
+        for name in (list(sides) if e % 2 else list(sides)[::-1]):
+            started = time.perf_counter()
+            sides[name](e)
+            times[name] += time.perf_counter() - started
+    member_epochs = n * epochs
+    return {"n": n, **{f"{k}_s": round(v, 4) for k, v in times.items()},
+            "train_ratio": times["alone_train"] / times["stacked_train"],
+            "train_val_ratio": (times["alone_train"] + times["alone_val"]) / (times["stacked_train"]
+                                                                             + times["stacked_val"]),
+            "stacked_member_epochs_per_s": member_epochs / times["stacked_train"],
+            "alone_member_epochs_per_s": member_epochs / times["alone_train"]}
+
+
+def sweep_side(case: str, n: int, vectorized: bool, root: Path) -> dict[str, Any]:
+    """One `dltrain -m` sweep of N points, timed from the command's start to its exit, and its breakdown."""
+    points = configs(case, n, CASES[case][1])
+    swept = sweep_overrides(points)
+    folder = root / f"{case}-{n}-{'vectorized' if vectorized else 'basic'}"
+    args = [*swept, f"hydra.sweep.dir={folder}"] + (["hydra/launcher=vectorized"] if vectorized else [])
+    exe = Path(sys.executable).parent / "dltrain"
+    started = time.perf_counter()
+    done = subprocess.run([str(exe), "-m", *args], capture_output=True, text=True, cwd=root)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"the sweep failed ({done.returncode}): {done.stderr[-2000:]}")
+    reports = [json.loads(p.read_text()) for p in folder.glob("*/metrics.json")]
+    assert len(reports) == n, (len(reports), n)
+    jobs = sum(r["wall_seconds"] for r in reports)
+    training = stack_training(reports) if vectorized else sum(r["train_seconds"] for r in reports)
+    return {"n": n, "launcher": "vectorized" if vectorized else "basic", "wall_s": wall, "training_s": training,
+            "in_jobs_other_s": jobs - training if not vectorized else None, "outside_jobs_s": wall - jobs
+            if not vectorized else None}
+
+
+def stack_training(reports: list[dict[str, Any]]) -> float:
+    """A stack's training time: its members share each epoch's seconds, so the longest member's is the stack's."""
+    return max(r["train_seconds"] for r in reports)
+
+
+def sweep_overrides(points: list[list[str]]) -> list[str]:
+    """The points as one Hydra sweep: the keys that vary with their values joined by commas."""
+    keys: dict[str, list[str]] = {}
+    for p in points:
+        for item in p:
+            key, value = item.split("=", 1)
+            keys.setdefault(key, [])
+            if value not in keys[key]:
+                keys[key].append(value)
+    grid = math.prod(len(v) for v in keys.values())
+    assert grid == len(points), "the points must be a full grid"
+    return [f"{k}={','.join(v)}" for k, v in keys.items()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=("loop", "sweep"))
+    parser.add_argument("--case", default="digits_mlp", choices=sorted(CASES))
+    parser.add_argument("--members", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per side (loop)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.members:
+            if args.part == "loop":
+                rows.append(loop_side(args.case, n, args.epochs, Path(tmp) / str(n)))
+            else:
+                rows += [sweep_side(args.case, n, False, Path(tmp)), sweep_side(args.case, n, True, Path(tmp))]
+            print(json.dumps(rows[-1]), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()
