@@ -120,7 +120,16 @@ def single_reason(job: int, group: list[int], groups: list[list[int]], configs: 
     if not others:
         return "no other job to stack it with"
     nearest = min(others, key=lambda g: len(differing_keys(shared_part(configs[job]), shared_part(configs[g[0]]))))
-    keys = differing_keys(shared_part(configs[job]), shared_part(configs[nearest[0]]))
+    keys = sorted(differing_keys(shared_part(configs[job]), shared_part(configs[nearest[0]])),
+                  key=lambda k: not k.endswith(".name"))  # a group's choice first (model.name: mlp, cnn)
     shown = ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
     return f"{shown} differ{'s' if len(keys) == 1 else ''} from job{'s' if len(nearest) > 1 else ''} " \
            f"{jobs_text(nearest)}, which must be equal within a stack"
+
+
+def unit_line(unit: Unit, numbers: Sequence[int]) -> str:
+    """What the launcher says of a unit, its jobs by number (from 0): `stacking jobs 1-16 (16 members)`, or
+    `job 5 alone: <why>`."""
+    if unit.reason is not None:
+        return f"job {jobs_text(numbers)} alone: {unit.reason}"
+    return f"stacking jobs {jobs_text(numbers)} ({len(numbers)} members)"

@@ -74,7 +74,7 @@ class VectorizedLauncher(Launcher):
             points += [self.set_up(initial_job_idx + k, list(o), context) for k, o in enumerate(job_overrides)]
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
             for unit in units_of(points, self.max_members):
-                self.run_unit([points[i] for i in unit.jobs], unit.reason, context)
+                self.run_unit([points[i] for i in unit.jobs], unit)
         except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
             stopped(err, points, len(job_overrides), context, self.config)
         except Exception as err:
@@ -105,15 +105,13 @@ class VectorizedLauncher(Launcher):
         point.ret, ret.return_value = ret, point.value
         return point
 
-    def run_unit(self, points: list[Point], reason: str | None, context: Any) -> None:
-        from dltrain.run.stacking import jobs_text
+    def run_unit(self, points: list[Point], unit: Any) -> None:
+        from dltrain.run.stacking import unit_line
 
-        numbers = jobs_text([p.num for p in points])
-        if reason is not None:
-            print(f"vectorized: job {numbers} alone: {reason}", flush=True)
+        print(f"vectorized: {unit_line(unit, [p.num for p in points])}", flush=True)
+        if unit.reason is not None:
             self.run_alone(points[0])
         else:
-            print(f"vectorized: stacking jobs {numbers} ({len(points)} members)", flush=True)
             train_group(points)
 
     def run_alone(self, point: Point) -> None:
@@ -212,6 +210,8 @@ def train_group(points: list[Point]) -> None:
                 raise
             with output.terminal():
                 stack_failed(err, [p for p in points if not p.done], time.monotonic() - started)
+        finally:  # what is left (an interrupted or crashed stack): to the first member that had not ended
+            output.last = next((p.run_dir for p in points if not p.done), output.last)
 
 
 def stack_failed(err: Exception, points: list[Point], seconds: float) -> None:
