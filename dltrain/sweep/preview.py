@@ -6,8 +6,9 @@ plugins and checked at the door (RunConfig.load), then planned by run/preview.py
 own: its basic sweeper's product of the overrides (BasicSweeper.split_arguments), each named as Hydra names the
 job's folder (get_overrides_dirname, with the single-valued keys excluded as sweep/plan.py excludes them); each
 is composed and checked alike, grouped as the vectorised launcher groups them (run/stacking.py plan_stacks, its
-cap and its reasons for a job alone included), and each group's first job is measured once: a group's jobs share the model, data, batch and optimizer, so a step takes
-about the same time in each (a penalty or a dropout rate that differs changes it a little).
+cap and its reasons for a job alone included), and each group's first job is measured once: a group's jobs share
+the model, data, batch and optimizer, so a step takes about the same time in each (a penalty or a dropout rate
+that differs changes it a little).
 """
 from __future__ import annotations
 
@@ -195,7 +196,8 @@ def groups_text(units: list[Any], plans: dict[int, Any], stacked: bool) -> str:
              f"per-member keys: {PER_MEMBER})"]
     for k, unit in enumerate(units, 1):
         plan = plans.get(unit.jobs[0])
-        memory = f", {'each ' * (unit.reason is None)}~{memory_line(plan).split(':')[0].lstrip('~')}" if plan is not None and \
+        each = "each " if unit.reason is None else ""
+        memory = f", {each}~{memory_line(plan).split(':')[0].lstrip('~')}" if plan is not None and \
             not isinstance(plan, ConfigError) else ""
         lines.append(f"  group {k}: {unit_line(unit, unit.jobs)}{memory}")
     if not stacked:

@@ -118,8 +118,8 @@ class VectorizedLauncher(Launcher):
         """The ordinary path: Hydra's run_job with the sweep's task function (sweep/jobs.py hydra_job)."""
         from hydra.core.utils import configure_log, run_job
 
-        point.ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                            config=point.sweep_config, job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        point.ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=point.sweep_config,
+                            job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
         point.done = True
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
