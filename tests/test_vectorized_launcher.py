@@ -39,8 +39,9 @@ def folder_files(root: Path) -> dict[str, list[str]]:
             for job in root.iterdir() if job.is_dir()}
 
 
-def table_rows(out: str) -> list[str]:
-    return out[out.index("sweep done:"):].splitlines()
+def table_rows(out: str, root: str) -> list[str]:
+    """The end table's lines, the sweep folder's name as <root>."""
+    return [re.sub(rf"\b{root}\b", "<root>", line) for line in out[out.index("sweep done:"):].splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +70,9 @@ def test_a_vectorised_sweep_leaves_what_the_basic_launcher_leaves(both) -> None:
     lines = {name: [line for line in run.stdout.splitlines() if JOB_LINE.match(line)]
              for name, run in (("basic", basic), ("stacked", stacked))}
     assert len(lines["stacked"]) == 4 and sorted(map(shape, lines["stacked"])) == sorted(map(shape, lines["basic"]))
-    assert [shape(r) for r in table_rows(stacked.stdout)][:3] == [shape(r) for r in table_rows(basic.stdout)][:3]
-    assert sorted(map(shape, table_rows(stacked.stdout)[3:-1])) == sorted(map(shape, table_rows(basic.stdout)[3:-1]))
+    ours, theirs = table_rows(stacked.stdout, "stacked"), table_rows(basic.stdout, "basic")
+    assert [shape(r) for r in ours[:3]] == [shape(r) for r in theirs[:3]] and ours[-1] == theirs[-1]  # title, header
+    assert sorted(map(shape, ours[3:-1])) == sorted(map(shape, theirs[3:-1])) and len(ours) == len(theirs) == 8
     assert stacked.stdout.count("vectorized: stacking jobs 1-4 (4 members)\n") == 1
     assert "vectorized" not in basic.stdout
     assert not (cwd / "stacked" / ".dltrain-jobs").exists()  # the ledger was read and removed, as the basic one
@@ -141,6 +143,8 @@ def test_ctrl_c_is_one_line_that_continues_the_sweep(tmp_path) -> None:
     command = lines[0].split("; continue the sweep with: ")[1]
     assert shlex.split(command) == ["dltrain", *args]  # the sweep's command as typed (its folder given)
     ended = len([line for line in out.splitlines() if JOB_LINE.match(line)])
+    first = tmp_path / "sweep" / "optim.lr=0.01,trainer.seed=0"  # the stack's output so far is in its log
+    assert "epoch 1/30" in (first / "dltrain.log").read_text() and not list(tmp_path.glob("sweep/*/.dltrain.lock"))
     assert f"with {ended} of 4 job(s) ended" in lines[0]
     again = cli(shlex.split(command)[1:], cwd=tmp_path)
     assert again.returncode == 0, again.stderr
