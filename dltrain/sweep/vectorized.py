@@ -83,6 +83,11 @@ class VectorizedLauncher(Launcher):
             if signalled(err):  # a signal that a library turned into an error of its own
                 stopped(err, points, len(job_overrides), context, self.config)
             raise
+        finally:  # however the launch ends (a job alone that a signal stopped exits from inside): no lock is left
+            from dltrain.sweep.ledger import release_job_lock
+
+            for point in points:
+                release_job_lock(point.run_dir)
         return [point.ret for point in points]
 
     def set_up(self, num: int, overrides: list[str], context: Any) -> Point:
@@ -203,6 +208,8 @@ def train_group(points: list[Point]) -> None:
     with StackOutput() as output:
         try:
             train_stack(members, on_end)
+            if not all(p.done for p in points):  # the trainer's contract: every member ends through on_end
+                raise RuntimeError("train_stack returned without ending this member")
         except Exception as err:  # noqa: BLE001  (a crashed stack: its members not yet ended failed; the sweep goes on)
             from dltrain.sweep.job_failures import signalled
 
@@ -229,17 +236,14 @@ def stack_failed(err: Exception, points: list[Point], seconds: float) -> None:
 
 
 def stopped(err: BaseException, points: list[Point], jobs: int, context: Any, config: Any) -> None:
-    """Ctrl-C or SIGTERM: the job locks released, one line with the command that continues the sweep (finished jobs
-    are skipped, the others resume from their last.pt), and the signal's exit code (130, 143)."""
+    """Ctrl-C or SIGTERM: one line with the command that continues the sweep (finished jobs are skipped, the others
+    resume from their last.pt), and the signal's exit code (130, 143); the launch releases the job locks."""
     import signal
 
     from dltrain.run.signals import signal_number
-    from dltrain.sweep.ledger import release_job_lock
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C now stops at once
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    for point in points:
-        release_job_lock(point.run_dir)
     done = sum(p.done for p in points)
     print(f"dltrain: interrupted with {done} of {jobs} job(s) ended; continue the sweep with: "
           f"{continue_command(context, config)}", file=sys.stderr, flush=True)
