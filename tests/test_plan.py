@@ -108,8 +108,10 @@ def test_a_sweep_plan_names_the_jobs_as_the_sweep_does_and_groups_them(tmp_path:
     listed = [line.split()[1] for line in planned.stdout.splitlines() if line.startswith("  [")]
     assert listed == ["model=mlp,optim.lr=0.01", "model=cnn,optim.lr=0.01", "model=mlp,optim.lr=0.1",
                       "model=cnn,optim.lr=0.1"]  # Hydra's order: the product of the overrides as given
-    assert "would stack: 2 group(s)" in planned.stdout and "not built yet (issue 21)" in planned.stdout
-    assert "  group 1: jobs 1, 3, each ~" in planned.stdout and "  group 2: jobs 2, 4, each ~" in planned.stdout
+    assert "would stack: 2 group(s)" in planned.stdout and "with hydra/launcher=vectorized; this sweep's launcher " \
+        "trains each job on its own" in planned.stdout
+    assert "  group 1: stacking jobs 1, 3 (2 members), each ~" in planned.stdout
+    assert "  group 2: stacking jobs 2, 4 (2 members), each ~" in planned.stdout
     assert "total ~" in planned.stdout
     ran = cli([*args, "hydra.sweep.dir=sweep"], cwd=tmp_path, timeout=300)
     assert ran.returncode == 0, ran.stderr

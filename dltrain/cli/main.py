@@ -138,6 +138,10 @@ def run_hydra(args: list[str]) -> None:
     from dltrain.sweep.plan import start
 
     sweep = line.sweep
+    if line.multirun:
+        from dltrain.sweep.vectorized import register
+
+        register()  # hydra/launcher=vectorized, whatever way dltrain was installed
     with ledger.listening(sweep.root if sweep else None) if line.multirun else nullcontext() as jobs:
         if sweep is not None:
             start(sweep)

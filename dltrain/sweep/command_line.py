@@ -83,3 +83,4 @@ class JobContext:
 
     project: Path | None = None
     sweep: dict[str, Any] = field(default_factory=dict)  # SweepPlan.for_jobs() ({}: a single run)
+    command: tuple[str, ...] = ()  # the arguments as typed (a vectorised sweep's line that continues it)

@@ -10,18 +10,20 @@ from typing import Any
 
 from dltrain.core.env import is_rank0
 from dltrain.sweep.command_line import CommandLine, JobContext
+from dltrain.sweep.job_failures import failure_of, signalled
 
 Job = tuple[Path, str, int, dict[str, Any]]  # a sweep's job: its folder, name, number, and the plan (for_jobs)
 
 
 def job_function(line: CommandLine) -> Callable[[Any], Any]:
     """The function Hydra calls for each job, with what the job needs of the command line by closure (a launcher
-    pickles it, closure and all, into the processes it runs jobs in)."""
-    context = JobContext(line.project, line.sweep.for_jobs() if line.sweep else {})
+    pickles it, closure and all, into the processes it runs jobs in); the vectorised launcher reads `.context`."""
+    context = JobContext(line.project, line.sweep.for_jobs() if line.sweep else {}, tuple(line.given))
 
     def job(cfg: Any) -> Any:
         return hydra_job(cfg, context)
 
+    job.context = context  # type: ignore[attr-defined]
     return job
 
 
@@ -35,15 +37,10 @@ def hydra_job(cfg: Any, context: JobContext) -> Any:
 
     on_signal_raise_interrupt()  # from here a signal is the job's one line (epoch reached, how to resume)
     hydra_cfg = HydraConfig.get()
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    if multirun:
+    if hydra_cfg.mode == RunMode.MULTIRUN:
         join_launcher_tasks(hydra_cfg, context.sweep)
-    rank0 = is_rank0()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    overrides = given_overrides(hydra_cfg)
-    worst = worst_value(hydra_cfg.sweeper, cfg)
-    job = (run_dir, job_name(hydra_cfg, run_dir), int(hydra_cfg.job.num), context.sweep) if multirun else None
-    skipped = skipped_job(job, rank0) if job else None
+    run_dir, overrides, worst, job = job_of(hydra_cfg, cfg, context.sweep)
+    skipped = skipped_job(job, is_rank0()) if job else None
     if skipped is not None:
         return sweep_value(skipped, worst)
     try:
@@ -54,14 +51,24 @@ def hydra_job(cfg: Any, context: JobContext) -> Any:
         release_job_lock(run_dir)
 
 
+def job_of(hydra_cfg: Any, cfg: Any, sweep: dict[str, Any]) -> tuple[Path, list[str], float, Job | None]:
+    """The job as Hydra set it up: its folder, its overrides as given, its worst value for the sweeper, and (in a
+    sweep) its folder, name, number and the sweep's plan, as its line and record need them."""
+    from hydra.types import RunMode
+
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    job = (run_dir, job_name(hydra_cfg, run_dir), int(hydra_cfg.job.num), sweep) if multirun else None
+    return run_dir, given_overrides(hydra_cfg), worst_value(hydra_cfg.sweeper, cfg), job
+
+
 def trained_value(cfg: Any, run_dir: Path, overrides: list[str], job: Job | None, project: Path | None,
                   worst: float) -> Any:
     """Train the job and return its value for the sweeper; a failure is reported (one line, or the job's record
     in a sweep) and a signal stops it with the resume line."""
     import time
 
-    from dltrain.core.registry import ConfigError
-    from dltrain.run.signals import deferred, interrupted, received
+    from dltrain.run.signals import deferred, interrupted
     from dltrain.sweep.plan import job_ended
 
     started, multirun = time.monotonic(), job is not None
@@ -77,17 +84,12 @@ def trained_value(cfg: Any, run_dir: Path, overrides: list[str], job: Job | None
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
         interrupted(err, run_dir, cfg.trainer.max_epochs, multirun)
     except Exception as err:  # noqa: BLE001  (a crashed trial must not kill the sweep)
-        if received() or type(err).__name__ == "SignalException":  # a signal that a library turned into its own
-            interrupted(err, run_dir, cfg.trainer.max_epochs, multirun)  # error, or the DDP launcher stopping
-        if isinstance(err, ConfigError):
-            lines, code = [f"error: {problem}" for problem in err.problems], 2
-        elif isinstance(err, OSError):  # a full disk, a read-only or deleted run folder: what was saved stays whole
-            lines, code = [f"error: {os_failure(err, run_dir, cfg.trainer.max_epochs)}"], 1
-        elif multirun or is_worker_failure(err):
-            lines, code = [f"error: {crash_line(err, run_dir, multirun)}"], 1
-        else:
+        if signalled(err):  # a signal that a library turned into its own error, or the DDP launcher stopping
+            interrupted(err, run_dir, cfg.trainer.max_epochs, multirun)
+        failure = failure_of(err, run_dir, cfg.trainer.max_epochs, multirun)
+        if failure is None:
             raise
-        job_failed(lines, run_dir, overrides, job, code=code, seconds=time.monotonic() - started)
+        job_failed(failure[0], run_dir, overrides, job, code=failure[1], seconds=time.monotonic() - started)
     return worst
 
 
@@ -109,8 +111,8 @@ def given_overrides(hydra_cfg: Any) -> list[str]:
 
 
 def skipped_job(job: Job, rank0: bool) -> dict[str, Any] | None:
-    """A re-run sweep skips a job that ran to its end (its report is returned), and one that another sweep into
-    the same folder is training now (its rank 0 holds the job's lock; the other ranks of a job follow theirs)."""
+    """A re-run sweep skips a job that ran to its end (its report is returned), and one that another sweep into the
+    same folder is training now (its rank 0 holds the job's lock; the other ranks of a job follow theirs)."""
     from dltrain.core.metrics_file import ENDED_OK, read, status_of
     from dltrain.sweep.ledger import job_lock, release_job_lock
     from dltrain.sweep.plan import job_ended
@@ -130,49 +132,22 @@ def skipped_job(job: Job, rank0: bool) -> dict[str, Any] | None:
 
 def train_job(cfg: Any, run_dir: Path, overrides: list[str], project: Path | None, multirun: bool) -> dict[str, Any]:
     """Train (or resume) the job's run; in a sweep its output goes to its dltrain.log."""
-    from dltrain.run.config import RunConfig, to_plain
+    from dltrain.run.config import RunConfig
     from dltrain.run.train import run_job
     from dltrain.sweep.ledger import job_output
+
+    with job_output(run_dir, enabled=multirun):
+        return run_job(RunConfig.load(resumed_plain(cfg, run_dir, multirun), project), run_dir, overrides)
+
+
+def resumed_plain(cfg: Any, run_dir: Path, multirun: bool) -> dict[str, Any]:
+    """The job's config as plain data; a sweep's job that left a last.pt (a killed sweep, re-run) resumes from it."""
+    from dltrain.run.config import to_plain
 
     plain = to_plain(cfg)
     if multirun and (run_dir / "last.pt").is_file() and not plain["trainer"].get("resume"):
         plain["trainer"]["resume"] = str(run_dir)  # a killed job of a re-run sweep goes on from its last epoch
-    with job_output(run_dir, enabled=multirun):
-        return run_job(RunConfig.load(plain, project), run_dir, overrides)
-
-
-def crash_line(err: Exception, run_dir: Path, multirun: bool) -> str:
-    """One line for a job that crashed; in a sweep the whole traceback goes to the job's dltrain.log."""
-    if multirun:
-        import traceback
-
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / "dltrain.log", "a") as log:
-            traceback.print_exc(file=log)
-    resume = not multirun and is_worker_failure(err) and (run_dir / "last.pt").is_file()  # a sweep's re-run resumes
-    return one_line(err, f"in {run_dir / 'dltrain.log'}" if multirun else "above") + \
-        (f"; resume with: dltrain trainer.resume={run_dir}" if resume else "")
-
-
-def os_failure(err: OSError, run_dir: Path, max_epochs: Any) -> str:
-    """One line for an OSError: the path, the cause and its errno name, and what is still saved to resume from."""
-    import errno
-    import os
-
-    cause = f"{err.strerror or err} ({errno.errorcode.get(err.errno or 0, 'error')})"
-    where = os.fsdecode(err.filename) if err.filename else f"a file in {run_dir}"
-    if not run_dir.is_dir():
-        return f"{where}: {cause}: the run folder {run_dir} was deleted while the run wrote to it"
-    try:
-        from dltrain.core.checkpoint import load
-
-        epoch = load(run_dir / "last.pt")["epoch"]
-    except Exception:  # noqa: BLE001  (no complete epoch, or the folder is gone)
-        return f"{where}: {cause}; no complete epoch is saved in {run_dir}"
-    from dltrain.run.resume import command
-
-    return (f"{where}: {cause}; epoch {epoch}/{max_epochs} is saved whole in {run_dir}: free space or make the folder "
-            f"writable, then resume with: {command(run_dir)}")
+    return plain
 
 
 def parallel_jobs(hydra_cfg: Any, sweep: dict[str, Any]) -> int:
@@ -224,20 +199,6 @@ def with_wall_time(run_dir: Path, report: dict[str, Any], seconds: float) -> dic
     if is_rank0() and metrics_file.path(run_dir).is_file():
         metrics_file.write(run_dir, out)
     return out
-
-
-def is_worker_failure(err: BaseException) -> bool:
-    return type(err).__name__ == "ChildFailedError"
-
-
-def one_line(err: BaseException, where: str = "above") -> str:
-    if is_worker_failure(err):
-        from dltrain.core.dist import worker_failure
-
-        return worker_failure(list(getattr(err, "failures", {}).values()), where)
-    from dltrain.core.registry import first_line
-
-    return f"{type(err).__name__}: {first_line(err)}"
 
 
 def remove_if_empty(run_dir: Path) -> None:

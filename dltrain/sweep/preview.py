@@ -5,9 +5,10 @@ one line and exit 2. A run's config is composed as Hydra composes it for the job
 plugins and checked at the door (RunConfig.load), then planned by run/preview.py. A sweep's jobs are Hydra's
 own: its basic sweeper's product of the overrides (BasicSweeper.split_arguments), each named as Hydra names the
 job's folder (get_overrides_dirname, with the single-valued keys excluded as sweep/plan.py excludes them); each
-is composed and checked alike, grouped by what a vectorised launcher could stack (run/stacking.py), and each
-group's first job is measured once: a group's jobs share the model, data, batch and optimizer, so a step takes
-about the same time in each (a penalty or a dropout rate that differs changes it a little).
+is composed and checked alike, grouped as the vectorised launcher groups them (run/stacking.py plan_stacks, its
+cap and its reasons for a job alone included), and each group's first job is measured once: a group's jobs share
+the model, data, batch and optimizer, so a step takes about the same time in each (a penalty or a dropout rate
+that differs changes it a little).
 """
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from dltrain.core.registry import ConfigError
 from dltrain.run.points import compose_checked, is_hydra_key, task_only
 from dltrain.sweep.command_line import CommandLine, SweepPlan
 
-NOT_STACKED_YET = "the vectorised launcher is not built yet (issue 21): today each job trains on its own"
+NOT_STACKED = ("these groups train as stacks with hydra/launcher=vectorized; this sweep's launcher trains each job on "
+               "its own")
+PER_MEMBER = ("the optimizer's numbers, sched, reg, early_stopping, seed, max_epochs, label_smoothing, model.init, "
+              "dropout")
 
 
 def composed(arg_lists: list[list[str]], project: Path | None) -> list[Any]:
@@ -100,7 +104,6 @@ def sweep_jobs(line: CommandLine, sweep: SweepPlan) -> list[tuple[str, list[str]
 def show_sweep(line: CommandLine, sweep: SweepPlan | None) -> int:
     """The jobs with a per-job estimate, how they would stack, and the total."""
     from dltrain.run.preview import TIMED_STEPS, plan_run, seconds_text
-    from dltrain.run.stacking import stack_groups
 
     if sweep is None or sweep.jobs is None or line.points is None or line.points.hydra is None:
         print("dltrain: error: this sweeper picks its values while it runs, so its jobs cannot be listed before; "
@@ -108,14 +111,13 @@ def show_sweep(line: CommandLine, sweep: SweepPlan | None) -> int:
         return 2
     jobs = sweep_jobs(line, sweep)
     configs = composed([args for _, args in jobs], line.project)
-    ok = [i for i, c in enumerate(configs) if not isinstance(c, ConfigError)]
-    groups = [[ok[i] for i in group] for group in stack_groups([configs[i].resolved for i in ok])]
+    units = stack_units(configs, line)
     plans: dict[int, Any] = {}
-    for group in groups:
+    for unit in units:
         try:
-            plans.update(dict.fromkeys(group, plan_run(configs[group[0]])))
+            plans.update(dict.fromkeys(unit.jobs, plan_run(configs[unit.jobs[0]])))
         except ConfigError as err:  # the group's build fails (e.g. a model that cannot take the data)
-            plans.update(dict.fromkeys(group, err))
+            plans.update(dict.fromkeys(unit.jobs, err))
     print(header(sweep, line))
     width = max(len(name) for name, _ in jobs)
     total = 0.0
@@ -128,7 +130,7 @@ def show_sweep(line: CommandLine, sweep: SweepPlan | None) -> int:
         total += seconds
         columns = job_text(plan, configs[num])
         print(f"  [{num + 1}/{len(jobs)}] {name.ljust(width)}  {columns}  ~{seconds_text(seconds)}")
-    print(groups_text(groups, plans))
+    print(groups_text(units, plans, vectorized(line)))
     failed = sum(isinstance(plans.get(i, configs[i]), ConfigError) for i in range(len(jobs)))
     print(f"total ~{seconds_text(total)} for {len(jobs) - failed} job(s) (epochs and test), {launcher_text(line)}\n"
           f"  ESTIMATE from {TIMED_STEPS} timed steps of each group's first job; not counted: building each job's data and model, "
@@ -162,18 +164,44 @@ def job_text(plan: Any, config: Any) -> str:
             f"{lr:<15} ~{seconds_text(train + val)}/epoch")
 
 
-def groups_text(groups: list[list[int]], plans: dict[int, Any]) -> str:
-    """'would stack: N groups', each group's jobs by number, and the note that the launcher does not exist yet."""
-    from dltrain.run.preview import memory_line
+def vectorized(line: CommandLine) -> bool:
+    from omegaconf import OmegaConf
 
-    lines = [f"would stack: {len(groups)} group(s) (a group's jobs differ only in per-member keys: the optimizer's "
-             "numbers, sched, reg, seed, dropout, max_epochs)"]
-    for k, group in enumerate(groups, 1):
-        plan = plans.get(group[0])
-        memory = f", each ~{memory_line(plan).split(':')[0].lstrip('~')}" if plan is not None and \
+    return str(OmegaConf.select(line.points.hydra, "launcher._target_", default="")).endswith(".VectorizedLauncher")
+
+
+def stack_units(configs: list[Any], line: CommandLine) -> list[Any]:
+    """How the vectorised launcher would run the jobs that pass the door: its grouping, its cap
+    (hydra.launcher.max_members, with that launcher) and its reasons for a job to train alone."""
+    from omegaconf import OmegaConf
+
+    from dltrain.run.stacked import why_alone
+    from dltrain.run.stacking import plan_stacks
+    from dltrain.sweep.vectorized import hydra_reason
+
+    ok = [None if isinstance(c, ConfigError) else c for c in configs]
+    hydra = line.points.hydra
+    alone = [c and (hydra_reason(hydra) or why_alone(c)) for c in ok]
+    cap = OmegaConf.select(hydra, "launcher.max_members", default=None) if vectorized(line) else None
+    return plan_stacks([c and c.resolved for c in ok], alone, cap)
+
+
+def groups_text(units: list[Any], plans: dict[int, Any], stacked: bool) -> str:
+    """'would stack: N groups', each group's jobs by number (a job alone: why), and, unless this sweep's launcher
+    is the vectorised one, that it trains each job on its own."""
+    from dltrain.run.preview import memory_line
+    from dltrain.run.stacking import unit_line
+
+    lines = [f"{'stacks' if stacked else 'would stack'}: {len(units)} group(s) (a group's jobs differ only in "
+             f"per-member keys: {PER_MEMBER})"]
+    for k, unit in enumerate(units, 1):
+        plan = plans.get(unit.jobs[0])
+        each = "each " if unit.reason is None else ""
+        memory = f", {each}~{memory_line(plan).split(':')[0].lstrip('~')}" if plan is not None and \
             not isinstance(plan, ConfigError) else ""
-        lines.append(f"  group {k}: job{'s' if len(group) > 1 else ''} {', '.join(str(i + 1) for i in group)}{memory}")
-    lines.append(f"  ({NOT_STACKED_YET})")
+        lines.append(f"  group {k}: {unit_line(unit, unit.jobs)}{memory}")
+    if not stacked:
+        lines.append(f"  ({NOT_STACKED})")
     return "\n".join(lines)
 
 
@@ -183,4 +211,6 @@ def launcher_text(line: CommandLine) -> str:
     target = str(OmegaConf.select(line.points.hydra, "launcher._target_", default=""))
     if target.endswith("BasicLauncher"):
         return "one after another (Hydra's basic launcher)"
+    if target.endswith(".VectorizedLauncher"):
+        return "summed as if one after another (the vectorised launcher trains a group's jobs at once)"
     return f"summed ({target.rsplit('.', 1)[-1]} may run some at once)"
