@@ -72,7 +72,7 @@ def test_a_vectorised_sweep_leaves_what_the_basic_launcher_leaves(both) -> None:
     assert len(lines["stacked"]) == 4 and sorted(map(shape, lines["stacked"])) == sorted(map(shape, lines["basic"]))
     ours, theirs = table_rows(stacked.stdout, "stacked"), table_rows(basic.stdout, "basic")
     assert [shape(r) for r in ours[:3]] == [shape(r) for r in theirs[:3]] and ours[-1] == theirs[-1]  # title, header
-    assert sorted(map(shape, ours[3:-1])) == sorted(map(shape, theirs[3:-1])) and len(ours) == len(theirs) == 8
+    assert sorted(map(shape, ours[3:-1])) == sorted(map(shape, theirs[3:-1])) and len(ours) == len(theirs) == 13  # runs, then seeds
     assert stacked.stdout.count("vectorized: stacking jobs 1-4 (4 members)\n") == 1
     assert "vectorized" not in basic.stdout
     assert not (cwd / "stacked" / ".dltrain-jobs").exists()  # the ledger was read and removed, as the basic one

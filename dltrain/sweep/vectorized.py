@@ -187,6 +187,7 @@ def units_of(points: list[Point], cap: int | None) -> list[Any]:
 def train_group(points: list[Point]) -> None:
     """Train one stack; each member, as it ends: its log, its wall time (from the stack's start: its members train
     at once), its line and ledger record, its lock released, its sweep value."""
+    from dltrain.core import metrics_file
     from dltrain.run.stacked import Member, train_stack
     from dltrain.sweep.jobs import sweep_value, with_wall_time
     from dltrain.sweep.ledger import release_job_lock
@@ -198,6 +199,8 @@ def train_group(points: list[Point]) -> None:
 
     def on_end(i: int, report: dict[str, Any]) -> None:
         point = points[i]
+        if report.get("status") != "failed":  # its summary, into its log as a run's own (a failure has its line)
+            print(metrics_file.summary_text(report, point.run_dir), flush=True)
         output.to_log(point.run_dir)
         report = with_wall_time(point.run_dir, report, time.monotonic() - started)
         with output.terminal():
