@@ -155,6 +155,36 @@ def test_ctrl_c_is_one_line_that_continues_the_sweep(tmp_path) -> None:
             assert report["status"] == "completed" and report["epochs"] == 30, (job, report)
 
 
+def test_kill_9_then_the_same_command_ends_every_member_as_an_uninterrupted_sweep(tmp_path) -> None:
+    """A vectorised sweep killed at once (no handler runs) and re-run: every member resumes from its own last.pt
+    (they may stand at different epochs) and ends with the metrics of the same sweep never interrupted; each
+    member's TensorBoard history has one value per epoch."""
+    from tests.conftest import load_scalars
+
+    args = ["-m", "optim.lr=0.01,0.1", "trainer.seed=0,1", "trainer.max_epochs=8", "early_stopping=none",
+            "model.hidden=[16]", "trainer.log_every_n_steps=0", VECTORIZED]
+    reference = cli([*args, "hydra.sweep.dir=reference"], cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr
+    exe = Path(sys.executable).parent / "dltrain"
+    proc = subprocess.Popen([str(exe), *args, "hydra.sweep.dir=sweep"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(list((tmp_path / "sweep").glob("*/last.pt"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    again = cli([*args, "hydra.sweep.dir=sweep"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    for job in sorted(p for p in (tmp_path / "reference").iterdir() if p.is_dir()):
+        ours, theirs = (json.loads((tmp_path / root / job.name / "metrics.json").read_text())
+                        for root in ("sweep", "reference"))
+        assert ours["status"] == "completed" and ours["epochs"] == 8 and ours["launcher"] == "vectorized"
+        assert ours["final"]["val/loss"] == pytest.approx(theirs["final"]["val/loss"], rel=1e-5), job.name
+        assert ours["test"]["test/acc"] == pytest.approx(theirs["test"]["test/acc"], abs=1e-3), job.name
+        steps = [step for step, _ in load_scalars(tmp_path / "sweep" / job.name)["val/loss"]]
+        assert steps == list(range(1, 9)), (job.name, steps)
+
+
 # ---- the grouping (run/stacking.py), a pure function of the configs -----------------------------------------------
 
 def test_per_member_keys_include_early_stopping_init_and_label_smoothing() -> None:
