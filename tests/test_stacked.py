@@ -204,3 +204,22 @@ def test_why_alone_names_what_a_stack_cannot_do() -> None:
     assert "model=lstm" in why_alone(parse(["model=lstm", "data=digit_rows"]))
     assert "trainer.ema" in why_alone(parse([*SMALL, "trainer.ema.decay=0.9"]))
     assert "accumulate" in why_alone(parse([*SMALL, "trainer.accumulate=2"]))
+
+
+def test_the_memory_cap_counts_weights_states_activations_and_own_data(tmp_path: Path, capsys) -> None:
+    from dltrain.run.stack_build import member_bytes, memory_cap
+    from dltrain.run.train import open_run
+
+    runs = []
+    for i in range(4):
+        (tmp_path / str(i)).mkdir()
+        runs.append(open_run(parse([*SMALL, f"trainer.seed={i % 2}"]), tmp_path / str(i), torch.device("cpu"), []))
+    params = sum(p.numel() * 4 for p in runs[0].parts.model.parameters())  # 64*32+32 + 32*10+10 floats
+    shared, own = member_bytes(runs[0], False), member_bytes(runs[0], True)
+    assert shared == 8 * params + 3 * 64 * (32 + 10) * 4
+    data = sum(s.x.numel() * 4 + s.y.numel() * 8 for s in runs[0].splits[:2])  # float32 images, int64 labels
+    assert own - shared == data
+    assert memory_cap(runs, torch.device("cpu"), free=2 * 4 * own) == 4  # all fit: no line
+    assert memory_cap(runs, torch.device("cpu"), free=2 * 3 * own) == 3
+    assert "stacks of at most 3" in capsys.readouterr().out
+    assert memory_cap(runs, torch.device("cpu"), free=0) == 1

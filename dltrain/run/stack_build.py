@@ -131,3 +131,43 @@ def log_steps(runs: Sequence[Assembled], steps: int) -> set[int]:
 def means(sums: torch.Tensor, count: int, names: Sequence[str], prefix: str) -> list[dict[str, float]]:
     """Each member's means from its (N, len(names)) sums over `count` samples: one host read."""
     return [{f"{prefix}/{name}": value / max(count, 1) for name, value in zip(names, row)} for row in sums.tolist()]
+
+
+def member_bytes(run: Assembled, own_data: bool) -> int:
+    """What one more member adds to a stack, in bytes: its parameters 5 times over (the stacked weights, their
+    gradients, up to 3 optimizer states) and 3 more for its own copies (its model, its best epoch's weights, its
+    exported optimizer), its activations (a batch through every layer, kept for the backward pass, x3), and its
+    own train and val split when its seed gives it one (`own_data`)."""
+    params = sum(p.numel() * p.element_size() for p in run.parts.model.parameters())
+    widths = sum(p.shape[0] for p in run.parts.model.parameters() if p.dim() >= 2)  # units per layer, summed
+    activations = 3 * run.settings.batch_size * max(widths, 1) * 4
+    data = sum(s.x.numel() * s.x.element_size() + s.y.numel() * s.y.element_size() for s in run.splits[:2])
+    return 8 * params + activations + (data if own_data else 0)
+
+
+def free_bytes(device: torch.device) -> int:
+    """The device's free memory: CUDA's own count, or the host's MemAvailable (Linux; else 8 GiB assumed)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as info:
+            line = next(row for row in info if row.startswith("MemAvailable:"))
+        return int(line.split()[1]) * 1024
+    except (OSError, StopIteration, ValueError):
+        return 8 << 30
+
+
+def memory_cap(runs: Sequence[Assembled], device: torch.device, free: int | None = None) -> int:
+    """The most members one stack may hold: half of the device's free memory (`free` bytes, else measured) over
+    one member's bytes (members with their own seed count their data); at least 1. Says so in one line when it
+    splits the group."""
+    if not runs:
+        return 1
+    seeds = {run.settings.seed for run in runs}
+    own = len(seeds) > 1
+    each = max(member_bytes(run, own) for run in runs)
+    cap = max(1, int((free_bytes(device) if free is None else free) // 2 // max(each, 1)))
+    if cap < len(runs):
+        print(f"vectorized: {len(runs)} members need ~{each / 2**20:.1f} MiB each on {device.type}; stacks of at "
+              f"most {cap} (half the free memory), one after another", flush=True)
+    return cap

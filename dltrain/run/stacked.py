@@ -32,7 +32,7 @@ from dltrain.core.stack_model import why_not_stackable
 from dltrain.core.stack_optim import stackable_optimizer
 from dltrain.run.assemble import Assembled, pick_device
 from dltrain.run.config import RunConfig
-from dltrain.run.stack_build import Stack, build_stack, epoch_lrs, log_steps, means
+from dltrain.run.stack_build import Stack, build_stack, epoch_lrs, log_steps, means, memory_cap
 from dltrain.run.train import close_run, open_run
 
 STACKABLE_MODELS = ("mlp", "cnn")  # dltrain's own families a stack can batch (without batch_norm)
@@ -145,6 +145,18 @@ def train_together(runs: dict[int, Assembled], members: list[Member], reports: d
     for i in [i for i in runs if i not in live]:
         reports[i] = end_member(runs[i], members[i])
         on_end(i, reports[i])
+    cap = memory_cap([runs[i] for i in live], device_of(runs))
+    for start in range(0, len(live), cap):  # stacks that fit the device's free memory, one after another
+        train_chunk(runs, live[start:start + cap], members, reports, on_end)
+
+
+def device_of(runs: dict[int, Assembled]) -> torch.device:
+    return next(iter(runs.values())).splits[0].x.device if runs else torch.device("cpu")
+
+
+def train_chunk(runs: dict[int, Assembled], live: list[int], members: list[Member],
+                reports: dict[int, dict[str, Any]], on_end: Callable[[int, dict[str, Any]], None]) -> None:
+    """One stack's epochs until each of its members has ended; restacked when half of it has."""
     stack: Stack | None = None
     while live:
         if stack is None or len(live) <= len(stack.runs) // 2:  # restack the survivors: a smaller stack is faster
