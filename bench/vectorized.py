@@ -180,7 +180,10 @@ def main() -> None:
             if args.part == "loop":
                 rows.append(loop_side(args.case, n, args.epochs, Path(tmp) / str(n)))
             else:
-                rows += [sweep_side(args.case, n, False, Path(tmp)), sweep_side(args.case, n, True, Path(tmp))]
+                for vectorized in (False, True):
+                    rows.append(sweep_side(args.case, n, vectorized, Path(tmp)))
+                    print(json.dumps(rows[-1]), flush=True)
+                continue
             print(json.dumps(rows[-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -16,6 +16,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,7 +188,7 @@ def stack_ended(stack: Stack, live: list[Assembled]) -> list[Assembled]:
     val_means = means(evaluate_stack(stack.model, stack.task, stack.val, stack.settings.batch_size,
                                      stack.settings.smoothing), len(stack.val), stack.names, "val") \
         if len(stack.val) else [{} for _ in runs]
-    ended, live_ids = [], {id(run) for run in live}
+    ended, live_ids, epoch_ends = [], {id(run) for run in live}, []
     for m, run in enumerate(runs):
         if id(run) not in live_ids:
             continue
@@ -196,19 +197,24 @@ def stack_ended(stack: Stack, live: list[Assembled]) -> list[Assembled]:
         per_step = run.settings.lr_per_step
         metrics.update({"lr": run.settings.lr_at(run.state.step if per_step else run.state.epoch),
                         "throughput/samples_per_sec": len(stack.train) / seconds, "time/epoch_sec": seconds})
-        member_epoch_end(stack, m, run, metrics, seen, seconds)
-        if finished(run):
+        stack.model.store_member(m, run.parts.model)  # its slice into its own model and optimizer
+        stack.optimizer.export_member(m, run.state.optimizer, list(run.parts.model.parameters()))
+        epoch_ends.append((run, metrics))
+    # Each member's epoch end (judged, its callbacks: last.pt/best.pt, events, log) in threads: the checkpoint
+    # writes wait on fsync, which releases the GIL, and the file system commits them together (16 members of the
+    # digits run: 4.5 s of a 20-epoch sweep's 11 s in fsync one by one). All are done before the next epoch.
+    with ThreadPoolExecutor(max_workers=min(16, len(epoch_ends)) or 1) as pool:
+        list(pool.map(lambda item: member_epoch_end(stack, item[0], item[1], seen, seconds), epoch_ends))
+    for m, run in enumerate(runs):
+        if id(run) in live_ids and finished(run):
             ended.append(run)
             stack.active[m] = False  # frozen from the next step on: its updates are masked, its slice kept
     return ended
 
 
-def member_epoch_end(stack: Stack, m: int, run: Assembled, metrics: dict[str, float], seen: int,
-                     seconds: float) -> None:
-    """Member m's slice back into its own model and optimizer, then its epoch judged and called back."""
+def member_epoch_end(stack: Stack, run: Assembled, metrics: dict[str, float], seen: int, seconds: float) -> None:
+    """A member's epoch, its slice already in its own model and optimizer: judged and called back."""
     state = run.state
-    stack.model.store_member(m, run.parts.model)
-    stack.optimizer.export_member(m, state.optimizer, list(run.parts.model.parameters()))
     state.step += stack.steps_per_epoch
     state.epoch += 1
     state.samples_seen += seen

@@ -14,6 +14,7 @@ Nothing heavy is imported at module level (Hydra imports this module at every st
 """
 from __future__ import annotations
 
+
 import sys
 import time
 from collections.abc import Sequence
@@ -53,6 +54,10 @@ class VectorizedLauncher(Launcher):
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        from dltrain.sweep.validated import hand_over_validated
+
+        hand_over_validated(hydra_context.config_loader)
+
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
         """Set every job up, then train the stacks and the jobs alone, in order of their first job; Hydra's
