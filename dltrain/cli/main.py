@@ -139,7 +139,7 @@ def run_hydra(args: list[str]) -> None:
 
     sweep = line.sweep
     if line.multirun:
-        from dltrain.sweep.vectorized import register
+        from dltrain.sweep.validated import register
 
         register()  # hydra/launcher=vectorized, whatever way dltrain was installed
     with ledger.listening(sweep.root if sweep else None) if line.multirun else nullcontext() as jobs:

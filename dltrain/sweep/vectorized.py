@@ -8,12 +8,11 @@ door (a refused job is recorded failed, the sweep goes on); a job that left a la
 are grouped by run/stacking.py `plan_stacks` (the group cap: hydra.launcher.max_members); one line per stack says
 what it stacks, one per job that runs alone says why (a job alone runs through `run_job` with the sweep's task
 function: exactly as under the basic launcher). As each member ends: its one line, its ledger record and wall time.
-Ctrl-C or SIGTERM: one line with the command that continues the sweep, and 130/143.
-Hydra takes a launcher only from the hydra_plugins package: hydra_plugins/dltrain_launcher names this class there.
-Nothing heavy is imported at module level (Hydra imports this module at every start while it scans its plugins).
+Ctrl-C or SIGTERM: one line with the command that continues the sweep, and 130/143. Hydra takes a launcher only
+from the hydra_plugins package (hydra_plugins/dltrain_launcher names this class there); nothing heavy is imported
+at module level (Hydra imports this module at every start while it scans its plugins).
 """
 from __future__ import annotations
-
 
 import sys
 import time
@@ -51,12 +50,13 @@ class VectorizedLauncher(Launcher):
         self.config: Any = None
         self.hydra_context: Any = None
         self.task_function: Any = None
+        self.loading: Any = None  # the config loader's load_sweep_config (sweep/validated.py)
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
-        from dltrain.sweep.validated import hand_over_validated
+        from dltrain.sweep.validated import skip_validation
 
-        hand_over_validated(hydra_context.config_loader)
+        self.loading = skip_validation(hydra_context.config_loader)
 
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
@@ -67,6 +67,7 @@ class VectorizedLauncher(Launcher):
         from dltrain.run.signals import deferred, on_signal_raise_interrupt
 
         setup_globals()
+        self.loading.launching = True  # jobs are composed from here on (the sweeper's check was skipped)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         checked_cap(self.max_members)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -291,13 +292,3 @@ def checked_cap(cap: Any) -> None:
               "chooses from memory)", file=sys.stderr, flush=True)
         sys.exit(2)
 
-
-def register() -> None:
-    """Make the launcher known to Hydra. Hydra finds plugins by walking the hydra_plugins folders; an editable
-    install (pip install -e) maps ours by an import hook that this walk does not see, so it is registered here
-    (Hydra's own Plugins.register), before Hydra instantiates a launcher."""
-    from hydra.core.plugins import Plugins
-
-    from hydra_plugins.dltrain_launcher import VectorizedLauncher as Named
-
-    Plugins.instance().register(Named)
