@@ -16,6 +16,10 @@ jobs (interpreter start-up, planning, the end table: wall - the jobs' wall_secon
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/vectorized.py loop --members 1 4 16 64
     OMP_NUM_THREADS=1 .venv/bin/python bench/vectorized.py sweep --members 1 4 16 64
+    OMP_NUM_THREADS=1 .venv/bin/python bench/vectorized.py seeds     # 8 seeds vectorised against one plain run
+
+`seeds`: one plain `dltrain` (the default digits run) against `dltrain -m trainer.seed=0,...,7
+hydra/launcher=vectorized`, wall seconds of each command.
 """
 from __future__ import annotations
 
@@ -147,6 +151,23 @@ def sweep_side(case: str, n: int, vectorized: bool, root: Path) -> dict[str, Any
             if not vectorized else None}
 
 
+def seeds_side(root: Path, seeds: int = 8) -> dict[str, Any]:
+    """One plain `dltrain` run against `seeds` seeds of it as a vectorised sweep: wall seconds of each command."""
+    exe = str(Path(sys.executable).parent / "dltrain")
+    commands = {"one_run": [exe, f"hydra.run.dir={root / 'one'}"],
+                "seeds_vectorized": [exe, "-m", f"trainer.seed={','.join(map(str, range(seeds)))}",
+                                     "hydra/launcher=vectorized", f"hydra.sweep.dir={root / 'seeds'}"]}
+    walls = {}
+    for name, command in commands.items():
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, cwd=root)
+        walls[name] = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"{name} failed: {done.stderr[-2000:]}")
+    return {"seeds": seeds, **{f"{k}_s": round(v, 2) for k, v in walls.items()},
+            "ratio": walls["seeds_vectorized"] / walls["one_run"]}
+
+
 def stack_training(reports: list[dict[str, Any]]) -> float:
     """A stack's training time: its members share each epoch's seconds, so the longest member's is the stack's."""
     return max(r["train_seconds"] for r in reports)
@@ -168,7 +189,7 @@ def sweep_overrides(points: list[list[str]]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=("loop", "sweep"))
+    parser.add_argument("part", choices=("loop", "sweep", "seeds"))
     parser.add_argument("--case", default="digits_mlp", choices=sorted(CASES))
     parser.add_argument("--members", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per side (loop)")
@@ -176,7 +197,10 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in args.members:
+        if args.part == "seeds":
+            rows.append(seeds_side(Path(tmp)))
+            print(json.dumps(rows[-1]), flush=True)
+        for n in args.members if args.part != "seeds" else []:
             if args.part == "loop":
                 rows.append(loop_side(args.case, n, args.epochs, Path(tmp) / str(n)))
             else:
