@@ -223,3 +223,16 @@ def test_the_memory_cap_counts_weights_states_activations_and_own_data(tmp_path:
     assert memory_cap(runs, torch.device("cpu"), free=2 * 3 * own) == 3
     assert "stacks of at most 3" in capsys.readouterr().out
     assert memory_cap(runs, torch.device("cpu"), free=0) == 1
+
+
+def test_the_last_member_of_a_stack_goes_on_alone_and_ends_as_its_own_run(tmp_path: Path) -> None:
+    """Members of 1, 2 and 4 epochs: the stack of 3 loses one member per epoch; the last trains its epochs 3 and 4
+    with the ordinary engine, from its synced weights and Adam state, and ends as the run trained alone."""
+    common = [*SMALL, "optim=adam"]
+    points = [["trainer.max_epochs=1"], ["trainer.max_epochs=2", "optim.lr=0.01"],
+              ["trainer.max_epochs=4", "optim.lr=0.003", "trainer.seed=1"]]
+    pairs = stacked_and_alone(tmp_path, common, points)
+    assert largest_difference(tmp_path, len(points), epochs=4) < TOLERANCE
+    for stacked, alone in pairs:
+        same_ending(stacked, alone)
+    assert [s for s, _ in load_scalars(tmp_path / "stack2")["train/loss"]] == [1, 2, 3, 4]

@@ -230,32 +230,39 @@ def fit(state: State, task: Task, train: Split, val: Split, test: Split, setting
     """Train until max_epochs or a callback stops the run, then evaluate the test split."""
     for cb in callbacks:
         cb.on_fit_start(state)
-    shown = served(state.ema, state.model)  # validated and tested: trainer.ema's averaged copy, or the model
     while state.epoch < settings.max_epochs and not state.should_stop:
-        lr = settings.lr_at(state.step if settings.lr_per_step else state.epoch)
-        if not settings.lr_per_step:
-            set_lr(state.optimizer, lr, settings.lr_scales)
-        started = time.perf_counter()
-        metrics = train_epoch(state, task, train, settings, callbacks)
-        seconds = time.perf_counter() - started  # the host read above synced the device
-        state.train_seconds += seconds
-        metrics.update(evaluate(shown, task, val, settings.batch_size, "val", settings.autocast_dtype))
-        metrics.update(task.derived(metrics))
-        metrics.update({"lr": lr, "throughput/samples_per_sec": len(train) / seconds, "time/epoch_sec": seconds})
-        state.epoch += 1
-        state.metrics = metrics
-        state.best.update(metrics, state.epoch, served(state.ema, state.raw_model))
-        state.rng = dist.all_gather_object(rng_state())  # so a resume gives each rank its own stream back
-        for cb in callbacks:
-            cb.on_epoch_end(state)
+        fit_epoch(state, task, train, val, settings, callbacks)
     restore_best_weights(state)
     for cb in callbacks:
         cb.on_train_end(state)
-    state.test_metrics = evaluate(shown, task, test, settings.batch_size, "test", settings.autocast_dtype)
+    state.test_metrics = evaluate(served(state.ema, state.model), task, test, settings.batch_size, "test",
+                                  settings.autocast_dtype)
     state.test_metrics.update(task.derived(state.test_metrics))
     for cb in callbacks:
         cb.on_fit_end(state)
     return state
+
+
+def fit_epoch(state: State, task: Task, train: Split, val: Split, settings: LoopSettings,
+              callbacks: Sequence[Callback]) -> None:
+    """One epoch of `fit`: train, validate, judge (`state.best`), call back."""
+    shown = served(state.ema, state.model)  # validated and tested: trainer.ema's averaged copy, or the model
+    lr = settings.lr_at(state.step if settings.lr_per_step else state.epoch)
+    if not settings.lr_per_step:
+        set_lr(state.optimizer, lr, settings.lr_scales)
+    started = time.perf_counter()
+    metrics = train_epoch(state, task, train, settings, callbacks)
+    seconds = time.perf_counter() - started  # the host read above synced the device
+    state.train_seconds += seconds
+    metrics.update(evaluate(shown, task, val, settings.batch_size, "val", settings.autocast_dtype))
+    metrics.update(task.derived(metrics))
+    metrics.update({"lr": lr, "throughput/samples_per_sec": len(train) / seconds, "time/epoch_sec": seconds})
+    state.epoch += 1
+    state.metrics = metrics
+    state.best.update(metrics, state.epoch, served(state.ema, state.raw_model))
+    state.rng = dist.all_gather_object(rng_state())  # so a resume gives each rank its own stream back
+    for cb in callbacks:
+        cb.on_epoch_end(state)
 
 
 def restore_best_weights(state: State) -> None:
