@@ -117,5 +117,15 @@ def uses_processes(function: Any, seen: set | None = None) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         function = getattr(item, "function", None)
-        if (function is not None and uses_processes(function)) or E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if (function is not None and uses_processes(function)) or E2E_FIXTURES & set(getattr(item, "fixturenames", ())) \
+                or any(uses_processes(f) for f in own_fixtures(item)):
             item.add_marker(pytest.mark.e2e)
+
+
+def own_fixtures(item: pytest.Item) -> list[Any]:
+    """The functions of the test package's fixtures that the test uses (one that runs the CLI makes it e2e)."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = [d for name in getattr(item, "fixturenames", ()) for d in (info.name2fixturedefs.get(name) or ())] \
+        if info is not None else []
+    return [d.func for d in defs if Path(getattr(d.func, "__code__", None).co_filename).is_relative_to(TESTS)
+            if hasattr(d.func, "__code__")]

@@ -107,6 +107,7 @@ def test_each_optimizer_in_a_stack_follows_its_own_runs(tmp_path: Path, name: st
         same_ending(stacked, alone)
 
 
+@pytest.mark.slow
 def test_the_default_digits_sweep_ends_as_its_runs_do(tmp_path: Path) -> None:
     """20 epochs of the default run: the same best epoch, stop epoch and reason, test metrics within 1e-3."""
     points = [["optim.lr=0.01"], ["optim.lr=0.1", "trainer.seed=1"], ["optim.lr=0.3"]]
@@ -173,6 +174,7 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seeds", [1, 2], ids=["one split", "a split per seed"])
 def test_a_stack_is_one_set_of_kernels_whatever_its_size(tmp_path: Path, seeds: int) -> None:
     """The aten ops of a training step at N = 1 (or 2 seeds: N = 2) and N = 16: the same count."""
