@@ -11,8 +11,9 @@ their ratio (the issue's gate: >= 4 at N = 16 on the digits MLP).
 `sweep`: end to end, the `dltrain -m ...` command a user types, once with the basic launcher and once with
 `hydra/launcher=vectorized`, each in a fresh folder; wall time from the command's start to its exit, and where it
 went: training (the runs' train_seconds; for a stack, its epochs' time, shared by its members), the rest of the
-jobs' own time (set-up, evaluation, test, checkpoints, logging: wall_seconds - train_seconds), and outside the
-jobs (interpreter start-up, planning, the end table: wall - the jobs' wall_seconds).
+jobs' own time (set-up, evaluation, test, checkpoints, logging: wall_seconds - train_seconds; for a stack, from
+its start to its last member's end), and outside the jobs (interpreter start-up, the door's composition of the
+points, planning, Hydra's set-up of each job, the end table: wall - the jobs' time).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/vectorized.py loop --members 1 4 16 64
     OMP_NUM_THREADS=1 .venv/bin/python bench/vectorized.py sweep --members 1 4 16 64
@@ -144,11 +145,12 @@ def sweep_side(case: str, n: int, vectorized: bool, root: Path) -> dict[str, Any
         raise SystemExit(f"the sweep failed ({done.returncode}): {done.stderr[-2000:]}")
     reports = [json.loads(p.read_text()) for p in folder.glob("*/metrics.json")]
     assert len(reports) == n, (len(reports), n)
-    jobs = sum(r["wall_seconds"] for r in reports)
+    # the jobs' own time: summed over jobs in turn; a stack's is its longest member's (they count from its start)
+    jobs = max(r["wall_seconds"] for r in reports) if vectorized else sum(r["wall_seconds"] for r in reports)
     training = stack_training(reports) if vectorized else sum(r["train_seconds"] for r in reports)
-    return {"n": n, "launcher": "vectorized" if vectorized else "basic", "wall_s": wall, "training_s": training,
-            "in_jobs_other_s": jobs - training if not vectorized else None, "outside_jobs_s": wall - jobs
-            if not vectorized else None}
+    return {"n": n, "launcher": "vectorized" if vectorized else "basic", "wall_s": round(wall, 2),
+            "training_s": round(training, 2), "in_jobs_other_s": round(jobs - training, 2),
+            "outside_jobs_s": round(wall - jobs, 2)}
 
 
 def seeds_side(root: Path, seeds: int = 8) -> dict[str, Any]:
