@@ -5,7 +5,8 @@ Two parts, each a ratio against a reference measured in the same run:
 `loop`: the training loop alone. N members of the default digits run (or another case), opened as the launcher
 opens them (run/train.py open_run), trained E epochs as one stack (core/stack_engine.py train_epoch + evaluate on
 the val split) against the same N runs trained one after another in this process by the ordinary engine
-(core/engine.py train_epoch + evaluate), no callbacks, no files. Reported: member-epochs per second of each, and
+(core/engine.py train_epoch + evaluate; each run's E epochs in a row), no callbacks, no files; twice each, in the
+order stacked, one-at-a-time, one-at-a-time, stacked. Reported: member-epochs per second of each, and
 their ratio (the issue's gate: >= 4 at N = 16 on the digits MLP).
 
 `sweep`: end to end, the `dltrain -m ...` command a user types, once with the basic launcher and once with
@@ -82,8 +83,9 @@ def open_runs(case: str, n: int, epochs: int, root: Path) -> list[Any]:
 
 
 def loop_side(case: str, n: int, epochs: int, root: Path) -> dict[str, float]:
-    """Seconds of `epochs` epochs of N members, training and validation timed apart: stacked, and one after
-    another with the ordinary engine."""
+    """Seconds of 2 x `epochs` epochs of N members, training and validation timed apart: stacked, and one member
+    after another with the ordinary engine (each member's epochs in a row, as the basic launcher trains them), in
+    blocks ordered stacked, alone, alone, stacked."""
     from dltrain.core import engine
     from dltrain.core.stack_engine import evaluate as stack_evaluate
     from dltrain.core.stack_engine import train_epoch as stack_epoch
@@ -103,25 +105,37 @@ def loop_side(case: str, n: int, epochs: int, root: Path) -> dict[str, float]:
     def stacked_val(e: int) -> None:
         stack_evaluate(stack.model, stack.task, stack.val, stack.settings.batch_size, None).tolist()
 
-    def alone_train(e: int) -> None:
-        for run in alone:
-            engine.set_lr(run.state.optimizer, run.settings.lr_at(e), run.settings.lr_scales)
-            engine.train_epoch(run.state, run.parts.task, run.splits[0], run.settings, [])
+    def alone_train(run: Any, e: int) -> None:
+        engine.set_lr(run.state.optimizer, run.settings.lr_at(e), run.settings.lr_scales)
+        engine.train_epoch(run.state, run.parts.task, run.splits[0], run.settings, [])
 
-    def alone_val(e: int) -> None:
-        for run in alone:
-            engine.evaluate(run.state.model, run.parts.task, run.splits[1], run.settings.batch_size, "val")
+    def alone_val(run: Any, e: int) -> None:
+        engine.evaluate(run.state.model, run.parts.task, run.splits[1], run.settings.batch_size, "val")
 
-    sides = {"stacked_train": stacked_train, "stacked_val": stacked_val, "alone_train": alone_train,
-             "alone_val": alone_val}
-    times = dict.fromkeys(sides, 0.0)
-    for fn in sides.values():  # warm-up epoch, not timed
-        fn(0)
-    for e in range(1, epochs + 1):  # alternate who goes first, so drift cancels
-        for name in (list(sides) if e % 2 else list(sides)[::-1]):
-            started = time.perf_counter()
-            sides[name](e)
-            times[name] += time.perf_counter() - started
+    times = dict.fromkeys(("stacked_train", "stacked_val", "alone_train", "alone_val"), 0.0)
+
+    def timed(name: str, fn: Any, *args: Any) -> None:
+        started = time.perf_counter()
+        fn(*args)
+        times[name] += time.perf_counter() - started
+
+    def stacked_block() -> None:  # the stack's epochs one after another, as the launcher trains them
+        for e in range(epochs):
+            timed("stacked_train", stacked_train, e)
+            timed("stacked_val", stacked_val, e)
+
+    def alone_block() -> None:  # each run's epochs one after another, then the next run: the basic launcher's order
+        for run in alone:
+            for e in range(epochs):
+                timed("alone_train", alone_train, run, e)
+                timed("alone_val", alone_val, run, e)
+
+    stacked_train(0)
+    for run in alone:
+        alone_train(run, 0)  # warm-up epochs, not timed
+    for block in (stacked_block, alone_block, alone_block, stacked_block):  # ABBA: drift and order cancel
+        block()
+    epochs *= 2  # two blocks each
     member_epochs = n * epochs
     return {"n": n, **{f"{k}_s": round(v, 4) for k, v in times.items()},
             "train_ratio": times["alone_train"] / times["stacked_train"],
