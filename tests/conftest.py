@@ -113,9 +113,16 @@ def uses_processes(function: Any, seen: set | None = None) -> bool:
     return any(uses_processes(c, seen) for c in nested) or any(uses_processes(h, seen) for h in helpers)
 
 
+def fixture_functions(item: pytest.Item) -> list[Any]:
+    """The functions of the fixtures a test uses, its fixtures' fixtures included: a run shared by a module-scoped
+    fixture tiers the tests that read it as if each made it."""
+    info = getattr(item, "_fixtureinfo", None)
+    return [d.func for defs in (info.name2fixturedefs.values() if info else ()) for d in defs]
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        function = getattr(item, "function", None)
-        if (function is not None and uses_processes(function)) or E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+        functions = [f for f in (getattr(item, "function", None), *fixture_functions(item)) if f is not None]
+        if any(uses_processes(f) for f in functions) or E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
