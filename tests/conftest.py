@@ -71,6 +71,19 @@ def fast() -> list[str]:
     return list(FAST)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> None:
+    """One intra-op thread for the torch work the tests do by hand in this process (models built and stepped,
+    tensors compared). torch's default, a thread per core, spends most of such tiny ops waiting at its thread
+    barriers on the 2-core machine: tests/models/test_families.py's eight 80-step runs took 63 s with two threads
+    and 12 s with one (the GRU's 22 s -> 1 s). A run (`run` here, or the CLI) still sets its own threads by its
+    rule, OMP_NUM_THREADS or trainer.threads (run/threads.py) and restores this count afterwards; child processes
+    do not inherit it."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def wheel_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """dltrain installed from this checkout as a real wheel into a folder of its own (`pip install --target`, no
