@@ -71,6 +71,19 @@ def fast() -> list[str]:
     return list(FAST)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> None:
+    """One intra-op thread for the torch work the tests do by hand in this process (models built and stepped,
+    tensors compared). torch's default, a thread per core, spends most of such tiny ops waiting at its thread
+    barriers on the 2-core machine: tests/models/test_families.py's eight 80-step runs took 63 s with two threads
+    and 12 s with one (the GRU's 22 s -> 1 s). A run (`run` here, or the CLI) still sets its own threads by its
+    rule, OMP_NUM_THREADS or trainer.threads (run/threads.py) and restores this count afterwards; child processes
+    do not inherit it."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def wheel_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """dltrain installed from this checkout as a real wheel into a folder of its own (`pip install --target`, no
@@ -113,19 +126,17 @@ def uses_processes(function: Any, seen: set | None = None) -> bool:
     return any(uses_processes(c, seen) for c in nested) or any(uses_processes(h, seen) for h in helpers)
 
 
+def fixture_functions(item: pytest.Item) -> list[Any]:
+    """The functions of the fixtures a test uses, its fixtures' fixtures included: a run shared by a module-scoped
+    fixture tiers the tests that read it as if each made it."""
+    info = getattr(item, "_fixtureinfo", None)
+    return [d.func for defs in (info.name2fixturedefs.values() if info else ()) for d in defs]
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        function = getattr(item, "function", None)
-        if (function is not None and uses_processes(function)) or E2E_FIXTURES & set(getattr(item, "fixturenames", ())) \
-                or any(uses_processes(f) for f in own_fixtures(item)):
+        functions = [f for f in (getattr(item, "function", None), *fixture_functions(item)) if f is not None]
+        if any(uses_processes(f) for f in functions) or E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
 
-
-def own_fixtures(item: pytest.Item) -> list[Any]:
-    """The functions of the test package's fixtures that the test uses (one that runs the CLI makes it e2e)."""
-    info = getattr(item, "_fixtureinfo", None)
-    defs = [d for name in getattr(item, "fixturenames", ()) for d in (info.name2fixturedefs.get(name) or ())] \
-        if info is not None else []
-    return [d.func for d in defs if Path(getattr(d.func, "__code__", None).co_filename).is_relative_to(TESTS)
-            if hasattr(d.func, "__code__")]

@@ -21,10 +21,20 @@ SWEPT = ["optim=adam", "optim=sgd"]
 
 
 @pytest.fixture(scope="module")
-def sweep_then_run(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """A single run, then a sweep, then another single run, with Hydra's own folders (outputs/, multirun/)."""
+def first_table(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """A single run with Hydra's own folder (outputs/), and `dltrain runs` while it is the only run."""
     cwd = tmp_path_factory.mktemp("work")
-    for args in (QUICK, ["-m", "optim=sgd,adam", *QUICK], QUICK):
+    done = cli(QUICK, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    (run,) = (cwd / "outputs").glob("*/*")
+    return cwd, run.relative_to(cwd), cli(["runs"], cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def sweep_then_run(first_table) -> tuple[Path, Path, Path]:
+    """A single run, then a sweep, then another single run, with Hydra's own folders (outputs/, multirun/)."""
+    cwd, _, _ = first_table
+    for args in (["-m", "optim=sgd,adam", *QUICK], QUICK):
         done = cli(args, cwd=cwd)
         assert done.returncode == 0, done.stderr
     (sweep,) = (cwd / "multirun").glob("*/*")
@@ -32,12 +42,10 @@ def sweep_then_run(tmp_path_factory) -> tuple[Path, Path, Path]:
     return cwd, sweep.relative_to(cwd), later.relative_to(cwd)
 
 
-def test_runs_takes_the_newest_run_when_there_is_no_sweep(tmp_path) -> None:
-    assert cli(QUICK, cwd=tmp_path).returncode == 0
-    (run,) = (tmp_path / "outputs").glob("*/*")
-    table = cli(["runs"], cwd=tmp_path)
+def test_runs_takes_the_newest_run_when_there_is_no_sweep(first_table) -> None:
+    _, run, table = first_table
     assert table.returncode == 0, table.stderr
-    assert table.stdout.startswith(f"1 run(s) in {run.relative_to(tmp_path)} ") and "newer" not in table.stdout
+    assert table.stdout.startswith(f"1 run(s) in {run} ") and "newer" not in table.stdout
 
 
 def test_runs_takes_the_newest_sweep_and_names_a_later_single_run(sweep_then_run) -> None:

@@ -42,34 +42,6 @@ def test_sub_command_help_names_its_arguments_as_a_user_writes_them(tmp_path, co
     assert [row.split()[0] for row in rows if row[:3].strip()] == arguments.strip("[]").split()
 
 
-def hparams_of(run_dir: Path) -> dict:
-    """The HParams plugin's session of a run: its hyper-parameter values."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
-    acc = EventAccumulator(str(run_dir))
-    acc.Reload()
-    content = acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
-    start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
-    return {k: v.string_value or v.number_value or v.bool_value for k, v in start.hparams.items()}
-
-
-def test_sweep_makes_one_named_tensorboard_run_per_job(tmp_path) -> None:
-    result = cli(["-m", "optim=sgd,adam", "sched=step,exponential", *QUICK, "hydra.sweep.dir=sweep"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
-    assert jobs == [f"optim={o},sched={s}" for o in ("adam", "sgd") for s in ("exponential", "step")]
-    for job in jobs:
-        values = hparams_of(tmp_path / "sweep" / job)
-        assert values["optim.name"] in job and values["sched.name"] in job
-    table = cli(["runs", "sweep"], cwd=tmp_path)
-    assert table.returncode == 0, table.stderr
-    lines = table.stdout.strip().splitlines()
-    assert len(lines) == 2 + 4 and lines[1].split()[:4] == ["optim", "sched", "status", "best"]
-    best_column = [float(line.lstrip("* ").split()[3]) for line in lines[2:]]
-    assert best_column == sorted(best_column)  # sorted by the monitored metric, best first
-
-
 @pytest.fixture
 def in_process_cli(monkeypatch):
     """For `cli.run_hydra` in this process: undo what a real command may change for good (argv, environment

@@ -18,6 +18,7 @@ from dltrain.core import checkpoint
 from dltrain.core.files import write_atomic
 from dltrain.run import resuming
 from tests.conftest import cli
+from tests.conftest import run as train  # `run` names a run folder here
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = ["data=digits", "model=mlp", "model.hidden=[32]", "trainer.max_epochs=3", "trainer.log_every_n_steps=0",
@@ -129,7 +130,7 @@ def test_a_really_full_disk_mid_run_keeps_epoch_1_and_resumes_after_more_room(tm
 
 def test_an_immutable_run_folder_refuses_the_resume_and_keeps_its_files(tmp_path) -> None:
     run = tmp_path / "run"
-    assert cli([*RUN, "trainer.max_epochs=1", f"hydra.run.dir={run}"], cwd=tmp_path).returncode == 0
+    train([*RUN, "trainer.max_epochs=1"], run)  # the run to resume: made in this process (the resume is the test)
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     if subprocess.run(["chattr", "+i", str(run)], capture_output=True).returncode != 0:
         pytest.skip("chattr +i needs root and a file system that supports it")

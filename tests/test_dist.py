@@ -129,11 +129,13 @@ def test_external_torchrun_joins_the_group_and_shares_one_run_dir(tmp_path) -> N
 
 def test_batch_norm_drops_a_last_batch_too_small_to_share(tmp_path) -> None:
     """1078 train samples at batch 359 leave a last batch of 1 (1078 = 3*359 + 1), too small to give each of 2
-    processes the 2 samples batch norm needs: it is dropped, and a per-step cosine counts only the steps taken."""
+    processes the 2 samples batch norm needs: it is dropped, and a per-step cosine counts only the steps taken.
+    trainer.threads set by hand is each worker's, not the automatic share (tests/test_scale_out.py checks that)."""
     overrides = ["model.batch_norm=true", "data.batch_size=359", "trainer.max_epochs=1", "trainer.devices=2",
-                 "trainer.log_every_n_steps=0", "sched=cosine", "sched.interval=step", "sched.min_lr=0.01"]
+                 "trainer.log_every_n_steps=0", "sched=cosine", "sched.interval=step", "sched.min_lr=0.01",
+                 "trainer.threads=3"]
     report = run(overrides, tmp_path)
-    assert report["status"] == "completed" and report["world_size"] == 2
+    assert report["status"] == "completed" and report["world_size"] == 2 and report["threads"] == 3
     saved = checkpoint.load(tmp_path / "last.pt")
     assert saved["step"] == 3
     parts = build(parse(overrides))

@@ -3,6 +3,7 @@ folder, with DDP, resume, eval and export; code is never imported on a checkpoin
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,13 +26,20 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def first(project) -> Path:
+    """The starter's QUICK run in its project (the unedited model), made once: the tests below only read it or copy
+    it."""
+    result = cli([*QUICK, "hydra.run.dir=first"], cwd=project)
+    assert result.returncode == 0, result.stderr
+    return project / "first"
+
+
 def params_of(run_dir: Path) -> int:
     return sum(t.numel() for t in checkpoint.load(run_dir / "last.pt")["model"].values())
 
 
-def test_the_starter_trains_its_own_model_on_its_own_data(project) -> None:
-    result = cli([*QUICK, "hydra.run.dir=first"], cwd=project)
-    assert result.returncode == 0, result.stderr
+def test_the_starter_trains_its_own_model_on_its_own_data(project, first) -> None:
     report = json.loads((project / "first" / "metrics.json").read_text())
     config = (project / "first" / "config.yaml").read_text()
     assert "name: mynet" in config and "name: points" in config
@@ -40,8 +48,7 @@ def test_the_starter_trains_its_own_model_on_its_own_data(project) -> None:
     assert report["provenance"]["torch"] == torch.__version__.split("+")[0] or report["provenance"]["torch"]
 
 
-def test_editing_the_model_file_changes_the_next_run(project, tmp_path) -> None:
-    before = cli([*QUICK, f"hydra.run.dir={tmp_path / 'a'}"], cwd=project)
+def test_editing_the_model_file_changes_the_next_run(project, first, tmp_path) -> None:
     models = project / "models.py"
     text = models.read_text()
     models.write_text(text.replace("HIDDEN_LAYERS = 2", "HIDDEN_LAYERS = 3"))
@@ -49,19 +56,20 @@ def test_editing_the_model_file_changes_the_next_run(project, tmp_path) -> None:
         after = cli([*QUICK, f"hydra.run.dir={tmp_path / 'b'}"], cwd=project)
     finally:
         models.write_text(text)
-    assert before.returncode == 0 and after.returncode == 0, after.stderr
-    assert params_of(tmp_path / "b") == params_of(tmp_path / "a") + 32 * 32 + 32  # one more width-32 layer
+    assert after.returncode == 0, after.stderr
+    assert params_of(tmp_path / "b") == params_of(first) + 32 * 32 + 32  # one more width-32 layer than the same run
+    # of the unedited model
 
 
-def test_sweep_resume_eval_export_and_builtins_beside_the_users(project) -> None:
+def test_sweep_resume_eval_export_and_builtins_beside_the_users(project, first) -> None:
     sweep = cli(["-m", "model.width=4,8", *QUICK, "hydra.sweep.dir=sweep"], cwd=project)
     assert sweep.returncode == 0, sweep.stderr
     assert len(list((project / "sweep").rglob("metrics.json"))) == 2
     builtin = cli(["model=mlp", "model.hidden=[8]", *QUICK, "hydra.run.dir=builtin"], cwd=project)
     assert builtin.returncode == 0, builtin.stderr  # a built-in model on the user's data
-    first = cli([*QUICK, "hydra.run.dir=resumed"], cwd=project)
+    shutil.copytree(first, project / "resumed")  # a finished QUICK run of the project, in a folder of its own
     resumed = cli(["trainer.max_epochs=3", "trainer.resume=resumed"], cwd=project)
-    assert first.returncode == 0 and resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == 0, resumed.stderr
     assert checkpoint.load(project / "resumed" / "last.pt")["epoch"] == 3
     evaluated = cli(["eval", "resumed"], cwd=project)
     assert evaluated.returncode == 0 and "per-class accuracy" in evaluated.stdout, evaluated.stderr
@@ -151,18 +159,21 @@ class EpochCounter(Callback):
 }
 
 
-@pytest.fixture
-def wide_project(tmp_path) -> Path:
-    return write_files(tmp_path, USER_FILES)
+@pytest.fixture(scope="module")
+def wide_project(tmp_path_factory) -> Path:
+    """A project of the user's files with a DDP run of its model, cut after epoch 1 and resumed to 3 (`cut`), and
+    the same run uninterrupted (`straight`)."""
+    root = write_files(tmp_path_factory.mktemp("wide"), USER_FILES)
+    args = ["model=wide", "data.batch_size=50", "trainer.log_every_n_steps=0", "trainer.devices=2"]
+    straight = cli([*args, "trainer.max_epochs=3", "hydra.run.dir=straight"], cwd=root)
+    assert straight.returncode == 0, straight.stderr
+    first = cli([*args, "trainer.max_epochs=1", "hydra.run.dir=cut"], cwd=root)
+    resumed = cli([*args, "trainer.max_epochs=3", "trainer.resume=cut"], cwd=root)
+    assert first.returncode == 0 and resumed.returncode == 0, resumed.stderr
+    return root
 
 
 def test_a_user_model_class_trains_with_ddp_resumes_bit_exactly_and_exports(wide_project) -> None:
-    args = ["model=wide", "data.batch_size=50", "trainer.log_every_n_steps=0", "trainer.devices=2"]
-    straight = cli([*args, "trainer.max_epochs=3", "hydra.run.dir=straight"], cwd=wide_project)
-    assert straight.returncode == 0, straight.stderr
-    first = cli([*args, "trainer.max_epochs=1", "hydra.run.dir=cut"], cwd=wide_project)
-    resumed = cli([*args, "trainer.max_epochs=3", "trainer.resume=cut"], cwd=wide_project)
-    assert first.returncode == 0 and resumed.returncode == 0, resumed.stderr
     a, b = (checkpoint.load(wide_project / d / "last.pt") for d in ("straight", "cut"))
     assert json.loads((wide_project / "cut" / "metrics.json").read_text())["world_size"] == 2
     for key in a["model"]:
@@ -173,9 +184,8 @@ def test_a_user_model_class_trains_with_ddp_resumes_bit_exactly_and_exports(wide
 
 
 def test_a_checkpoint_cannot_make_eval_import_code(wide_project, tmp_path) -> None:
-    trained = cli(["model=wide", *QUICK, "hydra.run.dir=run"], cwd=wide_project)
-    assert trained.returncode == 0, trained.stderr
-    run_dir = wide_project / "run"
+    run_dir = wide_project / "planted"
+    shutil.copytree(wide_project / "straight", run_dir)  # a run of the user's model `wide`
     marker = tmp_path / "pwned"
     (run_dir / "components.py").write_text(f"open({str(marker)!r}, 'w').close()\n")  # a planted plugin
     elsewhere = tmp_path / "elsewhere"

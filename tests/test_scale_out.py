@@ -133,8 +133,7 @@ def test_ddp_workers_share_the_cores_and_leave_no_temp_folder(tmp_path) -> None:
     auto_report = json.loads((tmp_path / "auto" / "metrics.json").read_text())  # the rule on each worker's share
     assert auto_report["threads"] == auto_threads(auto_report["forward_flops_per_step"], max(1, CORES // 2))
     assert [p.name for p in scratch.iterdir() if p.name.startswith(("torchelastic_", "dltrain-"))] == []
-    report = run([*args, "trainer.threads=3"], tmp_path / "three")
-    assert report["threads"] == 3
+    # trainer.threads set by hand overrides the share: tests/test_dist.py's batch-norm DDP run checks it
 
 
 def free_port() -> int:

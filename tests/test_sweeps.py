@@ -42,6 +42,27 @@ def test_jobs_are_named_by_the_swept_keys_only(six) -> None:
     assert plan["swept"] == {"optim": list(OPTIMS), "sched": list(SCHEDS)}
 
 
+def hparams_of(run_dir: Path) -> dict:
+    """The HParams plugin's session of a run: its hyper-parameter values."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    content = acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    return {k: v.string_value or v.number_value or v.bool_value for k, v in start.hparams.items()}
+
+
+def test_sweep_makes_one_named_tensorboard_run_per_job(six) -> None:
+    """Each job's folder is a TensorBoard run whose HParams session holds the job's own swept values (moved from
+    tests/test_cli.py, which ran a 2x2 sweep of the same QUICK runs for it; `dltrain runs` on it: below)."""
+    root, _ = six
+    for job in NAMES:
+        values = hparams_of(root / job)
+        assert values["optim.name"] in job and values["sched.name"] in job
+
+
 def test_a_sweep_prints_one_line_per_job_then_its_table(six) -> None:
     root, result = six
     out = result.stdout

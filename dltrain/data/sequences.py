@@ -10,7 +10,7 @@ import torch
 from dltrain.core.registry import check
 from dltrain.core.rules import NonNegative, Positive, Range
 from dltrain.data import DATASETS, DataBundle, Fractions, Split, standardized_splits
-from dltrain.data.digits import DIGIT_NAMES
+from dltrain.data.digits import DIGIT_NAMES, digit_images
 
 
 def adding_problem(n: int, length: int, gen: torch.Generator) -> Split:
@@ -40,12 +40,9 @@ def build_adding(*, seed: int, length: Annotated[int, Range(ge=2)] = 50, train_s
 @DATASETS.register("digit_rows", task="classification")
 def build_digit_rows(*, seed: int, fractions: Fractions = (0.6, 0.2, 0.2), stratify: bool = False) -> DataBundle:
     """scikit-learn's 8x8 digits as sequences of 8 rows of 8 pixels (N, 8, 8): sequence classification."""
-    from sklearn.datasets import load_digits
-
-    raw = load_digits()
-    x = torch.tensor(raw.images, dtype=torch.float32).unsqueeze(1)  # channel axis for the shared scaling
-    train, val, test = standardized_splits(x, torch.tensor(raw.target, dtype=torch.long), list(fractions), seed,
-                                           stratify)
+    images, target = digit_images()
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1)  # channel axis for the shared scaling
+    train, val, test = standardized_splits(x, torch.tensor(target, dtype=torch.long), list(fractions), seed, stratify)
     return DataBundle(*(Split(s.x.squeeze(1), s.y) for s in (train, val, test)), task="classification",
                       num_outputs=10, class_names=list(DIGIT_NAMES))
 

@@ -236,6 +236,24 @@ def test_typed_fields_of_the_bundles() -> None:
     assert build("synthetic", shape=[4], train_size=8, val_size=2, test_size=2).class_names is None
 
 
+def test_digits_are_read_without_importing_sklearn_and_equal_load_digits() -> None:
+    """dltrain reads scikit-learn's digits CSV itself (importing scikit-learn costs ~0.65 s per run process): the
+    same arrays, bit for bit, as load_digits; the file is where the fast path looks for it."""
+    import importlib.util
+    from pathlib import Path
+
+    from sklearn.datasets import load_digits
+
+    from dltrain.data.digits import digit_images
+
+    origin = Path(importlib.util.find_spec("sklearn").origin).parent
+    assert (origin / "datasets" / "data" / "digits.csv.gz").is_file()  # the fast path, not the fallback
+    images, target = digit_images()
+    raw = load_digits()
+    assert images.dtype == raw.images.dtype and target.dtype == raw.target.dtype
+    assert np.array_equal(images, raw.images) and np.array_equal(target, raw.target)
+
+
 def test_unreadable_text_is_one_line_with_the_reason(tmp_path) -> None:
     corpus = tmp_path / "latin1.txt"
     corpus.write_bytes("caf\xe9 au lait ".encode("latin1") * 20)
