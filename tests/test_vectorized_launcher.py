@@ -202,3 +202,34 @@ def test_plan_stacks_caps_groups_and_says_why_a_job_is_alone() -> None:
     assert units[2:] == [Unit([4], "DDP"), Unit([5, 6])]
     assert [u.jobs for u in plan_stacks([mlp] * 5, [None] * 5)] == [[0, 1, 2, 3, 4]]  # no cap: one stack
     assert plan_stacks([mlp], [None])[0].reason == "no other job to stack it with"
+
+
+def test_a_job_derived_from_a_composed_one_equals_hydras_own_composition() -> None:
+    """sweep/validated.py: a job that differs from one already composed only in plain values is derived from it;
+    the result equals Hydra's load_sweep_config of that job, Hydra's own node (overrides, override_dirname)
+    included. A group choice or a mapping value is composed by Hydra."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from dltrain.core.conf_dirs import config_dir
+    from dltrain.sweep.validated import skip_validation
+
+    sweep = ["optim.lr=0.01,0.1", "trainer.seed=0,1", "optim=adam"]
+    jobs = [["optim.lr=0.01", "optim.betas=[0.9,0.99]", "trainer.seed=0", "optim=adam"],
+            ["optim.lr=0.1", "optim.betas=[0.8,0.9]", "trainer.seed=1", "optim=adam"],
+            ["optim.lr=0.1", "optim.weight_decay=0.1", "trainer.seed=1", "optim=adamw"],  # another group: composed
+            ["optim.lr=0.1", "+model.init_args={std:0.1}", "trainer.seed=1", "optim=adam"]]  # an add: composed
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", overrides=sweep, run_mode=RunMode.MULTIRUN)
+        hydras_own = loader.load_sweep_config
+        expected = [OmegaConf.to_yaml(hydras_own(master, job)) for job in jobs]
+        wrapper = skip_validation(loader)
+        assert wrapper(master, jobs[0]) is None  # the sweeper's check composes nothing
+        wrapper.launching = True
+        got = [OmegaConf.to_yaml(wrapper(master, job)) for job in jobs]
+    assert got == expected
+    dirnames = [next(line for line in text.splitlines() if "override_dirname:" in line) for text in got[:2]]
+    assert dirnames[0] != dirnames[1] and "optim.lr=0.1" in dirnames[1]  # the derived job's own, not its template's
