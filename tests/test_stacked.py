@@ -206,6 +206,8 @@ def test_why_alone_names_what_a_stack_cannot_do() -> None:
     assert "model=lstm" in why_alone(parse(["model=lstm", "data=digit_rows"]))
     assert "trainer.ema" in why_alone(parse([*SMALL, "trainer.ema.decay=0.9"]))
     assert "accumulate" in why_alone(parse([*SMALL, "trainer.accumulate=2"]))
+    assert why_alone(parse(["data=mnist"])) is None  # its augment keys are all off: nothing to augment
+    assert "data.augment" in why_alone(parse(["data=mnist", "data.augment.flip=true"]))
 
 
 def test_the_memory_cap_counts_weights_states_activations_and_own_data(tmp_path: Path, capsys) -> None:

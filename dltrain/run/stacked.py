@@ -64,7 +64,7 @@ def why_alone(config: RunConfig) -> str | None:
         (str(trainer.precision) != "32", f"trainer.precision={trainer.precision}"),
         (bool(trainer.compile), "trainer.compile"),
         (bool(trainer.profile), "trainer.profile"),
-        (bool(config.data.augment), "data.augment"),
+        (any(bool(v) for v in (config.data.augment or {}).values()), "data.augment"),  # all off: no augmentation
         (bool(trainer.init_from) and bool(trainer.freeze or trainer.lr_scales), "trainer.freeze/lr_scales"),
         (config.task.name == "adversarial" or config.task.denoise > 0, "an adversarial or denoising task"),
     ]
