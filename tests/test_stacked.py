@@ -240,3 +240,16 @@ def test_the_last_member_of_a_stack_goes_on_alone_and_ends_as_its_own_run(tmp_pa
     for stacked, alone in pairs:
         same_ending(stacked, alone)
     assert [s for s, _ in load_scalars(tmp_path / "stack2")["train/loss"]] == [1, 2, 3, 4]
+
+
+def test_each_member_logs_its_running_loss_at_the_steps_its_own_run_does(tmp_path: Path) -> None:
+    """trainer.log_every_n_steps counts each member's own optimizer steps across epochs (5 here, 17 steps an
+    epoch): the stacked member's step-loss history has the steps and values of its run trained alone."""
+    from dltrain.core.tags import STEP_LOSS
+
+    common = ["model.hidden=[32]", "trainer.log_every_n_steps=5", "trainer.max_epochs=3"]
+    stacked_and_alone(tmp_path, common, [["optim.lr=0.05"], ["optim.lr=0.2", "trainer.seed=1"]])
+    for i in range(2):
+        ours, theirs = (load_scalars(tmp_path / f"{side}{i}")[STEP_LOSS] for side in ("stack", "alone"))
+        assert [s for s, _ in ours] == [s for s, _ in theirs] == list(range(5, 51, 5))
+        assert [v for _, v in ours] == pytest.approx([v for _, v in theirs], rel=TOLERANCE)

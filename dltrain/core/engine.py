@@ -232,6 +232,13 @@ def fit(state: State, task: Task, train: Split, val: Split, test: Split, setting
         cb.on_fit_start(state)
     while state.epoch < settings.max_epochs and not state.should_stop:
         fit_epoch(state, task, train, val, settings, callbacks)
+    end_fit(state, task, test, settings, callbacks)
+    return state
+
+
+def end_fit(state: State, task: Task, test: Split, settings: LoopSettings, callbacks: Sequence[Callback]) -> None:
+    """After the last epoch (of `fit`, or of a stack's member: run/stacked.py): the best weights restored, the test
+    split evaluated, the callbacks' last events."""
     restore_best_weights(state)
     for cb in callbacks:
         cb.on_train_end(state)
@@ -240,7 +247,6 @@ def fit(state: State, task: Task, train: Split, val: Split, test: Split, setting
     state.test_metrics.update(task.derived(state.test_metrics))
     for cb in callbacks:
         cb.on_fit_end(state)
-    return state
 
 
 def fit_epoch(state: State, task: Task, train: Split, val: Split, settings: LoopSettings,
@@ -257,6 +263,12 @@ def fit_epoch(state: State, task: Task, train: Split, val: Split, settings: Loop
     metrics.update(evaluate(shown, task, val, settings.batch_size, "val", settings.autocast_dtype))
     metrics.update(task.derived(metrics))
     metrics.update({"lr": lr, "throughput/samples_per_sec": len(train) / seconds, "time/epoch_sec": seconds})
+    end_epoch(state, metrics, callbacks)
+
+
+def end_epoch(state: State, metrics: dict[str, float], callbacks: Sequence[Callback]) -> None:
+    """An epoch's end, however it was trained (by `fit_epoch`, or as a stack's member): counted, judged
+    (`state.best`), the RNG state kept, called back."""
     state.epoch += 1
     state.metrics = metrics
     state.best.update(metrics, state.epoch, served(state.ema, state.raw_model))

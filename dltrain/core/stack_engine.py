@@ -10,7 +10,7 @@ at once (not the member's own stream); float sums may round differently (batched
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -52,7 +52,6 @@ class StackSettings:
     l2: torch.Tensor
     grad_clip: torch.Tensor  # 0: no clipping for that member
     smoothing: torch.Tensor | None  # per-member label smoothing, when the members' differ (classification)
-    log_every_n_steps: int = 50
 
 
 def member_sums(task: Task, model: StackedModel, x: torch.Tensor, y: torch.Tensor,
@@ -121,10 +120,12 @@ def permutations(n: int, seeds: Sequence[int], epochs: Sequence[int], device: to
 
 def train_epoch(model: StackedModel, optimizer: StackedOptimizer, task: Task, train: StackData,
                 settings: StackSettings, epochs: Sequence[int], lrs: torch.Tensor, active: torch.Tensor,
-                on_log: Callable[[int, torch.Tensor, int], None] | None = None) -> tuple[torch.Tensor, int]:
+                log_at: Container[int] = (), on_log: Callable[[int, torch.Tensor, int], None] | None = None,
+                ) -> tuple[torch.Tensor, int]:
     """One epoch of every member (member m at its epoch `epochs[m]`); `lrs` (N, steps) is each member's learning rate
     at each step of this epoch. Returns the (N, 1 + metrics) sums of the epoch and the samples each member saw.
-    `on_log(step_in_epoch, sums, seen)` is called every `log_every_n_steps` steps (a host read there only)."""
+    `on_log(step_in_epoch, sums, seen)` is called after the steps of this epoch listed in `log_at` (1-based: where
+    some member's own step count reaches a multiple of its log_every_n_steps; a host read there only)."""
     device, n = train.x.device, len(train)
     perms = permutations(n, settings.seeds, epochs, device)
     use_l1, use_l2 = bool((settings.l1 > 0).any()), bool((settings.l2 > 0).any())  # once per epoch
@@ -146,7 +147,7 @@ def train_epoch(model: StackedModel, optimizer: StackedOptimizer, task: Task, tr
         sums = batch_sums.detach() if sums is None else sums.add_(batch_sums.detach())
         seen += micro.count
         step += 1
-        if on_log is not None and settings.log_every_n_steps and step % settings.log_every_n_steps == 0:
+        if on_log is not None and step in log_at:
             on_log(step, sums, seen)
     return sums, seen
 

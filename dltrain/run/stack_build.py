@@ -40,10 +40,10 @@ class Stack:
 
     def log(self, step: int, sums: torch.Tensor, seen: int) -> None:
         """The running train metrics after `step` steps of this epoch, to each member due to log now (one host read)."""
-        rows = sums.tolist()
+        rows, active = sums.tolist(), self.active.tolist()
         for m, run in enumerate(self.runs):
             state, every = run.state, run.settings.log_every_n_steps
-            if not bool(self.active[m]) or (state.step + step) % every:
+            if not active[m] or (state.step + step) % every:
                 continue
             running = {f"train/{name}": value / max(seen, 1) for name, value in zip(self.names, rows[m])}
             at_epoch_start, state.step = state.step, state.step + step  # what the callbacks read as this step
@@ -70,7 +70,7 @@ def build_stack(runs: list[Assembled]) -> Stack:
         batch_size=first.settings.batch_size, seeds=[run.settings.seed for run in runs],
         l1=per_member(runs, "l1", device), l2=per_member(runs, "l2", device),
         grad_clip=per_member(runs, "grad_clip", device),
-        smoothing=smoothing_on(runs, device), log_every_n_steps=first.settings.log_every_n_steps)
+        smoothing=smoothing_on(runs, device))
     set_threads(runs)
     return Stack(runs, model, optimizer, task, train, val, settings,
                  steps_per_epoch(size, first.settings.batch_size, 1, 1), ("loss", *task.metric_names),

@@ -25,12 +25,13 @@ import torch
 
 from dltrain.core import dist, metrics_file
 from dltrain.core.callbacks import Progress
-from dltrain.core.engine import evaluate, fit_epoch, restore_best_weights, rng_state, served
+from dltrain.core.engine import end_epoch, end_fit, fit_epoch
 from dltrain.core.registry import ConfigError
 from dltrain.core.stack_engine import evaluate as evaluate_stack
 from dltrain.core.stack_engine import train_epoch
 from dltrain.core.stack_model import why_not_stackable
 from dltrain.core.stack_optim import stackable_optimizer
+from dltrain.models import MODELS
 from dltrain.run.assemble import Assembled, pick_device
 from dltrain.run.config import RunConfig
 from dltrain.run.stack_build import Stack, build_stack, epoch_lrs, log_steps, means, memory_cap
@@ -53,7 +54,7 @@ def why_alone(config: RunConfig) -> str | None:
     """Why this point cannot be trained in a stack (one short clause), or None when it may be (a user's model is
     judged once built: `train_stack` trains one it cannot batch alone, and says why)."""
     trainer, model = config.trainer, config.model
-    own_model = model.name in ("mlp", "cnn", "rnn", "lstm", "gru", "resnet", "autoencoder", "gan")
+    own_model = MODELS.get(model.name).__module__.startswith("dltrain.")  # a user's model is judged once built
     reasons = [
         (trainer.devices > 1, "trainer.devices > 1 (DDP)"),
         (own_model and model.name not in STACKABLE_MODELS, f"model={model.name} is not stackable (only mlp and cnn)"),
@@ -190,9 +191,8 @@ def stack_ended(stack: Stack, live: list[Assembled]) -> list[Assembled]:
     epochs = [run.state.epoch for run in runs]
     lrs = epoch_lrs(runs, stack.steps_per_epoch, stack.device)
     started = time.perf_counter()
-    log_at = log_steps(runs, stack.steps_per_epoch)
     sums, seen = train_epoch(stack.model, stack.optimizer, stack.task, stack.train, stack.settings, epochs, lrs,
-                             stack.active, lambda step, s, n: stack.log(step, s, n) if step in log_at else None)
+                             stack.active, log_steps(runs, stack.steps_per_epoch), stack.log)
     train_means = means(sums, seen, stack.names, "train")
     seconds = time.perf_counter() - started
     val_means = means(evaluate_stack(stack.model, stack.task, stack.val, stack.settings.batch_size,
@@ -226,28 +226,15 @@ def member_epoch_end(stack: Stack, run: Assembled, metrics: dict[str, float], se
     """A member's epoch, its slice already in its own model and optimizer: judged and called back."""
     state = run.state
     state.step += stack.steps_per_epoch
-    state.epoch += 1
     state.samples_seen += seen
     state.train_seconds += seconds
-    state.metrics = metrics
-    state.best.update(metrics, state.epoch, served(state.ema, run.parts.model))
-    state.rng = [rng_state()]
-    for cb in run.callbacks:
-        cb.on_epoch_end(state)
+    end_epoch(state, metrics, run.callbacks)
 
 
 def end_member(run: Assembled, member: Member) -> dict[str, Any]:
     """A member's end, as `engine.fit`'s: best weights restored, tested alone, its callbacks' last events, report."""
-    state, settings = run.state, run.settings
-    restore_best_weights(state)
+    end_fit(run.state, run.parts.task, run.splits[2], run.settings, run.callbacks)
     for cb in run.callbacks:
-        cb.on_train_end(state)
-    shown = served(state.ema, state.model)
-    state.test_metrics = evaluate(shown, run.parts.task, run.splits[2], settings.batch_size, "test",
-                                  settings.autocast_dtype)
-    state.test_metrics.update(run.parts.task.derived(state.test_metrics))
-    for cb in run.callbacks:
-        cb.on_fit_end(state)
         if isinstance(cb, Progress) and cb.stream not in (sys.stdout, sys.stderr):
             cb.stream.close()
     return close_run(run, member.overrides, **LAUNCHER) if dist.is_rank0() else {}
