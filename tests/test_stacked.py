@@ -55,6 +55,20 @@ def same_ending(stacked: dict, alone: dict) -> None:
     assert stacked["launcher"] == "vectorized" and "launcher" not in alone
 
 
+def follows_its_own_runs(tmp_path: Path, common: list[str], points: list[list[str]], epochs: int = 3,
+                         label: str = "") -> list[tuple[dict, dict]]:
+    """Train `points` stacked and alone; every epoch's loss within TOLERANCE (the largest difference printed with
+    `label`), the same ending for each point. Returns the (stacked, alone) reports."""
+    pairs = stacked_and_alone(tmp_path, common, points)
+    worst = largest_difference(tmp_path, len(points), epochs)
+    if label:
+        print(f"largest relative difference of an epoch's loss, {label}: {worst:.2e}")
+    assert worst < TOLERANCE
+    for stacked, alone in pairs:
+        same_ending(stacked, alone)
+    return pairs
+
+
 def test_every_per_member_key_of_an_mlp_stack_follows_its_own_run(tmp_path: Path) -> None:
     common = [*SMALL, "trainer.max_epochs=3", "optim=adam"]
     points = [
@@ -66,25 +80,15 @@ def test_every_per_member_key_of_an_mlp_stack_follows_its_own_run(tmp_path: Path
         ["model.init=normal", "+model.init_args={std:0.05}", "trainer.max_epochs=2"],
         ["early_stopping.patience=1", "early_stopping.min_delta=0.5", "sched=exponential"],
     ]
-    pairs = stacked_and_alone(tmp_path, common, points)
-    worst = largest_difference(tmp_path, len(points))
-    print(f"largest relative difference of an epoch's loss, mlp stack: {worst:.2e}")
-    assert worst < TOLERANCE
-    for stacked, alone in pairs:
-        same_ending(stacked, alone)
-    assert pairs[6][0]["stop_reason"].startswith("early stopping")  # the early-stopped member ended early, alone
+    pairs = follows_its_own_runs(tmp_path, common, points, label="mlp stack")
+    assert pairs[6][0]["stop_reason"].startswith("early stopping")  # that member stopped early, as its own run did
 
 
 def test_a_cnn_stack_with_momentum_follows_its_own_runs(tmp_path: Path) -> None:
     common = ["model=cnn", "optim=momentum", "trainer.max_epochs=3", "trainer.log_every_n_steps=0"]
     points = [["optim.lr=0.05"], ["optim.momentum=0.5", "optim.dampening=0.2", "trainer.seed=2"],
               ["reg.grad_clip=0.5", "sched=inverse_time", "label_smoothing=0.05"]]
-    pairs = stacked_and_alone(tmp_path, common, points)
-    worst = largest_difference(tmp_path, len(points))
-    print(f"largest relative difference of an epoch's loss, cnn stack: {worst:.2e}")
-    assert worst < TOLERANCE
-    for stacked, alone in pairs:
-        same_ending(stacked, alone)
+    follows_its_own_runs(tmp_path, common, points, label="cnn stack")
 
 
 OWN_OPTIONS = {  # each optimizer's numeric options, one point per line of values
@@ -101,10 +105,7 @@ OWN_OPTIONS = {  # each optimizer's numeric options, one point per line of value
 @pytest.mark.parametrize("name", sorted(OWN_OPTIONS))
 def test_each_optimizer_in_a_stack_follows_its_own_runs(tmp_path: Path, name: str) -> None:
     common = [*SMALL, "trainer.max_epochs=2", f"optim={name}", "optim.exclude_bias_and_norm=true"]
-    pairs = stacked_and_alone(tmp_path, common, OWN_OPTIONS[name])
-    assert largest_difference(tmp_path, len(pairs), epochs=2) < TOLERANCE
-    for stacked, alone in pairs:
-        same_ending(stacked, alone)
+    follows_its_own_runs(tmp_path, common, OWN_OPTIONS[name], epochs=2)
 
 
 @pytest.mark.slow
@@ -235,10 +236,7 @@ def test_the_last_member_of_a_stack_goes_on_alone_and_ends_as_its_own_run(tmp_pa
     common = [*SMALL, "optim=adam"]
     points = [["trainer.max_epochs=1"], ["trainer.max_epochs=2", "optim.lr=0.01"],
               ["trainer.max_epochs=4", "optim.lr=0.003", "trainer.seed=1"]]
-    pairs = stacked_and_alone(tmp_path, common, points)
-    assert largest_difference(tmp_path, len(points), epochs=4) < TOLERANCE
-    for stacked, alone in pairs:
-        same_ending(stacked, alone)
+    follows_its_own_runs(tmp_path, common, points, epochs=4)
     assert [s for s, _ in load_scalars(tmp_path / "stack2")["train/loss"]] == [1, 2, 3, 4]
 
 

@@ -57,7 +57,6 @@ class StackedModel:
 
     def __init__(self, models: Sequence[nn.Module]) -> None:
         self.n = len(models)
-        self.names = [name for name, _ in models[0].named_parameters()]
         shapes = [[tuple(p.shape) for p in m.parameters()] for m in models]
         if any(s != shapes[0] for s in shapes):
             raise ValueError("the members of a stack must have the same parameter shapes")
@@ -65,9 +64,13 @@ class StackedModel:
                        for ps in zip(*(m.parameters() for m in models))]
         self.layers = leaf_layers(models[0])  # the architecture; its own weights are never read
         self.slots = self.parameter_slots(models[0])
-        self.dropout = [torch.tensor([leaf_layers(m)[i].p for m in models], device=self.params[0].device)
-                        if isinstance(layer, nn.Dropout) else None for i, layer in enumerate(self.layers)]
+        self.dropout = [self.rates([leaf_layers(m)[i].p for m in models]) if isinstance(layer, nn.Dropout) else None
+                        for i, layer in enumerate(self.layers)]
         self.training = True
+
+    def rates(self, values: list[float]) -> torch.Tensor | None:
+        """A dropout layer's rate per member, (N,) on the device; None where every member's is 0 (no dropout)."""
+        return torch.tensor(values, device=self.params[0].device) if any(v > 0 for v in values) else None
 
     def parameter_slots(self, model: nn.Module) -> list[dict[str, int]]:
         """For each layer, the index in `params` of its weight and bias."""
@@ -133,24 +136,15 @@ class StackedModel:
             return self.drop(x, rates, layout == "G")
         return layer(x)  # element-wise activations and pools (pools act per channel: the members' stay apart)
 
-    def drop(self, x: torch.Tensor, rates: torch.Tensor, grouped: bool) -> torch.Tensor:
+    def drop(self, x: torch.Tensor, rates: torch.Tensor | None, grouped: bool) -> torch.Tensor:
         """Inverted dropout with each member's own rate; masks are drawn independently for every member."""
-        if not self.training or not bool(self.any_dropout(rates)):
+        if not self.training or rates is None:
             return x
         shape = (1, self.n) if grouped else (self.n, 1)
         view = x.view(x.shape[0], self.n, -1) if grouped else x
         p = rates.view(*shape, *([1] * (view.dim() - 2))).to(x.dtype)
         keep = torch.rand_like(view) >= p
         return (view * keep / (1 - p)).view_as(x)
-
-    @staticmethod
-    def any_dropout(rates: torch.Tensor) -> bool:
-        # the rates are fixed for the stack's life: decided once, never a sync per step
-        cached = getattr(rates, "_any", None)
-        if cached is None:
-            cached = bool((rates > 0).any())
-            rates._any = cached  # type: ignore[attr-defined]
-        return cached
 
     @torch.no_grad()
     def store_member(self, member: int, model: nn.Module) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,9 +147,21 @@ def train_together(runs: dict[int, Assembled], members: list[Member], reports: d
     for i in [i for i in runs if i not in live]:
         reports[i] = end_member(runs[i], members[i])
         on_end(i, reports[i])
+    share_splits(runs.values())
     cap = memory_cap([runs[i] for i in live], device_of(runs))
     for start in range(0, len(live), cap):  # stacks that fit the device's free memory, one after another
         train_chunk(runs, live[start:start + cap], members, reports, on_end)
+
+
+def share_splits(runs: Iterable[Assembled]) -> None:
+    """Members with the same seed built the same splits (the seed decides them): they share one copy on the device
+    instead of holding one each (16 MNIST members: 15 copies of 31 MB fewer)."""
+    first: dict[int, Assembled] = {}
+    for run in runs:
+        kept = first.setdefault(run.settings.seed, run)
+        if kept is not run and all(torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+                                   for a, b in zip(kept.splits, run.splits)):
+            run.splits = kept.splits
 
 
 def device_of(runs: dict[int, Assembled]) -> torch.device:
