@@ -17,6 +17,7 @@ def help_text() -> str:
     usage = ["\b", "Train: dltrain [GROUP=CHOICE | KEY=VALUE ...]    e.g. dltrain model=cnn optim=adam optim.lr=0.01",
              "Sweep: dltrain -m optim=sgd,adam sched=step,exponential",
              "Plan, without training: dltrain plan model=cnn    dltrain plan -m optim.lr=0.01,0.1",
+             "Find a learning rate (16 rates as one stack): dltrain lr-find model=cnn optim=adam",
              "Show the composed config: dltrain --cfg job [OVERRIDES]    Hydra's own flags: dltrain --hydra-help"]
     listing = ["\b", "Config groups and their choices:"]
     from dltrain.run.plugins import is_builtin_conf, project_conf, project_root
@@ -260,4 +261,25 @@ def plan_command(overrides: list[str] = typer.Argument(None, metavar="OVERRIDES"
     vectorised launcher would stack them, and the total."""
     # `dltrain plan ...` is run by cli/main.py (it reads the command line as a run does); typer gives its --help
     typer.echo("dltrain: error: run it as: dltrain plan [-m] OVERRIDES", err=True)
+    raise typer.Exit(2)
+
+
+@app.command("lr-find", cls=PlainArguments,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def lr_find_command(
+    overrides: list[str] = typer.Argument(None, metavar="OVERRIDES", autocompletion=override_choices,
+                                          help="the run to probe, as for dltrain OVERRIDES"),
+    num: int = typer.Option(16, "--num", help="learning rates tried, log-spaced"),
+    low: float = typer.Option(1e-5, "--min", help="the smallest rate"),
+    high: float = typer.Option(1.0, "--max", help="the largest rate"),
+    epochs: int = typer.Option(1, "--epochs", help="epochs each rate trains, at a constant rate"),
+) -> None:
+    """A learning-rate range test: the run that `dltrain OVERRIDES` would start, trained at --num log-spaced rates
+    from --min to --max side by side as one stack (one process), each held constant for --epochs; suggests the rate
+    with the lowest validation loss, prints the curve and the command to run with it, and saves lr_find.png and
+    lr_find.json under outputs/lr-find/. Runs whose model cannot be stacked (batch norm, RNNs, DDP, ...) are
+    refused in one line."""
+    # `dltrain lr-find ...` is run by cli/main.py (it reads the command line as a run does); typer gives its --help
+    typer.echo("dltrain: error: run it as: dltrain lr-find [--num K] [--min LO] [--max HI] [--epochs E] OVERRIDES",
+               err=True)
     raise typer.Exit(2)

@@ -44,6 +44,8 @@ def main() -> None:
     try:
         if args[:1] == ["plan"] and not completing and not any(a in HELP_FLAGS for a in args[1:]):
             sys.exit(run_plan(args[1:]))  # its --help is typer's, with the other sub-commands'
+        if args[:1] == ["lr-find"] and not completing and not any(a in HELP_FLAGS for a in args[1:]):
+            sys.exit(run_lr_find(args[1:]))
         if completing or (args and (args[0] in SUBCOMMANDS or args[0] in HELP_FLAGS or args[0] in COMPLETION_FLAGS)):
             from dltrain.cli.commands import app
 
@@ -176,6 +178,25 @@ def run_plan(args: list[str]) -> int:
     from dltrain.sweep.preview import show
 
     return show(line, plan_sweep(line) if line.multirun else None)
+
+
+def run_lr_find(args: list[str]) -> int:
+    """`dltrain lr-find [--num K --min LO --max HI --epochs E] OVERRIDES` (tools/lr_find.py): the run that
+    `dltrain OVERRIDES` would start, read by the same front door, trained at K rates as one stack."""
+    from dltrain.tools.lr_find import find, read_options
+
+    no_colour_off_terminal()
+    probe, rest, problem = read_options(args)
+    if problem:
+        exit_with(problem)
+    line, problem = front_door(rest)
+    if problem:
+        exit_with(problem)
+    if line.multirun or not line.overrides_only:
+        flags = " ".join(a for a in line.given if a.startswith("-"))
+        exit_with(f"dltrain lr-find takes overrides and its own options (--num, --min, --max, --epochs), not {flags}; "
+                  "e.g. dltrain lr-find model=cnn optim=adam")
+    return find(line, probe)
 
 
 def plan_sweep(line: CommandLine) -> SweepPlan:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dltrain.run.points import check_overrides, check_sweep, interpolation_line  # noqa: F401  (callers import them here)
 
-SUBCOMMANDS = ("init", "board", "runs", "diff", "eval", "export", "generate", "predict", "plan")
+SUBCOMMANDS = ("init", "board", "runs", "diff", "eval", "export", "generate", "predict", "plan", "lr-find")
 
 
 def quoted(value: str, mark: str = '"') -> str:

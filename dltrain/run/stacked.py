@@ -72,11 +72,13 @@ def why_alone(config: RunConfig) -> str | None:
     return next((f"{why} trains alone" for stop, why in reasons if stop), None)
 
 
-def train_stack(members: list[Member], on_end: Callable[[int, dict[str, Any]], None]) -> list[dict[str, Any]]:
+def train_stack(members: list[Member], on_end: Callable[[int, dict[str, Any]], None],
+                together_only: bool = False) -> list[dict[str, Any]]:
     """Train `members` together; each member's folder gets config.yaml, metrics.json (with `launcher:
     vectorized`), its event file and checkpoints, as an ordinary run's. `on_end(i, report)` is called as member i
     ends (members may end at different epochs); returns every member's report (metrics.json's content).
-    A member that fails raises nothing here: its report has status "failed" and an "error" line."""
+    A member that fails raises nothing here: its report has status "failed" and an "error" line. A member whose
+    model cannot be stacked trains alone, or, with `together_only` (lr-find), is a ConfigError before any training."""
     device = pick_device(members[0].config.trainer)
     reports: dict[int, dict[str, Any]] = {}
     runs: dict[int, Assembled] = {}
@@ -90,6 +92,8 @@ def train_stack(members: list[Member], on_end: Callable[[int, dict[str, Any]], N
             else:
                 runs[i] = run
         for i in [i for i, run in runs.items() if why_not_stackable(run.parts.model)]:
+            if together_only:
+                raise ConfigError(f"{members[i].config.model.name}: {why_not_stackable(runs[i].parts.model)}")
             reports[i] = alone(runs.pop(i), members[i])
             on_end(i, reports[i])
         train_together(runs, members, reports, on_end)
