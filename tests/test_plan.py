@@ -29,9 +29,13 @@ def test_the_plan_counts_the_built_models_parameters_and_the_engines_steps(tmp_p
     run = assemble(config, tmp_path, torch.device("cpu"))
     run.fit()  # a real epoch of the engine: the steps it took
     assert plan.steps == run.state.step == 3
-    text = "\n".join(describe(plan))
+    lines = describe(plan)
+    text = "\n".join(lines)
     assert f"{plan.params:,} parameters" in text
     assert "3/epoch (1,078 / batch 359, last batch of 1 dropped" in text and "× 1 epochs = 3" in text
+    assert max(len(line) for line in lines) <= 110  # long lines wrap after a ' · ' or '; ', indented
+    memory = [line for line in lines if line.startswith("memory")][0]
+    assert lines[lines.index(memory) + 1].startswith(" " * 13) and "activations" in text
 
 
 def test_the_learning_rate_at_each_turning_point_is_the_schedules_closed_form() -> None:

@@ -217,6 +217,7 @@ def memory_line(plan: RunPlan) -> str:
     return f"~{size_text(total)} + data: {' · '.join(parts)}{peak}"
 
 
+WIDTH = 110  # columns of the plan's lines: label and text
 MEMORY_HOW = "(activations: what autograd saves for backward in one batch; optimizer: its state after the timed steps)"
 
 
@@ -288,6 +289,22 @@ def describe(plan: RunPlan) -> list[str]:
     rows += [("time", line) for line in time_lines(plan)]
     out, last = [], None
     for label, text in rows:
-        out.append(f"{'' if label == last else label:<11}{text}")
+        out += [f"{'' if label == last or k else label:<11}{piece}" for k, piece in enumerate(wrapped(text))]
         last = label
     return out
+
+
+def wrapped(text: str, width: int = WIDTH - 11) -> list[str]:
+    """`text` in lines of at most `width` characters, broken after a ` · ` or `; ` (a phrase stays whole; one
+    longer than `width` is broken at its spaces), continuation lines indented by 2."""
+    import re
+    import textwrap
+
+    lines: list[str] = []
+    for piece in re.split(r"(?<= ·) |(?<=;) ", text):
+        room = width - (2 if lines else 0)
+        if lines and len(lines[-1]) + 1 + len(piece) <= width - (2 if len(lines) > 1 else 0):
+            lines[-1] += f" {piece}"
+        else:
+            lines += textwrap.wrap(piece, room, break_long_words=False) or [piece]
+    return [line if k == 0 else f"  {line}" for k, line in enumerate(lines)]
