@@ -171,9 +171,11 @@ def judged(rates: list[float], reports: list[dict[str, Any]]) -> Found:
 def edge_note(found: Found, probe: Probe) -> str | None:
     """Where the best is an end of the range, the curve may still fall beyond it: say which way to widen it."""
     if found.best == 0:
-        return f"the lowest val/loss is at the range's bottom: a smaller rate may be better still (try --min={probe.low / 100:g})"
+        return ("the lowest val/loss is at the range's bottom: a smaller rate may be better still "
+                f"(try --min={probe.low / 100:g})")
     if found.best == len(found.rates) - 1:
-        return f"the lowest val/loss is at the range's top: a larger rate may be better still (try --max={probe.high * 100:g})"
+        return ("the lowest val/loss is at the range's top: a larger rate may be better still "
+                f"(try --max={probe.high * 100:g})")
     return None
 
 
