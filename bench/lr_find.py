@@ -138,8 +138,8 @@ def ramp(overrides: list[str], budget: Callable[[int, int], int], low: float, hi
 
 def suggestions(lrs: list[float], losses: list[float]) -> tuple[float | None, float | None]:
     """Lightning 2.x's suggestion (steepest d loss / d lr) and 1.x's (steepest d loss / d step)."""
-    loss = torch.tensor(losses[SKIP_BEGIN:-SKIP_END], dtype=torch.float64)
-    rate = torch.tensor(lrs[SKIP_BEGIN:-SKIP_END], dtype=torch.float64)
+    loss = torch.tensor(losses[SKIP_BEGIN:-SKIP_END])  # float32, as Lightning's own tensors
+    rate = torch.tensor(lrs[SKIP_BEGIN:-SKIP_END])
     finite = torch.isfinite(loss)
     if int(finite.sum()) < 2:
         return None, None
