@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from dltrain.core.engine import set_lr, steps_per_epoch
-from dltrain.run.assemble import assemble
+from dltrain.run.assemble import assemble, pick_device
 from dltrain.run.config import RunConfig
 from dltrain.run.stacked import Member, train_stack
 from dltrain.tools.lr_find import Probe, judged, member_configs, member_list
@@ -100,10 +100,10 @@ def ramp_lr(k: int, steps: int, low: float, high: float) -> float:
 
 def ramp(overrides: list[str], budget: Callable[[int, int], int], low: float, high: float,
          run_dir: Path) -> tuple[list[float], list[float]]:
-    """One run of budget(train size, batch) steps, the rate ramped per step, the smoothed training loss after each step (Lightning's _LRCallback);
-    stops after the step whose smoothed loss exceeds STOP x the best so far (a NaN never stops it, as there)."""
+    """One run of budget(train size, batch) steps, the rate ramped per step; the smoothed training loss after each
+    step (Lightning's _LRCallback); stops after the step whose smoothed loss exceeds STOP x the best so far (a NaN never stops it, as there)."""
     config = with_lr(composed([*overrides, *NO_CKPT, "sched=constant", "early_stopping=none"]), low)
-    run = assemble(config, run_dir, torch.device("cpu"))
+    run = assemble(config, run_dir, pick_device(config.trainer))  # the device lr-find's stack trains on
     model, optimizer, task, train = run.state.model, run.state.optimizer, run.parts.task, run.splits[0]
     batch, seed = config.data.batch_size, config.trainer.seed
     steps = budget(len(train), batch)
@@ -112,8 +112,8 @@ def ramp(overrides: list[str], budget: Callable[[int, int], int], low: float, hi
     avg = best = 0.0
     model.train()
     for epoch in range(steps):  # enough epochs; the loop ends after `steps` steps
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)  # the engine's per-epoch shuffle
-        perm = torch.randperm(len(train), generator=gen)
+        gen = torch.Generator(device=train.x.device).manual_seed(seed * 1_000_003 + epoch)  # the engine's shuffle
+        perm = torch.randperm(len(train), device=train.x.device, generator=gen)
         for start in range(0, len(train), batch):
             k = len(lrs)
             lr = ramp_lr(k, steps, low, high)
