@@ -3,7 +3,7 @@
 Per case and seed (`trainer.seed=s`: the data split, the initial weights, the shuffling):
 
 - lr-find: what the command does (tools/lr_find.py): K log-spaced rates (default 16 from 1e-5 to 1), each held
-  constant for E epochs (default 1), trained as one stack (run/stacked.py train_stack, together_only); its
+  constant for E epochs (one lr-find per --epochs value: 1, the command's default, and 3), trained as one stack (run/stacked.py train_stack, together_only); its
   suggestion is the rate with the lowest val/loss. Wall seconds from composing the configs to the suggestion.
 - ramp: Lightning's lr_find (lightning/pytorch/tuner/lr_finder.py, reimplemented here): one run whose rate grows
   exponentially per optimizer step, lr_0 = min, lr_k = min * (max/min)^((k+1)/N) for k >= 1 (its
@@ -11,14 +11,16 @@ Per case and seed (`trainer.seed=s`: the data split, the initial weights, the sh
   the 1-based global step, as _LRCallback does); stop after the step whose smoothed loss exceeds 4x the best so
   far. Suggestions, the first 10 and the last point skipped: `2.x`, the steepest d(loss)/d(lr) (torch.gradient
   with spacing=lrs, Lightning 2.x) and `1.x`, the steepest d(loss)/d(step) (np.gradient of the losses, Lightning
-  1.x). Two budgets: `same` = the optimizer steps of lr-find's whole stack (K x steps per epoch x E), range
+  1.x). Two budgets: `same` = the optimizer steps of the first lr-find's stack (K x steps per epoch x E), range
   1e-5..1; `default` = Lightning's 100 steps, range 1e-8..1. Model, optimizer, data and step are dltrain's
   (run/assemble.py assemble, the task's step); each epoch reshuffled as the engine does.
 - full: the reference of what a suggestion is worth: the K grid rates trained as `dltrain -m optim.lr=...
   hydra/launcher=vectorized` would train them (the case's own epochs, schedule and early stopping; one stack);
-  each rate's best val/loss. A ramp suggestion counts as the grid rate nearest to it in log space.
+  each rate's best val/loss. A ramp suggestion counts as the grid rate nearest to it in log space; a finder's
+  regret is the full-training val/loss of its rate minus the best rate's. `optim default`: no search, the
+  config's own rate.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/lr_find.py [--seeds 5] [--cases digits mnist] [--json out.json]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/lr_find.py [--seeds 5] [--cases digits mnist] [--epochs 1 3] [--json out.json]
 """
 from __future__ import annotations
 
