@@ -3,8 +3,8 @@
 Per case and seed (`trainer.seed=s`: the data split, the initial weights, the shuffling):
 
 - lr-find: what the command does (tools/lr_find.py): K log-spaced rates (default 16 from 1e-5 to 1), each held
-  constant for E epochs (one lr-find per --epochs value: 1, the command's default, and 3), trained as one stack (run/stacked.py train_stack, together_only); its
-  suggestion is the rate with the lowest val/loss. Wall seconds from composing the configs to the suggestion.
+  constant for E epochs (one lr-find per --epochs value: 1, the command's default, and 3), trained as one stack
+  (run/stacked.py train_stack, together_only); its suggestion is the rate with the lowest val/loss. Wall seconds from composing the configs to the suggestion.
 - ramp: Lightning's lr_find (lightning/pytorch/tuner/lr_finder.py, reimplemented here): one run whose rate grows
   exponentially per optimizer step, lr_0 = min, lr_k = min * (max/min)^((k+1)/N) for k >= 1 (its
   _ExponentialLR); the training loss of each step smoothed (beta 0.98, divided by 1 - beta^(global_step + 1) with
@@ -20,7 +20,7 @@ Per case and seed (`trainer.seed=s`: the data split, the initial weights, the sh
   regret is the full-training val/loss of its rate minus the best rate's. `optim default`: no search, the
   config's own rate.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/lr_find.py [--seeds 5] [--cases digits mnist] [--epochs 1 3] [--json out.json]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/lr_find.py [--seeds 5] [--cases digits mnist] [--epochs 1 3] [--json F]
 """
 from __future__ import annotations
 
@@ -103,7 +103,8 @@ def ramp_lr(k: int, steps: int, low: float, high: float) -> float:
 def ramp(overrides: list[str], budget: Callable[[int, int], int], low: float, high: float,
          run_dir: Path) -> tuple[list[float], list[float]]:
     """One run of budget(train size, batch) steps, the rate ramped per step; the smoothed training loss after each
-    step (Lightning's _LRCallback); stops after the step whose smoothed loss exceeds STOP x the best so far (a NaN never stops it, as there)."""
+    step (Lightning's _LRCallback); stops after the step whose smoothed loss exceeds STOP x the best so far (a NaN
+    never stops it, as there)."""
     config = with_lr(composed([*overrides, *NO_CKPT, "sched=constant", "early_stopping=none"]), low)
     run = assemble(config, run_dir, pick_device(config.trainer))  # the device lr-find's stack trains on
     model, optimizer, task, train = run.state.model, run.state.optimizer, run.parts.task, run.splits[0]
