@@ -4,7 +4,8 @@ Per case and seed (`trainer.seed=s`: the data split, the initial weights, the sh
 
 - lr-find: what the command does (tools/lr_find.py): K log-spaced rates (default 16 from 1e-5 to 1), each held
   constant for E epochs (one lr-find per --epochs value: 1, the command's default, and 3), trained as one stack
-  (run/stacked.py train_stack, together_only); its suggestion is the rate with the lowest val/loss. Wall seconds from composing the configs to the suggestion.
+  (run/stacked.py train_stack, together_only); its suggestion is the rate with the lowest val/loss. Wall seconds
+  from composing the configs to the suggestion.
 - ramp: Lightning's lr_find (lightning/pytorch/tuner/lr_finder.py, reimplemented here): one run whose rate grows
   exponentially per optimizer step, lr_0 = min, lr_k = min * (max/min)^((k+1)/N) for k >= 1 (its
   _ExponentialLR); the training loss of each step smoothed (beta 0.98, divided by 1 - beta^(global_step + 1) with
