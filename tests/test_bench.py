@@ -35,3 +35,22 @@ def test_threads_bench_runs_a_small_case(tmp_path) -> None:
     counts = sorted({1, 2, report["default_threads"]})
     assert sorted(int(t) for t in result["s_per_epoch"]) == counts and all(result["s_per_epoch"].values())
     assert "| mlp_digits | quiet |" in proc.stdout
+
+
+def test_lr_find_bench_runs_a_small_case(tmp_path) -> None:
+    out = tmp_path / "lr_find.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "lr_find.py"), "--cases", "digits", "--seeds", "1",
+                           "--num", "4", "--epochs", "1", "2", "--full-epochs", "2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (seed,) = json.loads(out.read_text())["cases"]["digits"]
+    rates = [1e-5, 4.64e-4, 0.0215, 1.0]  # Probe(num=4).rates()
+    found = seed["found"]
+    assert found["lr-find E=1"]["lr"] in rates and found["optim default"]["lr"] == 0.1
+    # 4 rates x 17 steps per epoch (1078 digits in the train split, batch 64); the ramp's budget: the first's
+    assert found["lr-find E=1"]["steps"] == 4 * 17 and found["lr-find E=2"]["steps"] == 8 * 17
+    assert 11 < found["ramp same 2.x"]["steps"] <= 68 and 11 < found["ramp default 1.x"]["steps"] <= 100
+    finite = [v for v in seed["full"] if v is not None]
+    assert seed["best"] in rates and seed["full"][rates.index(seed["best"])] == min(finite)
+    assert all(f["grid"] in rates and f["regret"] >= 0 for f in found.values())
+    assert "| digits | lr-find E=1 | " in proc.stdout and "| digits | full-training best | " in proc.stdout
