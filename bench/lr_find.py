@@ -3,7 +3,7 @@
 Per case and seed (`trainer.seed=s`: the data split, the initial weights, the shuffling):
 
 - lr-find: what the command does (tools/lr_find.py): K log-spaced rates (default 16 from 1e-5 to 1), each held
-  constant for E epochs (one lr-find per --epochs value: 1, the command's default, and 3), trained as one stack
+  constant for E epochs (one lr-find per --epochs value: auto, the command's default, and 1), trained as one stack
   (run/stacked.py train_stack, together_only); its suggestion is the rate with the lowest val/loss. Wall seconds
   from composing the configs to the suggestion.
 - ramp: Lightning's lr_find (lightning/pytorch/tuner/lr_finder.py, reimplemented here): one run whose rate grows
@@ -21,12 +21,13 @@ Per case and seed (`trainer.seed=s`: the data split, the initial weights, the sh
   regret is the full-training val/loss of its rate minus the best rate's. `optim default`: no search, the
   config's own rate.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/lr_find.py [--seeds 5] [--cases digits mnist] [--epochs 1 3] [--json F]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/lr_find.py [--seeds 5] [--cases digits mnist] [--epochs auto 1] [--json F]
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import statistics
@@ -44,7 +45,7 @@ from dltrain.core.engine import set_lr, steps_per_epoch
 from dltrain.run.assemble import assemble, pick_device
 from dltrain.run.config import RunConfig
 from dltrain.run.stacked import Member, train_stack
-from dltrain.tools.lr_find import Probe, judged, member_configs, member_list
+from dltrain.tools.lr_find import Probe, epochs_value, judged, member_configs, member_list
 
 CASES = {"digits": ["model=mlp", "optim=sgd", "data=digits"], "mnist": ["data=mnist", "model=mlp", "optim=adam"]}
 NO_CKPT = ["trainer.ckpt.save_last=false", "trainer.ckpt.save_best=false"]  # changes no number, writes less
@@ -78,14 +79,18 @@ def stack_losses(members: list[Member]) -> list[float | None]:
     return judged([0.0] * len(members), reports).losses
 
 
-def lr_find(overrides: list[str], probe: Probe, root: Path) -> tuple[float, float]:
-    """lr-find as the command runs it: its suggestion and wall seconds."""
+def lr_find(overrides: list[str], probe: Probe, root: Path) -> tuple[float, float, int]:
+    """lr-find as the command runs it: its suggestion, wall seconds and each rate's epochs (--epochs auto: its own)."""
     started = time.monotonic()
-    configs = member_configs(overrides, probe, None)
-    losses = stack_losses(member_list(configs, overrides, root, probe))
+    configs, epochs = member_configs(overrides, probe, None)
+    losses = stack_losses(member_list(configs, overrides, root, dataclasses.replace(probe, epochs=epochs)))
     seconds = time.monotonic() - started
     best = min((k for k, v in enumerate(losses) if v is not None), key=lambda k: losses[k])
-    return configs[best][0], seconds
+    return configs[best][0], seconds, epochs
+
+
+def probe_name(probe: Probe) -> str:
+    return f"lr-find E={'auto' if probe.epochs is None else probe.epochs}"
 
 
 def full_training(overrides: list[str], rates: list[float], root: Path) -> list[float | None]:
@@ -163,17 +168,17 @@ def one_seed(case: str, seed: int, probes: list[Probe], full_epochs: int | None,
     overrides = [*CASES[case], f"trainer.seed={seed}"]
     found: dict[str, dict[str, Any]] = {"optim default": {"lr": composed(overrides)["optim"]["lr"], "seconds": 0.0,
                                                           "steps": 0}}  # no search: the config's own rate
-    for probe in probes:
-        lr, seconds = lr_find(overrides, probe, tmp / f"probe_{probe.epochs}")
-        found[f"lr-find E={probe.epochs}"] = {"lr": lr, "seconds": seconds}
+    for k, probe in enumerate(probes):
+        lr, seconds, epochs = lr_find(overrides, probe, tmp / f"probe_{k}")
+        found[probe_name(probe)] = {"lr": lr, "seconds": seconds, "epochs": epochs}
     probe = probes[0]
 
     def same(train_size: int, batch: int) -> int:
         """The first probe's stack's optimizer steps, all members' together (known once the data is built)."""
         per_epoch = probe.num * steps_per_epoch(train_size, batch, 1, 1)
         for one in probes:
-            found[f"lr-find E={one.epochs}"]["steps"] = per_epoch * one.epochs
-        return per_epoch * probe.epochs
+            found[probe_name(one)]["steps"] = per_epoch * found[probe_name(one)]["epochs"]
+        return per_epoch * found[probe_name(probe)]["epochs"]
 
     budgets = {"same": (same, probe.low, probe.high), "default": (lambda n, b: 100, 1e-8, 1.0)}
     for budget, (steps, low, high) in budgets.items():
@@ -229,8 +234,9 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["digits", "mnist"])
     parser.add_argument("--num", type=int, default=Probe.num, help="lr-find's rates K (default 16)")
-    parser.add_argument("--epochs", type=int, nargs="+", default=[1, 3],
-                        help="lr-find's epochs per rate, one lr-find each (default: 1, the command's default, and 3)")
+    parser.add_argument("--epochs", type=epochs_value, nargs="+", default=[None, 1],
+                        help="lr-find's epochs per rate or auto, one lr-find each (default: auto, the command's "
+                        "default, and 1)")
     parser.add_argument("--full-epochs", type=int, default=None, help="cap the reference's epochs (smoke tests)")
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
     args = parser.parse_args()

@@ -13,7 +13,8 @@ from PIL import Image
 from conftest import cli, run
 from dltrain.sweep.command_line import CommandLine
 from dltrain.tools.lr_chart import text_chart
-from dltrain.tools.lr_find import Found, Probe, edge_note, find, read_options, replaced
+from dltrain.tools.lr_chart import Found, edge_note
+from dltrain.tools.lr_find import STEPS_PER_RATE, Probe, budget, composed, at_rate, find, read_options, replaced
 
 
 def test_the_rates_are_log_spaced_three_per_decade_and_rounded_as_printed() -> None:
@@ -31,6 +32,7 @@ def test_the_rates_are_log_spaced_three_per_decade_and_rounded_as_printed() -> N
     (["--num", "many"], "--num takes a whole number, got 'many'"),
     (["--min=1", "--max=0.1"], "must satisfy 0 < min < max"),
     (["--epochs=0"], "--epochs=0 must be at least 1"),
+    (["--epochs=some"], "--epochs takes a whole number or auto, got 'some'"),
 ])
 def test_bad_options_are_one_line(args: list[str], problem: str) -> None:
     assert problem in read_options(args)[2]
@@ -40,6 +42,17 @@ def test_options_are_taken_out_and_the_rest_is_the_run() -> None:
     probe, rest, problem = read_options(["model=cnn", "--num", "8", "--min=1e-4", "optim=adam", "--epochs=2"])
     assert problem is None and rest == ["model=cnn", "optim=adam"]
     assert probe == Probe(num=8, low=1e-4, high=1.0, epochs=2)
+    assert read_options(["--epochs", "auto"])[0].epochs is None and Probe().epochs is None  # auto, the default
+
+
+def test_auto_epochs_give_each_rate_300_steps_at_most_the_runs_epochs() -> None:
+    # digits: 1,078 training samples in batches of 64 = 17 steps an epoch; 18 epochs = 306 steps
+    plain = composed([])
+    assert budget(at_rate(plain, 0.1, None, None), Probe())[0] == math.ceil(STEPS_PER_RATE / 17) == 18
+    short = composed(["trainer.max_epochs=5"])
+    epochs, how = budget(at_rate(short, 0.1, None, None), Probe())
+    assert epochs == 5 and "85 optimizer steps" in how and "at most the run's 5 epochs" in how
+    assert budget(at_rate(plain, 0.1, None, None), Probe(epochs=2)) == (2, "")
 
 
 def test_the_probe_sets_the_rate_schedule_budget_and_stopping_itself() -> None:
@@ -88,7 +101,7 @@ def probe_in(tmp_path: Path, args: list[str], capsys: pytest.CaptureFixture) -> 
 def test_each_rate_is_the_ordinary_run_at_that_rate_and_the_best_is_suggested(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     given = ["optim=adam", "sched=cosine", "trainer.max_epochs=30", "trainer.seed=3"]
-    code, root, out, _ = probe_in(tmp_path, ["--num=6", "--min=1e-4", "--max=10", *given], capsys)
+    code, root, out, _ = probe_in(tmp_path, ["--num=6", "--min=1e-4", "--max=10", "--epochs=1", *given], capsys)
     assert code == 0
     saved = json.loads((root / "lr_find.json").read_text())
     rates = saved["rates"]
@@ -124,7 +137,8 @@ def test_a_run_that_cannot_be_stacked_is_refused_in_one_line_before_training(
 def test_the_command_line_finds_a_rate_and_the_command_it_prints_runs(tmp_path: Path) -> None:
     done = cli(["lr-find", "--num=5", "--min=1e-3", "--max=10", "trainer.seed=1"], tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("lr-find: 5 rates from 0.001 to 10 (log-spaced), each held constant for 1 epoch")
+    assert done.stdout.startswith("lr-find: 5 rates from 0.001 to 10 (log-spaced), each held constant for 18 epochs "
+                                  "(306 optimizer steps; --epochs auto")
     command = done.stdout.rstrip().splitlines()[-1].removeprefix("run it: ")
     assert command.startswith("dltrain trainer.seed=1 optim.lr=")
     (root,) = (tmp_path / "outputs" / "lr-find").glob("*/*")

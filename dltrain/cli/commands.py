@@ -272,7 +272,8 @@ def lr_find_command(
     num: int = typer.Option(16, "--num", help="learning rates tried, log-spaced"),
     low: float = typer.Option(1e-5, "--min", help="the smallest rate"),
     high: float = typer.Option(1.0, "--max", help="the largest rate"),
-    epochs: int = typer.Option(1, "--epochs", help="epochs each rate trains, at a constant rate"),
+    epochs: str = typer.Option("auto", "--epochs", help="epochs each rate trains, at a constant rate; auto: the "
+                               "fewest with 300 optimizer steps, at most the run's max_epochs"),
 ) -> None:
     """A learning-rate range test: the run that `dltrain OVERRIDES` would start, trained at --num log-spaced rates
     from --min to --max side by side as one stack (one process), each held constant for --epochs; suggests the rate

@@ -1,5 +1,6 @@
-"""lr-find's curve (tools/lr_find.py): validation loss over log-spaced learning rates, as text for the terminal and
-as a PNG drawn with Pillow (already a dependency: no plotting library for one chart).
+"""lr-find's results (tools/lr_find.py): each rate's lowest validation loss read from its run's report, the
+suggestion, and the curve over the log-spaced rates, as text for the terminal and as a PNG drawn with Pillow
+(already a dependency: no plotting library for one chart).
 
 Rates that diverged or failed have no loss: `x` on the top row. Losses far above the lowest rate's (a rate that
 made the model worse than barely training it) are clipped to the top row (`^`), so that the part of the curve
@@ -8,12 +9,59 @@ worth reading keeps the height.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dltrain.core.files import write_atomic
+from dltrain.core.metrics_file import ENDED_OK
 
 ROWS = 10  # the text chart's height, in lines
+
+
+@dataclass
+class Found:
+    """What the probe found: per rate its lowest val/loss (None: it diverged or failed) and status; the best."""
+
+    rates: list[float]
+    losses: list[float | None]
+    statuses: list[str]
+    others: list[dict[str, float]]  # each rate's last epoch's other validation metrics (val/acc, ...)
+
+    @property
+    def best(self) -> int | None:
+        finite = [k for k, loss in enumerate(self.losses) if loss is not None]
+        return min(finite, key=lambda k: (self.losses[k], k)) if finite else None
+
+    def near_best(self, share: float = 0.05) -> tuple[float, float]:
+        """The lowest and highest rate whose val/loss is within `share` of the best's."""
+        best = self.losses[self.best]
+        near = [r for r, loss in zip(self.rates, self.losses) if loss is not None and loss <= best + share * abs(best)]
+        return min(near), max(near)
+
+
+def judged(rates: list[float], reports: list[dict[str, Any]]) -> Found:
+    """Each rate's report read: its lowest val/loss (the probe monitors val/loss, mode min) and status."""
+    losses: list[float | None] = []
+    for report in reports:
+        value = report.get("best")
+        ok = report.get("status") == ENDED_OK[0] and report.get("monitor") == "val/loss"
+        losses.append(float(value) if ok and value is not None and math.isfinite(value) else None)
+    statuses = [str(r.get("status", "failed")) for r in reports]
+    others = [{k: v for k, v in (r.get("final") or {}).items() if k.startswith("val/") and k != "val/loss"}
+              for r in reports]
+    return Found(rates, losses, statuses, others)
+
+
+def edge_note(found: Found, probe: Any) -> str | None:
+    """Where the best is an end of the range, the curve may still fall beyond it: say which way to widen it."""
+    if found.best == 0:
+        return ("the lowest val/loss is at the range's bottom: a smaller rate may be better still "
+                f"(try --min={probe.low / 100:g})")
+    if found.best == len(found.rates) - 1:
+        return ("the lowest val/loss is at the range's top: a larger rate may be better still "
+                f"(try --max={probe.high * 100:g})")
+    return None
 
 
 def ceiling(losses: list[float | None]) -> float:
@@ -60,7 +108,7 @@ def axis_labels(rates: list[float], column: int) -> str:
     return line + " " * max(1, end - len(line)) + last if end > len(line) else line
 
 
-def table(found: Any) -> list[str]:
+def table(found: Found) -> list[str]:
     """One line per rate: its val/loss (or status) and its other validation metrics; the best marked."""
     names = sorted({name for other in found.others for name in other})
     lines = [f"  {'lr':>9}  {'val/loss':>9}  " + "  ".join(f"{n:>9}" for n in names)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import shutil
 import sys
@@ -25,24 +26,36 @@ from pathlib import Path
 from typing import Any
 
 from dltrain.core.files import write_json_atomic
-from dltrain.core.metrics_file import ENDED_OK
 from dltrain.core.registry import ConfigError
 from dltrain.run.config import RunConfig
+from dltrain.tools.lr_chart import Found, edge_note, judged
 
 # Keys the probe sets itself: the rate is what it searches, every rate is held constant (no schedule, no warm-up),
 # all train the same budget (no early stopping), and a probe keeps no checkpoints. The suggested command keeps them.
 REPLACED = ("optim.lr", "sched", "early_stopping", "trainer.max_epochs", "trainer.resume", "trainer.ckpt")
-OPTIONS = {"--num": int, "--min": float, "--max": float, "--epochs": int}
+PROBE_KEYS = ["sched=constant", "early_stopping=none", "trainer.ckpt.save_last=false", "trainer.ckpt.save_best=false"]
+# --epochs auto: the fewest epochs with this many optimizer steps per rate. Measured (bench/README.md, lr_find.py):
+# one epoch (17 steps on digits, 63 on MNIST) favoured rates too large for the full run; 5 MNIST epochs (315 steps)
+# found the full run's best rate on 4 of 5 seeds, and more epochs changed nothing.
+STEPS_PER_RATE = 300
+
+
+def epochs_value(text: str) -> int | None:
+    """--epochs: a whole number, or `auto` (None)."""
+    return None if text == "auto" else int(text)
+
+
+OPTIONS = {"--num": int, "--min": float, "--max": float, "--epochs": epochs_value}
 
 
 @dataclass(frozen=True)
 class Probe:
-    """What lr-find trains: `num` rates log-spaced from `low` to `high`, each for `epochs` epochs."""
+    """What lr-find trains: `num` rates log-spaced from `low` to `high`, each for `epochs` epochs (None: auto)."""
 
     num: int = 16
     low: float = 1e-5
     high: float = 1.0
-    epochs: int = 1
+    epochs: int | None = None
 
     def rates(self) -> list[float]:
         """The rates, rounded to 3 significant digits (the value trained is the value printed)."""
@@ -54,8 +67,8 @@ class Probe:
             return f"--num={self.num} must be between 3 and 64 (rates tried; the default 16 is 3 per decade)"
         if not 0 < self.low < self.high:
             return f"--min={self.low:g} and --max={self.high:g} must satisfy 0 < min < max (e.g. --min=1e-5 --max=1)"
-        if self.epochs < 1:
-            return f"--epochs={self.epochs} must be at least 1 (the epochs each rate trains)"
+        if self.epochs is not None and self.epochs < 1:
+            return f"--epochs={self.epochs} must be at least 1 (the epochs each rate trains) or auto"
         return None
 
 
@@ -71,16 +84,16 @@ def read_options(args: list[str]) -> tuple[Probe, list[str], str | None]:
             continue
         value = value if eq else next(words, "")
         try:
-            given[name] = OPTIONS[name](value)
+            given[FIELDS[name]] = OPTIONS[name](value)
         except ValueError:
-            kind = "a whole number" if OPTIONS[name] is int else "a number"
-            return Probe(), rest, f"{name} takes {kind}, got '{value}' (e.g. {name}={getattr(Probe(), field(name))})"
-    probe = Probe(**{field(name): value for name, value in given.items()})
+            kind = {"--num": "a whole number", "--epochs": "a whole number or auto"}.get(name, "a number")
+            return Probe(), rest, f"{name} takes {kind}, got '{value}' (e.g. {name}={EXAMPLES[name]})"
+    probe = Probe(**given)
     return probe, rest, probe.problem()
 
 
-def field(option: str) -> str:
-    return {"--num": "num", "--min": "low", "--max": "high", "--epochs": "epochs"}[option]
+FIELDS = {"--num": "num", "--min": "low", "--max": "high", "--epochs": "epochs"}
+EXAMPLES = {"--num": "16", "--min": "1e-05", "--max": "1", "--epochs": "auto"}
 
 
 def key_of(override: str) -> str:
@@ -93,13 +106,12 @@ def replaced(overrides: list[str]) -> list[str]:
 
 
 def probe_overrides(epochs: int) -> list[str]:
-    return ["sched=constant", "early_stopping=none", f"trainer.max_epochs={epochs}", "trainer.ckpt.save_last=false",
-            "trainer.ckpt.save_best=false"]
+    """What a rate's run has on top of the user's overrides (its record in metrics.json), but its `optim.lr`."""
+    return [*PROBE_KEYS[:2], f"trainer.max_epochs={epochs}", *PROBE_KEYS[2:]]
 
 
-def member_configs(overrides: list[str], probe: Probe, project: Path | None) -> list[tuple[float, RunConfig]]:
-    """Each rate's checked config: the run's, composed once (raises the ConfigError the run would fail with), with
-    the probe's keys set and `optim.lr` set to the rate."""
+def composed(overrides: list[str]) -> dict[str, Any]:
+    """The run's config with the probe's keys, composed once (the ConfigError the run would fail with)."""
     from hydra import initialize_config_dir
 
     from dltrain.core.conf_dirs import config_dir
@@ -107,16 +119,43 @@ def member_configs(overrides: list[str], probe: Probe, project: Path | None) -> 
     from dltrain.run.points import compose_checked, task_only
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg, problem = compose_checked(task_only(overrides) + probe_overrides(probe.epochs))
+        cfg, problem = compose_checked(task_only(overrides) + PROBE_KEYS)
     if problem:
         raise ConfigError(problem)
-    plain = to_plain(cfg)
-    configs = []
-    for lr in probe.rates():
-        one = copy.deepcopy(plain)
-        one["optim"]["lr"] = lr
-        configs.append((lr, RunConfig.load(one, project)))
-    return configs
+    return to_plain(cfg)
+
+
+def at_rate(plain: dict[str, Any], lr: float, epochs: int | None, project: Path | None) -> RunConfig:
+    """The checked config of the run at rate `lr` for `epochs` (None: the run's own max_epochs)."""
+    one = copy.deepcopy(plain)
+    one["optim"]["lr"] = lr
+    if epochs is not None:
+        one["trainer"]["max_epochs"] = epochs
+    return RunConfig.load(one, project)
+
+
+def budget(config: RunConfig, probe: Probe) -> tuple[int, str]:
+    """Each rate's epochs and how they were chosen (words for the header): --epochs, or auto: the fewest epochs with
+    STEPS_PER_RATE optimizer steps, at most the run's own max_epochs (the data is built once to count them)."""
+    if probe.epochs is not None:
+        return probe.epochs, ""
+    from dltrain.core.engine import min_share, steps_per_epoch
+    from dltrain.run.assemble import build
+
+    parts = build(config)
+    steps = steps_per_epoch(len(parts.data.train), config.data.batch_size, 1, min_share(parts.model))
+    epochs = max(1, min(config.trainer.max_epochs, math.ceil(STEPS_PER_RATE / steps)))
+    return epochs, (f" ({epochs * steps:,} optimizer steps; --epochs auto: {STEPS_PER_RATE} steps or more, at most "
+                    f"the run's {config.trainer.max_epochs} epochs)")
+
+
+def member_configs(overrides: list[str], probe: Probe, project: Path | None) -> tuple[list[tuple[float, RunConfig]],
+                                                                                      int]:
+    """Each rate's checked config and the epochs each trains (the bench's way in; `find` checks the run can be
+    stacked before it builds the data for --epochs auto)."""
+    plain = composed(overrides)
+    epochs, _ = budget(at_rate(plain, probe.low, None, project), probe)
+    return [(lr, at_rate(plain, lr, epochs, project)) for lr in probe.rates()], epochs
 
 
 def why_not(config: RunConfig) -> str | None:
@@ -134,65 +173,17 @@ def output_dir(overrides: list[str]) -> Path:
     return Path(named[-1]) if named else Path("outputs/lr-find") / f"{now:%Y-%m-%d}" / f"{now:%H-%M-%S-%f}"
 
 
-@dataclass
-class Found:
-    """What the probe found: per rate its lowest val/loss (None: it diverged or failed) and status; the best."""
-
-    rates: list[float]
-    losses: list[float | None]
-    statuses: list[str]
-    others: list[dict[str, float]]  # each rate's last epoch's other validation metrics (val/acc, ...)
-
-    @property
-    def best(self) -> int | None:
-        finite = [k for k, loss in enumerate(self.losses) if loss is not None]
-        return min(finite, key=lambda k: (self.losses[k], k)) if finite else None
-
-    def near_best(self, share: float = 0.05) -> tuple[float, float]:
-        """The lowest and highest rate whose val/loss is within `share` of the best's."""
-        best = self.losses[self.best]
-        near = [r for r, loss in zip(self.rates, self.losses) if loss is not None and loss <= best + share * abs(best)]
-        return min(near), max(near)
-
-
-def judged(rates: list[float], reports: list[dict[str, Any]]) -> Found:
-    """Each rate's report read: its lowest val/loss (the probe monitors val/loss, mode min) and status."""
-    losses: list[float | None] = []
-    for report in reports:
-        value = report.get("best")
-        ok = report.get("status") == ENDED_OK[0] and report.get("monitor") == "val/loss"
-        losses.append(float(value) if ok and value is not None and math.isfinite(value) else None)
-    statuses = [str(r.get("status", "failed")) for r in reports]
-    others = [{k: v for k, v in (r.get("final") or {}).items() if k.startswith("val/") and k != "val/loss"}
-              for r in reports]
-    return Found(rates, losses, statuses, others)
-
-
-def edge_note(found: Found, probe: Probe) -> str | None:
-    """Where the best is an end of the range, the curve may still fall beyond it: say which way to widen it."""
-    if found.best == 0:
-        return ("the lowest val/loss is at the range's bottom: a smaller rate may be better still "
-                f"(try --min={probe.low / 100:g})")
-    if found.best == len(found.rates) - 1:
-        return ("the lowest val/loss is at the range's top: a larger rate may be better still "
-                f"(try --max={probe.high * 100:g})")
-    return None
-
-
 def find(line: Any, probe: Probe) -> int:
     """Train the probe's rates as one stack and show what they found; the exit code (2: refused at the door)."""
     dropped = replaced(line.rest)
     kept = [a for a in line.rest if a not in dropped and key_of(a) != "hydra.run.dir"]
     try:
-        configs = member_configs(kept, probe, line.project)
-        why = why_not(configs[0][1])
-        if why:
-            raise ConfigError(refusal(why, probe, line.given))
+        configs, probe, how = prepared(line, probe, kept, dropped)
     except ConfigError as err:
         return errors(err)
     root = output_dir(line.rest)
     print(f"lr-find: {probe.num} rates from {probe.low:g} to {probe.high:g} (log-spaced), each held constant for "
-          f"{probe.epochs} epoch{'s' if probe.epochs > 1 else ''}, trained side by side as one stack", flush=True)
+          f"{epochs_text(probe.epochs)}{how}, trained side by side as one stack", flush=True)
     if dropped:
         print(f"lr-find: the probe sets these itself (the command it suggests keeps them): {' '.join(dropped)}")
     members = member_list(configs, kept, root, probe)
@@ -212,6 +203,25 @@ def find(line: Any, probe: Probe) -> int:
     return show(found, probe, root, line, time.monotonic() - started)
 
 
+def prepared(line: Any, probe: Probe, kept: list[str], dropped: list[str]) -> tuple[list[tuple[float, RunConfig]],
+                                                                                    Probe, str]:
+    """Each rate's checked config, the probe with its epochs settled, and how they were chosen; raises the
+    ConfigError of a run that does not compose or cannot be stacked (before --epochs auto builds its data)."""
+    own_epochs = [a for a in dropped if key_of(a) == "trainer.max_epochs"]  # the cap of --epochs auto
+    plain = composed(kept + own_epochs)
+    first = at_rate(plain, probe.low, None, line.project)
+    why = why_not(first)
+    if why:
+        raise ConfigError(refusal(why, probe, line.given))
+    epochs, how = budget(first, probe)
+    configs = [(lr, at_rate(plain, lr, epochs, line.project)) for lr in probe.rates()]
+    return configs, dataclasses.replace(probe, epochs=epochs), how
+
+
+def epochs_text(epochs: int | None) -> str:
+    return f"{epochs} epoch{'s' if epochs != 1 else ''}"
+
+
 def member_list(configs: list[tuple[float, RunConfig]], kept: list[str], root: Path, probe: Probe) -> list[Any]:
     from dltrain.run.stacked import Member
 
@@ -224,9 +234,11 @@ def refusal(why: str, probe: Probe, given: list[str]) -> str:
     """The one line for a run that cannot be stacked, with the sweep that tries rates one after another instead."""
     import shlex
 
-    rates = ",".join(f"{lr:g}" for lr in Probe(6, probe.low, probe.high, probe.epochs).rates())
-    words = [a for a in given if key_of(a) not in ("optim.lr", "trainer.max_epochs", "hydra.run.dir")]
-    sweep = shlex.join(["dltrain", "-m", *words, f"optim.lr={rates}", f"trainer.max_epochs={probe.epochs}"])
+    rates = ",".join(f"{lr:g}" for lr in Probe(6, probe.low, probe.high).rates())
+    budget = [f"trainer.max_epochs={probe.epochs}"] if probe.epochs is not None else []
+    words = [a for a in given if key_of(a) not in ("optim.lr", "hydra.run.dir") and not (budget and key_of(a) ==
+                                                                                        "trainer.max_epochs")]
+    sweep = shlex.join(["dltrain", "-m", *words, f"optim.lr={rates}", *budget])
     return f"lr-find trains its rates as one stack and this run cannot be stacked: {why}; a sweep tries them one " \
            f"after another: {sweep}"
 
@@ -241,7 +253,7 @@ def show(found: Found, probe: Probe, root: Path, line: Any, seconds: float) -> i
     """The curve, the table, the suggestion and the command; lr_find.png and lr_find.json in `root`."""
     from dltrain.tools.lr_chart import draw_png, table, text_chart
 
-    epochs = f"{probe.epochs} epoch{'s' if probe.epochs > 1 else ''}"
+    epochs = epochs_text(probe.epochs)
     print(f"trained in {seconds:.1f} s\n")
     width = shutil.get_terminal_size().columns
     print("\n".join([*text_chart(found.rates, found.losses, found.best, width), "", *table(found)]))
