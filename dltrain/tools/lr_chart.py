@@ -9,6 +9,7 @@ worth reading keeps the height.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,23 +73,32 @@ def ceiling(losses: list[float | None]) -> float:
     return max(kept)
 
 
+def height_of(top: float, bottom: float) -> tuple[Callable[[float], float], bool]:
+    """A loss's height on the chart, 0 (the lowest) to 1 (the top), and whether the scale is logarithmic: it is
+    where the losses span a factor of 3 or more, so that the low end, where the suggestion is, is not squashed."""
+    if bottom > 0 and top / bottom >= 3:
+        return (lambda loss: math.log(min(loss, top) / bottom) / math.log(top / bottom)), True
+    span = (top - bottom) or 1.0
+    return (lambda loss: (min(loss, top) - bottom) / span), False
+
+
 def text_chart(rates: list[float], losses: list[float | None], best: int | None, width: int = 80) -> list[str]:
-    """val/loss (rows, linear) over the rates (columns, log-spaced, up to 4 characters each in `width`): `o` a
-    rate, `*` the best, `^` above the chart, `x` diverged or failed."""
+    """val/loss (rows) over the rates (columns, log-spaced, up to 4 characters each in `width`): `o` a rate, `*`
+    the best, `^` above the chart, `x` diverged or failed."""
     if best is None:
         return []
     column = max(1, min(4, (width - 12) // len(rates)))
     top, bottom = ceiling(losses), losses[best]
-    span = (top - bottom) or 1.0
+    height, log = height_of(top, bottom)
     grid = [[" "] * (column * len(rates)) for _ in range(ROWS)]
     for k, loss in enumerate(losses):
         col = column * k + column // 2
         if loss is None or loss > top:
             grid[0][col] = "x" if loss is None else "^"
             continue
-        row = round((top - loss) / span * (ROWS - 1))
+        row = round((1 - height(loss)) * (ROWS - 1))
         grid[row][col] = "*" if k == best else "o"
-    labels = {0: f"{top:.3g}", ROWS - 1: f"{bottom:.3g}", ROWS // 2: "val/loss"}
+    labels = {0: f"{top:.3g}", ROWS - 1: f"{bottom:.3g}", ROWS // 2: "val/loss", ROWS // 2 + 1: "(log)" if log else ""}
     pad = max(len(text) for text in labels.values())
     lines = [f"{labels.get(r, ''):>{pad}} |{''.join(cells).rstrip()}" for r, cells in enumerate(grid)]
     lines.append(f"{'':>{pad}} +{'-' * (column * len(rates))}")
@@ -121,7 +131,8 @@ def table(found: Found) -> list[str]:
 
 
 def draw_png(path: Path, rates: list[float], losses: list[float | None], best: int, title: str) -> None:
-    """The curve as a 800x480 PNG (written atomically): log-x rates, linear val/loss, the best in red."""
+    """The curve as a 800x480 PNG (written atomically): log-x rates, val/loss (log where it spans 3x), the best in
+    red."""
     from PIL import Image, ImageDraw, ImageFont
 
     width, height, left, right, top_px, bottom_px = 800, 480, 80, 30, 50, 60
@@ -129,20 +140,20 @@ def draw_png(path: Path, rates: list[float], losses: list[float | None], best: i
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=14)
     top, low = ceiling(losses), losses[best]
-    span = (top - low) or 1.0
+    height_at, log = height_of(top, low)
     lo_log, hi_log = math.log10(rates[0]), math.log10(rates[-1])
 
     def x_of(rate: float) -> float:
         return left + (math.log10(rate) - lo_log) / (hi_log - lo_log) * (width - left - right)
 
     def y_of(loss: float) -> float:
-        return top_px + (top - min(loss, top)) / span * (height - top_px - bottom_px)
+        return top_px + (1 - height_at(loss)) * (height - top_px - bottom_px)
 
     for decade in range(math.ceil(lo_log - 1e-9), math.floor(hi_log + 1e-9) + 1):  # grid and labels per decade
         x = x_of(10.0 ** decade)
         draw.line([(x, top_px), (x, height - bottom_px)], fill=(225, 225, 225))
         draw.text((x, height - bottom_px + 8), f"{10.0 ** decade:g}", fill="black", font=font, anchor="mt")
-    for loss in (low, (low + top) / 2, top):
+    for loss in (low, math.sqrt(low * top) if log else (low + top) / 2, top):
         draw.text((left - 8, y_of(loss)), f"{loss:.3g}", fill="black", font=font, anchor="rm")
     draw.rectangle([(left, top_px), (width - right, height - bottom_px)], outline="black")
     points = [(x_of(r), y_of(loss)) for r, loss in zip(rates, losses) if loss is not None]
@@ -153,12 +164,16 @@ def draw_png(path: Path, rates: list[float], losses: list[float | None], best: i
         if loss is None:
             draw.line([(x - 5, y - 5), (x + 5, y + 5)], fill="gray", width=2)
             draw.line([(x - 5, y + 5), (x + 5, y - 5)], fill="gray", width=2)
+        elif loss > top:  # clipped: a triangle pointing up, the loss beside it
+            draw.polygon([(x, y - 7), (x - 6, y + 4), (x + 6, y + 4)], fill="gray")
+            draw.text((x - 8, y + 8), f"{loss:.3g}", fill="gray", font=font, anchor="rt")
         else:
             draw.ellipse([(x - 4, y - 4), (x + 4, y + 4)], fill=(40, 90, 200))
     bx, by = x_of(rates[best]), y_of(low)
     draw.ellipse([(bx - 7, by - 7), (bx + 7, by + 7)], outline="red", width=3)
     draw.text((bx, by - 12), f"lr={rates[best]:g}", fill="red", font=font, anchor="mb")
     draw.text((width / 2, 20), title[:100], fill="black", font=font, anchor="mm")
-    draw.text((width / 2, height - 18), "learning rate (log scale)   x: diverged", fill="black", font=font, anchor="mm")
-    draw.text((12, top_px - 20), "val/loss", fill="black", font=font)
+    legend = "learning rate (log scale)   x: diverged   triangle: above the chart"
+    draw.text((width / 2, height - 18), legend, fill="black", font=font, anchor="mm")
+    draw.text((12, top_px - 20), "val/loss (log scale)" if log else "val/loss", fill="black", font=font)
     write_atomic(path, lambda handle: image.save(handle, format="PNG"))
