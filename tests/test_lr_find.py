@@ -137,8 +137,8 @@ def test_a_run_that_cannot_be_stacked_is_refused_in_one_line_before_training(
 def test_the_command_line_finds_a_rate_and_the_command_it_prints_runs(tmp_path: Path) -> None:
     done = cli(["lr-find", "--num=5", "--min=1e-3", "--max=10", "trainer.seed=1"], tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("lr-find: 5 rates from 0.001 to 10 (log-spaced), each held constant for 18 epochs "
-                                  "(306 optimizer steps; --epochs auto")
+    assert done.stdout.startswith("lr-find: 5 rates from 0.001 to 10 (log-spaced), trained side by side as one stack,\n"
+                                  "         each held constant for 18 epochs (306 optimizer steps; --epochs auto")
     command = done.stdout.rstrip().splitlines()[-1].removeprefix("run it: ")
     assert command.startswith("dltrain trainer.seed=1 optim.lr=")
     (root,) = (tmp_path / "outputs" / "lr-find").glob("*/*")

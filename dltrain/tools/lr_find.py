@@ -145,8 +145,8 @@ def budget(config: RunConfig, probe: Probe) -> tuple[int, str]:
     parts = build(config)
     steps = steps_per_epoch(len(parts.data.train), config.data.batch_size, 1, min_share(parts.model))
     epochs = max(1, min(config.trainer.max_epochs, math.ceil(STEPS_PER_RATE / steps)))
-    return epochs, (f" ({epochs * steps:,} optimizer steps; --epochs auto: {STEPS_PER_RATE} steps or more, at most "
-                    f"the run's {config.trainer.max_epochs} epochs)")
+    return epochs, (f" ({epochs * steps:,} optimizer steps; --epochs auto: {STEPS_PER_RATE} or more, at most the "
+                    f"run's {config.trainer.max_epochs} epochs)")
 
 
 def member_configs(overrides: list[str], probe: Probe, project: Path | None) -> tuple[list[tuple[float, RunConfig]],
@@ -182,8 +182,8 @@ def find(line: Any, probe: Probe) -> int:
     except ConfigError as err:
         return errors(err)
     root = output_dir(line.rest)
-    print(f"lr-find: {probe.num} rates from {probe.low:g} to {probe.high:g} (log-spaced), each held constant for "
-          f"{epochs_text(probe.epochs)}{how}, trained side by side as one stack", flush=True)
+    print(f"lr-find: {probe.num} rates from {probe.low:g} to {probe.high:g} (log-spaced), trained side by side as one "
+          f"stack,\n         each held constant for {epochs_text(probe.epochs)}{how}", flush=True)
     if dropped:
         print(f"lr-find: the probe sets these itself (the command it suggests keeps them): {' '.join(dropped)}")
     members = member_list(configs, kept, root, probe)
