@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import REPO, cli, load_scalars
+from tests.conftest import REPO, load_scalars, run
 
 RUN = ["model.hidden=[16]", "trainer.log_every_n_steps=5", "early_stopping.patience=100"]
 # The child dies inside the checkpoint write of epoch 3: TensorBoard already holds epoch 3, last.pt epoch 2.
@@ -31,8 +31,8 @@ def test_a_resumed_run_has_one_value_per_step(tmp_path) -> None:
     assert killed.returncode == 9, killed.stderr
     before = load_scalars(tmp_path / "run")
     assert [s for s, _ in before["val/loss"]] == [1, 2, 3]  # epoch 3 was logged, its checkpoint was not
-    resumed = cli([*RUN, "trainer.max_epochs=5", "trainer.resume=run"], cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = run([*RUN, "trainer.max_epochs=5", f"trainer.resume={tmp_path / 'run'}"], tmp_path / "run")  # here
+    assert resumed["status"] == "completed", resumed
     after = load_scalars(tmp_path / "run")
     for tag, points in after.items():
         steps = [s for s, _ in points]

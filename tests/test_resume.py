@@ -22,6 +22,7 @@ from dltrain.core import checkpoint
 from dltrain.core.registry import ConfigError
 from dltrain.run import resume, resuming
 from tests.conftest import REPO, cli
+from tests.conftest import run as run_in_process
 
 FIXTURE = REPO / "tests" / "fixtures" / "release_run"
 SMALL = ["model.hidden=[16]", "trainer.max_epochs=3", "early_stopping=none", "optim.lr=0.05",
@@ -70,13 +71,19 @@ def ctrl_c_then_paste(args: list[str], cwd: Path, sig: str, code: int,
     return cwd / "run", resumed
 
 
+def straight_run(args: list[str], run_dir: Path) -> Path:
+    """The uninterrupted run of `dltrain ARGS`, trained in this process: it is only the end to compare with (what
+    is tested is the interrupted CLI run and the pasted command). Bit-equal to the CLI's: a run chooses its threads
+    by its config and cores (run/threads.py), and tests/test_checkpoint.py compares in-process runs bitwise too."""
+    report = run_in_process(args, run_dir)
+    assert report["status"] == "completed", report
+    return run_dir
+
+
 @pytest.fixture(scope="module")
 def small_straight(tmp_path_factory) -> Path:
     """The uninterrupted SMALL run, made once for the tests that compare an interrupted SMALL run with it."""
-    cwd = tmp_path_factory.mktemp("small")
-    made = cli([*SMALL, "hydra.run.dir=straight"], cwd=cwd)
-    assert made.returncode == 0, made.stderr
-    return cwd / "straight"
+    return straight_run(SMALL, tmp_path_factory.mktemp("small") / "straight")
 
 
 # ---- the printed command continues the run ---------------------------------------------------------------------
@@ -90,7 +97,9 @@ def test_ctrl_c_then_the_printed_command_ends_as_the_uninterrupted_run(small_str
 
 
 def test_sigterm_of_an_experiment_then_the_printed_command_ends_as_the_uninterrupted_run(tmp_path) -> None:
-    run, _ = ctrl_c_then_paste(["experiment=gan_digits", "trainer.max_epochs=2"], tmp_path, "SIGTERM", 143)
+    args = ["experiment=gan_digits", "trainer.max_epochs=2"]
+    straight = straight_run(args, tmp_path / "straight")
+    run, _ = ctrl_c_then_paste(args, tmp_path, "SIGTERM", 143, straight)
     assert yaml.safe_load((run / "config.yaml").read_text())["task"] == "adversarial"
 
 

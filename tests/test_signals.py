@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dltrain.core import checkpoint
-from tests.conftest import cli
+from tests.conftest import run
 
 LONG = ["model.hidden=[32]", "trainer.max_epochs=500", "trainer.log_every_n_steps=0", "early_stopping=none",
         "hydra.run.dir=run", "trainer.device=cpu"]
@@ -41,8 +41,9 @@ def test_a_signal_stops_with_one_line_and_the_run_resumes(tmp_path, sig: int, co
     assert f"resume with: dltrain trainer.resume={tmp_path / 'run'}" in lines[0] or "trainer.resume=run" in lines[0]
     epoch = checkpoint.load(tmp_path / "run" / "last.pt")["epoch"]
     assert f"at epoch {epoch}/500" in lines[0]
-    resumed = cli([*LONG[:-2], f"trainer.max_epochs={epoch + 1}", "trainer.resume=run"], cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = run([*LONG[:-2], f"trainer.max_epochs={epoch + 1}", f"trainer.resume={tmp_path / 'run'}"],
+                  tmp_path / "run")  # in this process: what is tested is the signalled CLI run and its checkpoint
+    assert resumed["status"] == "completed" and resumed["epochs"] == epoch + 1, resumed
     assert checkpoint.load(tmp_path / "run" / "last.pt")["epoch"] == epoch + 1
 
 

@@ -18,7 +18,7 @@ import pytest
 from dltrain.core.metrics_file import numbers, status_of
 from dltrain.sweep import plan as sweeps
 from dltrain.sweep.runs_table import runs_table
-from tests.conftest import cli
+from tests.conftest import cli, run
 
 QUICK = ["trainer.max_epochs=2", "model.hidden=[16]", "trainer.log_every_n_steps=0"]
 OPTIMS, SCHEDS = ("sgd", "adam"), ("step", "exponential", "inverse_time")
@@ -269,7 +269,7 @@ def test_a_single_run_keeps_its_log_clean_and_records_its_wall_time(tmp_path) ->
 
 
 def test_export_says_what_it_wrote_and_what_it_skipped(tmp_path) -> None:
-    assert cli([*QUICK, "hydra.run.dir=run"], cwd=tmp_path).returncode == 0
+    assert run([*QUICK], tmp_path / "run")["status"] == "completed"  # the run to export, trained in this process
     result = cli(["export", "run"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -287,9 +287,9 @@ def test_export_says_what_it_wrote_and_what_it_skipped(tmp_path) -> None:
 
 def test_generate_ends_with_a_newline(tmp_path) -> None:
     (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog. " * 60)
-    trained = cli(["data=text", "data.path=corpus.txt", "model=lstm", "model.hidden_size=16", "trainer.max_epochs=1",
-                   "trainer.log_every_n_steps=0", "hydra.run.dir=lm"], cwd=tmp_path)
-    assert trained.returncode == 0, trained.stderr
+    trained = run(["data=text", f"data.path={tmp_path / 'corpus.txt'}", "model=lstm", "model.hidden_size=16",
+                   "trainer.max_epochs=1", "trainer.log_every_n_steps=0"], tmp_path / "lm")  # trained in this process:
+    assert trained["status"] == "completed", trained  # the run to generate from (`generate` is the CLI under test)
     result = cli(["generate", "lm", "--prompt", "the ", "--length", "30"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("the ") and result.stdout.endswith("\n") and not result.stdout.endswith("\n\n")

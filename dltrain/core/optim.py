@@ -165,9 +165,10 @@ def optimizer_class(name: str, options: Mapping[str, Any] | None = None) -> type
         raise ConfigError(f"optim={name} cannot be built from these options: {first_line(err)}") from None
 
 
-def parse_optimizer(node: Mapping[str, Any]) -> Spec:
+def parse_optimizer(node: Mapping[str, Any], built: bool = True) -> Spec:
     """Check an `optim` node once: keys, types, value rules and the optimizer's own range checks (it is built
-    once on a dummy parameter). Every problem is one line of a single ConfigError."""
+    once on a dummy parameter; not when `built` is False: a trained run's optimizer that nothing will step).
+    Every problem is one line of a single ConfigError."""
     check(isinstance(node, Mapping), f"optim must be a mapping of options, got {node!r}")
     name = node.get("name")
     check(isinstance(name, str), f"optim: missing 'name'; valid: {', '.join(OPTIMIZERS.names())}")
@@ -178,7 +179,7 @@ def parse_optimizer(node: Mapping[str, Any]) -> Spec:
     good = {k: v for k, v in options.items() if k not in bad}
     bad |= check_values(name, good, problems)
     usable = {k: v for k, v in good.items() if k not in bad}
-    if not missing_keys(name, usable):  # a builder missing a key would only repeat a line above
+    if built and not missing_keys(name, usable):  # a builder missing a key would only repeat a line above
         check_built(name, usable, problems)
     problems.raise_if_any()
     return Spec("optim", name, options)

@@ -71,8 +71,11 @@ class RunConfig:
                                    project=str(project) if project else None)
 
     @classmethod
-    def parse(cls, cfg: Any, inputs: bool = False) -> RunConfig:
-        """Check every group, then across groups (door.py; `inputs`: the data's files): one ConfigError, every problem."""
+    def parse(cls, cfg: Any, inputs: bool = False, trained: bool = False) -> RunConfig:
+        """Check every group, then across groups (door.py; `inputs`: the data's files): one ConfigError, every problem.
+        `trained`: the config of a run that has trained, read by eval, export, predict or generate: its optimizer is
+        not built to check its options, since nothing steps it (torch.optim's first build imports torch._dynamo,
+        ~1.5 s of such a command's ~4 s on 2 cores)."""
         check(isinstance(cfg, dict), f"the config must be a mapping, got {type(cfg).__name__}")
         problems = Problems()
         for group in GROUPS:
@@ -82,7 +85,8 @@ class RunConfig:
         problems.found += unknown_top_level(cfg) + unusable_numbers(cfg)
         problems.raise_if_any()
         parsed: dict[str, Any] = {}
-        for key, parse in PARSERS.items():
+        parsers = {**PARSERS, "optim": lambda c: parse_optim(c, built=False)} if trained else PARSERS
+        for key, parse in parsers.items():
             with problems.collect():
                 parsed[key] = parse(cfg)
         with problems.collect():
@@ -217,9 +221,9 @@ def parse_task(cfg: dict[str, Any]) -> TaskConfig:
     return task
 
 
-def parse_optim(cfg: dict[str, Any]) -> Spec:
+def parse_optim(cfg: dict[str, Any], built: bool = True) -> Spec:
     check("lr" in cfg["optim"], "optim.lr is missing; every optimizer needs a learning rate (optim.lr=0.01)")
-    return parse_optimizer(cfg["optim"])
+    return parse_optimizer(cfg["optim"], built=built)
 
 
 def parse_sched(cfg: dict[str, Any]) -> ScheduleSpec:

@@ -111,7 +111,7 @@ def with_config(cfg: dict[str, Any], saved: dict[str, Any], path: Path, project:
     or the data options the user `given` (`eval --data`), which are then the likely cause."""
     plugins.load(plugins.project_plugins(project), project)
     try:
-        return make(RunConfig.parse(cfg))
+        return make(RunConfig.parse(cfg, trained=True))  # no optimizer built: nothing here steps it
     except ConfigError as err:
         if given:
             raise ConfigError(f"{err.problems[0]} (with --data {' '.join(given)})") from None
