@@ -134,12 +134,13 @@ class TensorBoard(Callback):
         an interrupted attempt logged past the checkpoint this run starts from are dropped first."""
         from torch.utils.tensorboard import SummaryWriter
 
-        from dltrain.core.event_files import keep_until
+        from dltrain.core.event_files import keep_until, open_after_existing
         from dltrain.core.hparams import join_sweep, session
 
         keep_until(self.run_dir, state.epoch, state.step)
         quiet_writer_thread()
         join_sweep(self.run_dir)
+        open_after_existing(self.run_dir)
         self.writer = SummaryWriter(log_dir=str(self.run_dir))
         # The session is the run; its group (the HParams table's Trial ID, by which its rows are sorted) is the job's
         # name, e.g. `optim=adam,sched=step`, not TensorBoard's default hash of the values. A resumed run writes it

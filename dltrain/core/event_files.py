@@ -2,15 +2,20 @@
 writes again, its event files lose every value past the point the checkpoint holds, so each (tag, step) has one
 value and steps only grow. TensorBoard's own `purge_step` cannot do this here: it takes one step for all tags,
 and the per-step loss (`z_more/train/loss_step`) counts optimizer steps while the other curves count epochs.
-`write_events` writes a whole event file atomically: the rewritten ones, and the HParams experiment (hparams.py)."""
+`write_events` writes a whole event file atomically: the rewritten ones, and the HParams experiment (hparams.py).
+`open_after_existing` keeps a resumed run's new file last in the folder's name order, which TensorBoard reads by."""
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from dltrain.core.files import write_atomic
 from dltrain.core.tags import OLD_STEP_LOSS, STEP_LOSS, board_tag
 
+PATTERN = "events.out.tfevents.*"  # then the second the writer opened (10 digits), the host, the pid, a counter
+LONGEST_WAIT = 2.0  # s: a clock behind the newest file by more than this is reported, not waited out
 STEP_TAGS = (STEP_LOSS, OLD_STEP_LOSS)  # x = optimizer steps; every other tag's x is epochs done
 # Logged once, at the run's end (x = its last epoch): a resume logs them again when it ends. Both names: this
 # release's (z_more/test/...) and an earlier release's (test/...).
@@ -22,9 +27,30 @@ def keep_until(run_dir: Path, epoch: int, step: int) -> int:
     `epoch` or after (a resume that only finishes the run logs them again), from the run's own event files;
     returns how many values were dropped. Each file is rewritten atomically."""
     dropped = 0
-    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+    for path in sorted(run_dir.glob(PATTERN)):
         dropped += rewrite(path, epoch, step)
     return dropped
+
+
+def open_after_existing(run_dir: Path) -> float:
+    """Wait, if needed, until the clock's second is past the second in every event file name in `run_dir`; returns
+    the seconds waited. Why: TensorBoard reads a folder's files in name order and a name starts with the second its
+    writer opened (then host and pid), so a writer opened in the same second as the last one (a run killed in its
+    first second and resumed at once, or resumed on another host) could sort first, and TensorBoard would show them
+    out of order (the resumed steps first) or as orphaned."""
+    newest = max((int(p.name.split(".")[3]) for p in run_dir.glob(PATTERN) if p.name.split(".")[3].isdigit()),
+                 default=None)
+    if newest is None:
+        return 0.0
+    wait = newest + 1 - time.time()
+    if wait <= 0:
+        return 0.0
+    if wait > LONGEST_WAIT:
+        print(f"note: this machine's clock is {wait:.0f} s behind the newest TensorBoard file in {run_dir}; "
+              "TensorBoard may show the resumed values before the earlier ones (set the clock right)", file=sys.stderr)
+        return 0.0
+    time.sleep(wait)
+    return wait
 
 
 def rewrite(path: Path, epoch: int, step: int) -> int:
@@ -77,7 +103,7 @@ def epoch_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
     from tensorboard.compat.proto.event_pb2 import Event
 
     history: dict[str, dict[int, float]] = {}
-    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+    for path in sorted(run_dir.glob(PATTERN)):
         for record in RawEventFileLoader(str(path)).Load():
             event = Event.FromString(record)
             for value in event.summary.value if event.HasField("summary") else ():
