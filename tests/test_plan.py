@@ -13,7 +13,8 @@ import torch
 from dltrain.core.engine import LoopSettings
 from dltrain.run.assemble import assemble, build
 from dltrain.run.lr_curve import sample, turning_points
-from dltrain.run.preview import describe, plan_run
+from dltrain.run.plan_text import describe
+from dltrain.run.preview import plan_run
 from dltrain.run.stacking import stack_groups
 from tests.conftest import cli, compose, parse
 

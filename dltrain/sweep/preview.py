@@ -57,7 +57,8 @@ def show(line: CommandLine, sweep: SweepPlan | None) -> int:
     problem, printed as a run prints it)."""
     if line.multirun:
         return show_sweep(line, sweep)
-    from dltrain.run.preview import describe, plan_run
+    from dltrain.run.plan_text import describe
+    from dltrain.run.preview import plan_run
 
     config = composed([line.rest], line.project)[0]
     try:
@@ -103,7 +104,8 @@ def sweep_jobs(line: CommandLine, sweep: SweepPlan) -> list[tuple[str, list[str]
 
 def show_sweep(line: CommandLine, sweep: SweepPlan | None) -> int:
     """The jobs with a per-job estimate, how they would stack, and the total."""
-    from dltrain.run.preview import TIMED_STEPS, plan_run, seconds_text
+    from dltrain.run.plan_text import seconds_text
+    from dltrain.run.preview import TIMED_STEPS, plan_run
 
     if sweep is None or sweep.jobs is None or line.points is None or line.points.hydra is None:
         print("dltrain: error: this sweeper picks its values while it runs, so its jobs cannot be listed before; "
@@ -151,7 +153,7 @@ def job_text(plan: Any, config: Any) -> str:
 
     from dltrain.run.assemble import make_settings
     from dltrain.run.lr_curve import lr_text, sample, sparkline
-    from dltrain.run.preview import seconds_text
+    from dltrain.run.plan_text import seconds_text
 
     parts = dataclasses.replace(plan.parts, config=config)
     settings = make_settings(parts, len(parts.data.train), plan.settings.lr_scales)
@@ -189,7 +191,7 @@ def stack_units(configs: list[Any], line: CommandLine) -> list[Any]:
 def groups_text(units: list[Any], plans: dict[int, Any], stacked: bool) -> str:
     """'would stack: N groups', each group's jobs by number (a job alone: why), and, unless this sweep's launcher
     is the vectorised one, that it trains each job on its own."""
-    from dltrain.run.preview import memory_line
+    from dltrain.run.plan_text import memory_line
     from dltrain.run.stacking import unit_line
 
     lines = [f"{'stacks' if stacked else 'would stack'}: {len(units)} group(s) (a group's jobs differ only in "
