@@ -281,6 +281,6 @@ def lr_find_command(
     lr_find.json under outputs/lr-find/. Runs whose model cannot be stacked (batch norm, RNNs, DDP, ...) are
     refused in one line."""
     # `dltrain lr-find ...` is run by cli/main.py (it reads the command line as a run does); typer gives its --help
-    typer.echo("dltrain: error: run it as: dltrain lr-find [--num K] [--min LO] [--max HI] [--epochs E] OVERRIDES",
+    typer.echo("dltrain: error: run it as: dltrain lr-find [--num K] [--min LO] [--max HI] [--epochs E|auto] OVERRIDES",
                err=True)
     raise typer.Exit(2)

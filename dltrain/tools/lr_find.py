@@ -1,8 +1,9 @@
-"""`dltrain lr-find [--num K] [--min LO] [--max HI] [--epochs E] [OVERRIDES]`: a learning-rate range test.
+"""`dltrain lr-find [--num K] [--min LO] [--max HI] [--epochs E|auto] [OVERRIDES]`: a learning-rate range test.
 
 The run that `dltrain OVERRIDES` would start is trained at K log-spaced rates from LO to HI (defaults: 16 from 1e-5
-to 1), each held constant for E epochs (default 1), side by side as one stack in this one process (the vectorised
-launcher's trainer, run/stacked.py); the suggestion is the rate whose run reached the lowest validation loss. Not the
+to 1), each held constant for E epochs (default auto: the fewest with STEPS_PER_RATE optimizer steps, at most the
+run's max_epochs), side by side as one stack in this one process (the vectorised launcher's trainer,
+run/stacked.py); the suggestion is the rate whose run reached the lowest validation loss. Not the
 steepest slope of one run whose rate is ramped up (Lightning's lr_find): there each rate is seen for a few steps
 only, after the rates before it, so the answer moves with the range, the smoothing and the seed. A run that cannot
 be stacked is refused in one line: there is no silent fallback to K runs one after another.
