@@ -40,7 +40,7 @@ def main() -> None:
     import signal
 
     exit_on_signal()
-    skip_teardown_at_exit()  # the sub-commands too (core/exiting.py): `dltrain eval RUN` 2.1 -> 1.7 s on 2 cores
+    skip_teardown_at_exit()  # every command, sweeps and sub-commands (core/exiting.py): `dltrain eval RUN` 2.1 -> 1.7 s
     args = sys.argv[1:]
     completing = env.completing()  # the shell asks typer's completion (dltrain --install-completion)
     try:

@@ -38,8 +38,8 @@ def open_after_existing(run_dir: Path) -> float:
     writer opened (then host and pid), so a writer opened in the same second as the last one (a run killed in its
     first second and resumed at once, or resumed on another host) could sort first, and TensorBoard would show them
     out of order (the resumed steps first) or as orphaned."""
-    newest = max((int(p.name.split(".")[3]) for p in run_dir.glob(PATTERN) if p.name.split(".")[3].isdigit()),
-                 default=None)
+    seconds = [path.name.split(".")[3] for path in run_dir.glob(PATTERN)]
+    newest = max((int(second) for second in seconds if second.isdigit()), default=None)
     if newest is None:
         return 0.0
     wait = newest + 1 - time.time()

@@ -8,22 +8,20 @@ the rest (gc.freeze: the collector's permanent generation), so that the teardown
 walk; objects are still released by reference counting as the modules are cleared. What it gives up is the
 __del__ of objects that only a cycle reachable from a module keeps alive, which CPython does not promise at exit.
 
-Registered by dltrain's own process entry points (a Hydra job, a DDP worker, the vectorised launcher), never on
-import: a program that imports dltrain as a library exits as it always did.
+Registered by dltrain's own process entry points (the `dltrain` command, a Hydra job run by a launcher's worker
+process, a DDP worker), never on import: a program that imports dltrain as a library exits as it always did.
 """
 from __future__ import annotations
 
 import atexit
+import functools
 import gc
 
-_REGISTERED: list[bool] = []  # one registration per process
 
-
+@functools.cache  # one registration per process, however often called
 def skip_teardown_at_exit() -> None:
-    """Collect, then freeze the objects left, when this process exits (registered once, however often called)."""
-    if not _REGISTERED:
-        atexit.register(collect_then_freeze)
-        _REGISTERED.append(True)
+    """Collect, then freeze the objects left, when this process exits."""
+    atexit.register(collect_then_freeze)
 
 
 def collect_then_freeze() -> None:

@@ -36,7 +36,7 @@ def hydra_job(cfg: Any, context: JobContext) -> Any:
     from dltrain.core.exiting import skip_teardown_at_exit
     from dltrain.run.signals import on_signal_raise_interrupt
 
-    skip_teardown_at_exit()  # this process is a dltrain command or a launcher's worker: a quick exit (~0.6 s)
+    skip_teardown_at_exit()  # a launcher's worker process (joblib, submitit) too: a quick exit (~0.6 s)
     on_signal_raise_interrupt()  # from here a signal is the job's one line (epoch reached, how to resume)
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:

@@ -64,10 +64,8 @@ class VectorizedLauncher(Launcher):
         JobReturns in job order, each with the job's sweep value (Optuna reads them)."""
         from hydra.core.utils import configure_log, setup_globals
 
-        from dltrain.core.exiting import skip_teardown_at_exit
         from dltrain.run.signals import deferred, on_signal_raise_interrupt
 
-        skip_teardown_at_exit()  # the sweep's process exits without torch's slow teardown (~0.6 s)
         setup_globals()
         self.loading.launching = True  # jobs are composed from here on (the sweeper's check was skipped)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
